@@ -1,0 +1,1 @@
+//! Shared helpers for the conformance suite (see tests/).

@@ -1,0 +1,210 @@
+//! Command-line definitions only: runc-compatible names and flags, no logic.
+//! containerd (go-runc), podman/conmon and CRI-O call these exactly.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ocirun",
+    version,
+    about = "A low-level OCI container runtime (runc-compatible) with an OCI image unpacker"
+)]
+pub struct Cli {
+    /// Directory for container state (tmpfs recommended)
+    #[arg(long, global = true, default_value = "/run/ocirun", value_name = "DIR")]
+    pub root: PathBuf,
+
+    /// Write log records to this file (default: stderr only)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub log: Option<PathBuf>,
+
+    /// Format of log records in --log
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        value_name = "FORMAT"
+    )]
+    pub log_format: LogFormat,
+
+    /// Log debug messages
+    #[arg(long, global = true)]
+    pub debug: bool,
+
+    /// Use the systemd cgroup driver (cgroupsPath "slice:prefix:name")
+    #[arg(long, global = true)]
+    pub systemd_cgroup: bool,
+
+    /// Accepted for runc compatibility; checkpointing is not supported
+    #[arg(long, global = true, hide = true, value_name = "PATH")]
+    pub criu: Option<String>,
+
+    /// Accepted for runc compatibility (auto, true, false); before the command
+    #[arg(long = "rootless", hide = true, value_name = "VALUE")]
+    pub rootless_mode: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListFormat {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create a container (it waits for `start` before running its process)
+    Create(CreateArgs),
+    /// Run the process of a created container
+    Start { id: String },
+    /// Print a container's state as JSON
+    State { id: String },
+    /// Send a signal to a container's init process (default SIGTERM)
+    Kill {
+        /// Send the signal to every process in the container
+        #[arg(short, long)]
+        all: bool,
+        id: String,
+        #[arg(default_value = "SIGTERM")]
+        signal: String,
+    },
+    /// Delete a container and everything it holds
+    Delete {
+        /// Kill the container first if it is still running
+        #[arg(short, long)]
+        force: bool,
+        id: String,
+    },
+    /// Create and start a container; without --detach wait for it and return its exit status
+    Run(RunArgs),
+    /// List containers under --root
+    #[command(visible_alias = "ls")]
+    List {
+        #[arg(short, long, value_enum, default_value = "table")]
+        format: ListFormat,
+        /// Print only the container ids
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Write a default config.json
+    Spec {
+        /// Directory to write config.json into
+        #[arg(short, long, value_name = "DIR")]
+        bundle: Option<PathBuf>,
+        /// Generate a configuration for a rootless container
+        #[arg(long)]
+        rootless: bool,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CreateArgs {
+    /// Path to the bundle directory (default: the current directory)
+    #[arg(short, long, value_name = "DIR")]
+    pub bundle: Option<PathBuf>,
+    /// Unix socket that receives the pty master when process.terminal is true
+    #[arg(long, value_name = "PATH")]
+    pub console_socket: Option<PathBuf>,
+    /// Write the container's init pid to this file
+    #[arg(long, value_name = "FILE")]
+    pub pid_file: Option<PathBuf>,
+    /// Use MS_MOVE and chroot instead of pivot_root (for ramdisk roots)
+    #[arg(long)]
+    pub no_pivot: bool,
+    /// Accepted for runc compatibility; no session keyring is created
+    #[arg(long)]
+    pub no_new_keyring: bool,
+    /// Pass this many extra fds (from fd 3 on) to the container process
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub preserve_fds: u32,
+    pub id: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub create: CreateArgs,
+    /// Return once the container is running instead of waiting for it
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Keep the container's state after it exits (foreground run only)
+    #[arg(long)]
+    pub keep: bool,
+    /// Accepted for runc compatibility
+    #[arg(long)]
+    pub no_subreaper: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn global_flags_in_both_forms() {
+        let c = Cli::try_parse_from([
+            "ocirun",
+            "--root=/tmp/r",
+            "--log",
+            "/tmp/l",
+            "--log-format=json",
+            "delete",
+            "--force",
+            "x",
+        ])
+        .unwrap();
+        assert_eq!(c.root, PathBuf::from("/tmp/r"));
+        assert_eq!(c.log.as_deref(), Some(std::path::Path::new("/tmp/l")));
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert!(matches!(c.command, Command::Delete { force: true, .. }));
+    }
+
+    #[test]
+    fn create_flags_like_containerd() {
+        let c = Cli::try_parse_from([
+            "ocirun",
+            "--root",
+            "/run/x",
+            "--log",
+            "/l",
+            "--log-format",
+            "json",
+            "create",
+            "--bundle",
+            "/b",
+            "--pid-file",
+            "/p",
+            "--console-socket=/s",
+            "--preserve-fds",
+            "2",
+            "id1",
+        ])
+        .unwrap();
+        let Command::Create(a) = c.command else {
+            panic!()
+        };
+        assert_eq!(a.bundle.as_deref(), Some(std::path::Path::new("/b")));
+        assert_eq!(a.preserve_fds, 2);
+        assert_eq!(a.id, "id1");
+    }
+
+    #[test]
+    fn kill_defaults_to_sigterm() {
+        let c = Cli::try_parse_from(["ocirun", "kill", "--all", "x"]).unwrap();
+        let Command::Kill { all, signal, .. } = c.command else {
+            panic!()
+        };
+        assert!(all);
+        assert_eq!(signal, "SIGTERM");
+    }
+}

@@ -1,0 +1,508 @@
+//! The container as a state machine: create, start, state, kill, delete,
+//! run, list. Every operation on one id holds the state dir's lock.
+
+pub mod signal;
+pub mod state;
+
+use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, open};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
+use nix::sys::stat::Mode;
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{Pid, mkfifo};
+use serde::Serialize;
+
+use crate::cgroups;
+use crate::error::{Context, Error, Result, io_text};
+use crate::process;
+use crate::spec;
+use state::{Saved, StateDir, Status};
+
+/// Options shared by the runtime commands (runc's global flags).
+pub struct Global {
+    pub root: PathBuf,
+    pub systemd_cgroup: bool,
+}
+
+pub struct CreateOpts {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub console_socket: Option<PathBuf>,
+    pub pid_file: Option<PathBuf>,
+    pub no_pivot: bool,
+    pub preserve_fds: u32,
+}
+
+/// A container that has been created and whose lock we still hold.
+struct Created {
+    dir: StateDir,
+    saved: Saved,
+}
+
+pub fn create(g: &Global, o: &CreateOpts) -> Result<()> {
+    create_locked(g, o, true).map(drop)
+}
+
+fn create_locked(g: &Global, o: &CreateOpts, detached: bool) -> Result<Created> {
+    let bundle = spec::load(&o.bundle)?;
+    let dir = StateDir::create(&g.root, &o.id)?;
+    let mut saved = Saved {
+        id: o.id.clone(),
+        bundle: bundle.dir.clone(),
+        rootfs: bundle.rootfs.clone(),
+        created: crate::logging::rfc3339(SystemTime::now()),
+        annotations: bundle.spec.annotations().clone().unwrap_or_default(),
+        ..Default::default()
+    };
+    let result = (|| {
+        let linux = bundle.spec.linux().as_ref().expect("validated");
+        let cg = cgroups::for_container(linux.cgroups_path().as_deref(), &o.id, g.systemd_cgroup)?;
+        saved.cgroups = cg.hierarchies().to_vec();
+        // Saved before anything exists, so `delete --force` can clean up after a crash.
+        dir.save(&saved)?;
+        cg.create()?;
+        let console = open_console(&bundle, o.console_socket.as_deref(), detached)?;
+        let fifo_path = dir.fifo();
+        mkfifo(&fifo_path, Mode::from_bits_truncate(0o622)).ctx(Error::Container, || {
+            format!("mkfifo {}", fifo_path.display())
+        })?;
+        let fifo = open(&fifo_path, OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty())
+            .ctx(Error::Container, || format!("open {}", fifo_path.display()))?;
+        let pid = process::spawn(process::Spawn {
+            bundle: &bundle,
+            cgroup: cg.as_ref(),
+            fifo,
+            console,
+            preserve_fds: o.preserve_fds,
+            no_pivot: o.no_pivot,
+        })?;
+        saved.pid = pid.as_raw();
+        saved.pid_start = state::process_start_time(pid).ok_or_else(|| {
+            Error::Container(format!("container init {pid} died right after setup"))
+        })?;
+        dir.save(&saved)?;
+        if let Some(pf) = &o.pid_file {
+            write_pid_file(pf, pid)?;
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => Ok(Created { dir, saved }),
+        Err(e) => {
+            let _ = destroy(dir, &saved);
+            Err(e)
+        }
+    }
+}
+
+fn open_console(
+    b: &spec::Bundle,
+    socket: Option<&Path>,
+    detached: bool,
+) -> Result<Option<OwnedFd>> {
+    let terminal = b
+        .spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false);
+    match (terminal, socket) {
+        (true, Some(path)) => {
+            let s = UnixStream::connect(path)
+                .ctx(Error::Container, || format!("connect to console socket {}", path.display()))?;
+            Ok(Some(OwnedFd::from(s)))
+        }
+        (true, None) if detached => Err(Error::Container(
+            "process.terminal is true: --console-socket is required".into(),
+        )),
+        (true, None) => Err(Error::Container(
+            "process.terminal is true: ocirun cannot relay a terminal yet, pass --console-socket or set terminal to false".into(),
+        )),
+        (false, Some(path)) => Err(Error::Container(format!(
+            "--console-socket {} given but process.terminal is false",
+            path.display()
+        ))),
+        (false, None) => Ok(None),
+    }
+}
+
+fn write_pid_file(path: &Path, pid: Pid) -> Result<()> {
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let tmp = abs.with_file_name(format!(
+        ".{}.tmp",
+        abs.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    std::fs::write(&tmp, pid.to_string())
+        .and_then(|()| std::fs::rename(&tmp, &abs))
+        .ctx(Error::Container, || {
+            format!("write pid file {}", abs.display())
+        })
+}
+
+pub fn start(g: &Global, id: &str) -> Result<()> {
+    let dir = StateDir::open(&g.root, id)?;
+    let saved = dir.load()?;
+    start_locked(&dir, &saved)
+}
+
+fn start_locked(dir: &StateDir, saved: &Saved) -> Result<()> {
+    match state::status(&dir.path, saved) {
+        Status::Created => {}
+        s => {
+            return Err(Error::Container(format!(
+                "cannot start container {} in status {}",
+                saved.id,
+                s.as_str()
+            )));
+        }
+    }
+    let fifo = dir.fifo();
+    let f = open(
+        &fifo,
+        OFlag::O_WRONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| match e {
+        Errno::ENXIO => Error::Container(format!("container {} init is gone", saved.id)),
+        e => Error::Container(format!("open {}: {e:?}", fifo.display())),
+    })?;
+    nix::unistd::write(&f, &[0]).ctx(Error::Container, || format!("write {}", fifo.display()))?;
+    std::fs::remove_file(&fifo).ctx(Error::Container, || format!("remove {}", fifo.display()))
+}
+
+/// `state` output: the runtime spec's state plus runc's extra fields.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StateOut {
+    oci_version: &'static str,
+    id: String,
+    pid: i32,
+    status: &'static str,
+    bundle: PathBuf,
+    rootfs: PathBuf,
+    created: String,
+    #[serde(skip_serializing_if = "std::collections::HashMap::is_empty")]
+    annotations: std::collections::HashMap<String, String>,
+    owner: String,
+}
+
+fn state_out(dir: &Path, s: Saved) -> StateOut {
+    let status = state::status(dir, &s);
+    StateOut {
+        oci_version: spec::OCI_VERSION,
+        pid: if status == Status::Stopped { 0 } else { s.pid },
+        status: status.as_str(),
+        id: s.id,
+        bundle: s.bundle,
+        rootfs: s.rootfs,
+        created: s.created,
+        annotations: s.annotations,
+        owner: s.owner,
+    }
+}
+
+pub fn state(g: &Global, id: &str) -> Result<String> {
+    state::check_id(id)?;
+    let dir = g.root.join(id);
+    let saved = state::load(&dir)?;
+    Ok(serde_json::to_string_pretty(&state_out(&dir, saved)).expect("state serialises"))
+}
+
+pub fn kill(g: &Global, id: &str, sig: &str, all: bool) -> Result<()> {
+    let signo = signal::parse(sig)?;
+    let dir = StateDir::open(&g.root, id)?;
+    let saved = dir.load()?;
+    let status = state::status(&dir.path, &saved);
+    if status == Status::Stopped {
+        // containerd sends `kill --all` to containers that already exited.
+        return if all {
+            Ok(())
+        } else {
+            Err(Error::Container(format!("container {id} is not running")))
+        };
+    }
+    if all {
+        let cg = cgroups::from_hierarchies(saved.cgroups.clone());
+        for pid in cg.procs()? {
+            let _ = signal_pid(pid, None, signo);
+        }
+        return Ok(());
+    }
+    signal_pid(Pid::from_raw(saved.pid), Some(saved.pid_start), signo).ctx(Error::Container, || {
+        format!("signal {sig} to container {id} init {}", saved.pid)
+    })
+}
+
+/// Signals a process through a pidfd, after checking (when known) that the pid
+/// still belongs to the process we started.
+fn signal_pid(pid: Pid, start: Option<u64>, signo: i32) -> std::result::Result<(), Errno> {
+    let fd = crate::sys::pidfd_open(pid)?;
+    if let Some(t) = start
+        && state::process_start_time(pid) != Some(t)
+    {
+        return Err(Errno::ESRCH);
+    }
+    crate::sys::pidfd_send_signal(fd.as_fd(), signo)
+}
+
+pub fn delete(g: &Global, id: &str, force: bool) -> Result<()> {
+    state::check_id(id)?;
+    if force && !g.root.join(id).exists() {
+        return Ok(());
+    }
+    let dir = StateDir::open(&g.root, id)?;
+    let saved = match dir.load() {
+        Ok(s) => s,
+        // A create that died before writing anything: nothing but the dir.
+        Err(_) if !dir.path.join(state::STATE_FILE).exists() => return dir.remove(),
+        Err(e) => return Err(e),
+    };
+    match state::status(&dir.path, &saved) {
+        Status::Running | Status::Creating if !force => {
+            return Err(Error::Container(format!(
+                "cannot delete container {id} that is not stopped: {}",
+                state::status(&dir.path, &saved).as_str()
+            )));
+        }
+        _ => {}
+    }
+    destroy(dir, &saved)
+}
+
+/// Kills whatever is left of a container, waits for it to be gone, removes
+/// its cgroup and its state dir.
+fn destroy(dir: StateDir, saved: &Saved) -> Result<()> {
+    let cg = cgroups::from_hierarchies(saved.cgroups.clone());
+    let mut pidfds = Vec::new();
+    let init = (saved.pid != 0).then(|| Pid::from_raw(saved.pid));
+    let procs = cg.procs().unwrap_or_default();
+    for pid in init.into_iter().chain(procs) {
+        let start = (Some(pid) == init).then_some(saved.pid_start);
+        if let Ok(fd) = crate::sys::pidfd_open(pid) {
+            if start.is_some_and(|t| state::process_start_time(pid) != Some(t)) {
+                continue;
+            }
+            let _ = crate::sys::pidfd_send_signal(fd.as_fd(), libc::SIGKILL);
+            pidfds.push(fd);
+        }
+    }
+    wait_gone(&pidfds);
+    // Processes forked while we were killing: the cgroup still holds them.
+    for _ in 0..10 {
+        let left = cg.procs().unwrap_or_default();
+        if left.is_empty() {
+            break;
+        }
+        let fds: Vec<OwnedFd> = left
+            .into_iter()
+            .filter_map(|p| crate::sys::pidfd_open(p).ok())
+            .inspect(|fd| {
+                let _ = crate::sys::pidfd_send_signal(fd.as_fd(), libc::SIGKILL);
+            })
+            .collect();
+        wait_gone(&fds);
+    }
+    cg.destroy()?;
+    dir.remove()
+}
+
+/// Blocks until every pidfd reports its process has exited.
+fn wait_gone(fds: &[OwnedFd]) {
+    let mut left: Vec<&OwnedFd> = fds.iter().collect();
+    while !left.is_empty() {
+        let mut pfds: Vec<PollFd> = left
+            .iter()
+            .map(|f| PollFd::new(f.as_fd(), PollFlags::POLLIN))
+            .collect();
+        match poll(&mut pfds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(Errno::EINTR) => continue,
+            Err(_) => return,
+        }
+        let done: Vec<bool> = pfds.iter().map(|p| p.any().unwrap_or(true)).collect();
+        left = left
+            .into_iter()
+            .zip(done)
+            .filter(|(_, d)| !d)
+            .map(|(f, _)| f)
+            .collect();
+    }
+}
+
+pub struct RunOpts {
+    pub create: CreateOpts,
+    pub detach: bool,
+    pub keep: bool,
+}
+
+/// `run`: create + start; without --detach wait for the init, forwarding
+/// signals to it, delete the container and return its exit status.
+pub fn run(g: &Global, o: &RunOpts) -> Result<i32> {
+    if o.detach {
+        let c = create_locked(g, &o.create, true)?;
+        return start_locked(&c.dir, &c.saved).map(|()| 0).inspect_err(|_| {
+            let _ = destroy_by_id(g, &o.create.id);
+        });
+    }
+    nix::sys::prctl::set_child_subreaper(true)
+        .ctx(Error::Container, || "prctl PR_SET_CHILD_SUBREAPER")?;
+    let forwarded = forwarded_signals();
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&forwarded), None)
+        .ctx(Error::Container, || "block signals")?;
+    let c = create_locked(g, &o.create, false)?;
+    if let Err(e) = start_locked(&c.dir, &c.saved) {
+        let _ = destroy(c.dir, &c.saved);
+        return Err(e);
+    }
+    let init = Pid::from_raw(c.saved.pid);
+    let Created { dir, saved } = c;
+    drop(dir); // let `state`, `kill` and `exec` from others take the lock
+    let code = wait_forwarding(init, &forwarded);
+    if !o.keep {
+        let dir = StateDir::open(&g.root, &o.create.id)?;
+        destroy(dir, &saved)?;
+    }
+    Ok(code)
+}
+
+fn destroy_by_id(g: &Global, id: &str) -> Result<()> {
+    let dir = StateDir::open(&g.root, id)?;
+    let saved = dir.load()?;
+    destroy(dir, &saved)
+}
+
+fn forwarded_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for s in [
+        Signal::SIGCHLD,
+        Signal::SIGHUP,
+        Signal::SIGINT,
+        Signal::SIGQUIT,
+        Signal::SIGTERM,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+        Signal::SIGWINCH,
+        Signal::SIGCONT,
+        Signal::SIGALRM,
+        Signal::SIGPIPE,
+    ] {
+        set.add(s);
+    }
+    set
+}
+
+fn wait_forwarding(init: Pid, set: &SigSet) -> i32 {
+    loop {
+        let sig = match set.wait() {
+            Ok(s) => s,
+            Err(_) => continue,
+        };
+        if sig != Signal::SIGCHLD {
+            let _ = nix::sys::signal::kill(init, sig);
+            continue;
+        }
+        loop {
+            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(p, code)) if p == init => return code,
+                Ok(WaitStatus::Signaled(p, s, _)) if p == init => return 128 + s as i32,
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(_) => continue,
+            }
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct ListEntry {
+    #[serde(flatten)]
+    state: StateOut,
+}
+
+pub fn list(g: &Global, json: bool, quiet: bool) -> Result<String> {
+    let mut entries = Vec::new();
+    match std::fs::read_dir(&g.root) {
+        Ok(rd) => {
+            for e in rd.flatten() {
+                let dir = e.path();
+                if let Ok(s) = state::load(&dir) {
+                    entries.push(state_out(&dir, s));
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(Error::Container(format!(
+                "read {}: {}",
+                g.root.display(),
+                io_text(&e)
+            )));
+        }
+    }
+    entries.sort_by(|a, b| a.id.cmp(&b.id));
+    if quiet {
+        return Ok(entries.iter().map(|e| format!("{}\n", e.id)).collect());
+    }
+    if json {
+        let list: Vec<ListEntry> = entries
+            .into_iter()
+            .map(|state| ListEntry { state })
+            .collect();
+        return Ok(format!(
+            "{}\n",
+            serde_json::to_string(&list).expect("list serialises")
+        ));
+    }
+    let mut rows = vec![["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"].map(String::from)];
+    for e in &entries {
+        rows.push([
+            e.id.clone(),
+            e.pid.to_string(),
+            e.status.to_string(),
+            e.bundle.display().to_string(),
+            e.created.clone(),
+            e.owner.clone(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..6)
+        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        for (i, cell) in r.iter().enumerate() {
+            if i == 5 {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}   ", w = widths[i]));
+            }
+        }
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+/// `spec`: writes config.json into `bundle`, refusing to overwrite one.
+pub fn write_spec(bundle: &Path, rootless: bool) -> Result<()> {
+    let path = bundle.join("config.json");
+    let spec = spec::default_spec(rootless)?;
+    let text = serde_json::to_string_pretty(&spec).expect("spec serialises");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => {
+                Error::Usage(format!("{} exists: remove it first", path.display()))
+            }
+            _ => Error::Usage(format!("create {}: {}", path.display(), io_text(&e))),
+        })?;
+    f.write_all(text.as_bytes())
+        .and_then(|()| f.write_all(b"\n"))
+        .ctx(Error::Usage, || format!("write {}", path.display()))
+}

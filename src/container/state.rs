@@ -1,0 +1,255 @@
+//! The state directory `<root>/<id>`: state.json, the exec fifo, and the lock
+//! that serialises operations on one container.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+
+use crate::cgroups::Hierarchy;
+use crate::error::{Error, Result, io_text};
+
+pub const STATE_FILE: &str = "state.json";
+pub const FIFO: &str = "exec.fifo";
+
+/// What ocirun keeps about a container between invocations.
+#[derive(Clone, Debug, Serialize, Deserialize, Default)]
+pub struct Saved {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub rootfs: PathBuf,
+    /// Host pid of the container's init; 0 while it is being created.
+    pub pid: i32,
+    /// Start time of `pid` (field 22 of /proc/<pid>/stat), so a reused pid is
+    /// never mistaken for the container.
+    pub pid_start: u64,
+    pub created: String,
+    #[serde(default)]
+    pub annotations: HashMap<String, String>,
+    #[serde(default)]
+    pub cgroups: Vec<Hierarchy>,
+    #[serde(default)]
+    pub owner: String,
+}
+
+/// Container status as runc reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    Creating,
+    Created,
+    Running,
+    Stopped,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Creating => "creating",
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Stopped => "stopped",
+        }
+    }
+}
+
+/// Ids are single path components of a safe alphabet (as runc allows).
+pub fn check_id(id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id != "."
+        && id != ".."
+        && id.len() <= 1024
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_+-.".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Container(format!(
+            "invalid container id {id:?}: use letters, digits and _ + - . only"
+        )))
+    }
+}
+
+/// A locked state directory.
+pub struct StateDir {
+    pub path: PathBuf,
+    _lock: Flock<File>,
+}
+
+impl StateDir {
+    /// Atomically creates `<root>/<id>` and locks it. Fails if it exists.
+    pub fn create(root: &Path, id: &str) -> Result<StateDir> {
+        check_id(id)?;
+        fs::create_dir_all(root).map_err(|e| {
+            Error::Container(format!(
+                "create state root {}: {}",
+                root.display(),
+                io_text(&e)
+            ))
+        })?;
+        let path = root.join(id);
+        match fs::create_dir(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                return Err(Error::Container(format!("container {id} already exists")));
+            }
+            Err(e) => {
+                return Err(Error::Container(format!(
+                    "create state dir {}: {}",
+                    path.display(),
+                    io_text(&e)
+                )));
+            }
+        }
+        let _ = fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o711));
+        match Self::lock(&path) {
+            Ok(lock) => Ok(StateDir { path, _lock: lock }),
+            Err(e) => {
+                let _ = fs::remove_dir(&path);
+                Err(e)
+            }
+        }
+    }
+
+    /// Opens and locks the state directory of an existing container.
+    pub fn open(root: &Path, id: &str) -> Result<StateDir> {
+        check_id(id)?;
+        let path = root.join(id);
+        let lock = Self::lock(&path)?;
+        Ok(StateDir { path, _lock: lock })
+    }
+
+    fn lock(path: &Path) -> Result<Flock<File>> {
+        let f = File::open(path).map_err(|e| match e.kind() {
+            ErrorKind::NotFound => Error::Container(format!(
+                "container {} does not exist",
+                path.file_name().unwrap_or_default().to_string_lossy()
+            )),
+            _ => Error::Container(format!(
+                "open state dir {}: {}",
+                path.display(),
+                io_text(&e)
+            )),
+        })?;
+        Flock::lock(f, FlockArg::LockExclusive)
+            .map_err(|(_, e)| Error::Container(format!("lock state dir {}: {e:?}", path.display())))
+    }
+
+    pub fn fifo(&self) -> PathBuf {
+        self.path.join(FIFO)
+    }
+
+    pub fn save(&self, s: &Saved) -> Result<()> {
+        save(&self.path, s)
+    }
+
+    pub fn load(&self) -> Result<Saved> {
+        load(&self.path)
+    }
+
+    /// Removes the directory and everything in it.
+    pub fn remove(self) -> Result<()> {
+        fs::remove_dir_all(&self.path).map_err(|e| {
+            Error::Container(format!(
+                "remove state dir {}: {}",
+                self.path.display(),
+                io_text(&e)
+            ))
+        })
+    }
+}
+
+/// Writes state.json atomically (write a temporary file, then rename).
+fn save(dir: &Path, s: &Saved) -> Result<()> {
+    let tmp = dir.join(".state.json.tmp");
+    let data = serde_json::to_vec(s).expect("state serialises");
+    fs::write(&tmp, data)
+        .and_then(|()| fs::rename(&tmp, dir.join(STATE_FILE)))
+        .map_err(|e| {
+            Error::Container(format!(
+                "write {}: {}",
+                dir.join(STATE_FILE).display(),
+                io_text(&e)
+            ))
+        })
+}
+
+/// Reads state.json without taking the lock (it is replaced atomically).
+pub fn load(dir: &Path) -> Result<Saved> {
+    let path = dir.join(STATE_FILE);
+    let data = fs::read(&path).map_err(|e| match e.kind() {
+        ErrorKind::NotFound if !dir.exists() => Error::Container(format!(
+            "container {} does not exist",
+            dir.file_name().unwrap_or_default().to_string_lossy()
+        )),
+        _ => Error::Container(format!("read {}: {}", path.display(), io_text(&e))),
+    })?;
+    serde_json::from_slice(&data)
+        .map_err(|e| Error::Container(format!("parse {}: {e}", path.display())))
+}
+
+/// Start time (clock ticks since boot) of a live process, or None if it is gone.
+pub fn process_start_time(pid: Pid) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses: split after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    // `rest` starts at field 3 (state); starttime is field 22.
+    let mut fields = rest.split(' ');
+    let state = fields.next()?;
+    if state == "Z" || state == "X" {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
+}
+
+/// The container's status, derived from its init process and the exec fifo.
+pub fn status(dir: &Path, s: &Saved) -> Status {
+    if s.pid == 0 {
+        return if locked(dir) {
+            Status::Creating
+        } else {
+            Status::Stopped
+        };
+    }
+    match process_start_time(Pid::from_raw(s.pid)) {
+        Some(t) if t == s.pid_start => {
+            if dir.join(FIFO).exists() {
+                Status::Created
+            } else {
+                Status::Running
+            }
+        }
+        _ => Status::Stopped,
+    }
+}
+
+/// Whether another ocirun holds the container's lock (a create in progress).
+fn locked(dir: &Path) -> bool {
+    let Ok(f) = File::open(dir) else { return false };
+    Flock::lock(f, FlockArg::LockExclusiveNonblock).is_err()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids() {
+        for ok in ["a", "abc-1", "x_y.z+1", "0123456789abcdef"] {
+            check_id(ok).unwrap();
+        }
+        for bad in ["", ".", "..", "a/b", "../x", "a b", "a\0b", "é"] {
+            assert!(check_id(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn start_time_of_self_and_of_nothing() {
+        assert!(process_start_time(nix::unistd::getpid()).is_some());
+        assert!(process_start_time(Pid::from_raw(i32::MAX)).is_none());
+    }
+}

@@ -1,0 +1,16 @@
+//! ocirun: a low-level OCI container runtime (runc-compatible command line)
+//! with a built-in OCI image unpacker.
+
+pub mod cgroups;
+pub mod cli;
+pub mod container;
+pub mod error;
+pub mod logging;
+pub mod process;
+pub mod rootfs;
+pub mod security;
+pub mod spec;
+pub mod sys;
+pub mod tty;
+
+pub use error::{Error, Result};

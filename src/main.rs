@@ -1,0 +1,70 @@
+//! Thin: parse the command line, set up logging, dispatch, map errors to
+//! exit codes (0 ok, 1 error; `run` returns the container's exit status).
+
+use clap::Parser;
+use ocirun::cli::{Cli, Command, CreateArgs, ListFormat, LogFormat};
+use ocirun::container::{self, CreateOpts, Global, RunOpts};
+use ocirun::logging;
+
+fn create_opts(a: CreateArgs) -> CreateOpts {
+    CreateOpts {
+        id: a.id,
+        bundle: a.bundle.unwrap_or_else(|| ".".into()),
+        console_socket: a.console_socket,
+        pid_file: a.pid_file,
+        no_pivot: a.no_pivot,
+        preserve_fds: a.preserve_fds,
+    }
+}
+
+fn dispatch(cli: Cli) -> ocirun::Result<i32> {
+    let g = Global {
+        root: cli.root,
+        systemd_cgroup: cli.systemd_cgroup,
+    };
+    match cli.command {
+        Command::Create(a) => container::create(&g, &create_opts(a)).map(|()| 0),
+        Command::Start { id } => container::start(&g, &id).map(|()| 0),
+        Command::State { id } => container::state(&g, &id).map(|s| {
+            println!("{s}");
+            0
+        }),
+        Command::Kill { all, id, signal } => container::kill(&g, &id, &signal, all).map(|()| 0),
+        Command::Delete { force, id } => container::delete(&g, &id, force).map(|()| 0),
+        Command::Run(r) => container::run(
+            &g,
+            &RunOpts {
+                create: create_opts(r.create),
+                detach: r.detach,
+                keep: r.keep,
+            },
+        ),
+        Command::List { format, quiet } => container::list(&g, format == ListFormat::Json, quiet)
+            .map(|s| {
+                print!("{s}");
+                0
+            }),
+        Command::Spec { bundle, rootless } => {
+            container::write_spec(&bundle.unwrap_or_else(|| ".".into()), rootless).map(|()| 0)
+        }
+    }
+}
+
+fn main() {
+    ocirun::sys::default_sigpipe();
+    let cli = Cli::parse();
+    let format = match cli.log_format {
+        LogFormat::Text => logging::Format::Text,
+        LogFormat::Json => logging::Format::Json,
+    };
+    logging::init(cli.log.as_deref(), format, cli.debug);
+    match dispatch(cli) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            let msg = e.to_string();
+            logging::log("error", &msg);
+            eprintln!("ocirun: {msg}");
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! The parent <-> child channel: one SOCK_SEQPACKET socketpair carrying typed
+//! JSON messages, one per packet.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, recv, send, socketpair};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Context, Error, Result};
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub enum Msg {
+    /// Parent -> child: the child is in its cgroup; go on.
+    Go,
+    /// Child -> parent: I am in a new user namespace; write my id maps.
+    MapRequest,
+    /// Parent -> child: the id maps are written.
+    MapsDone,
+    /// Intermediate child -> parent: the container init's host pid.
+    Pid(i32),
+    /// Init -> parent: set up and waiting for `start`.
+    Ready,
+    /// Child -> parent: setup failed.
+    Error(String),
+}
+
+pub struct Channel(OwnedFd);
+
+pub fn pair() -> Result<(Channel, Channel)> {
+    let (a, b) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .ctx(Error::Process, || "socketpair for the init channel")?;
+    Ok((Channel(a), Channel(b)))
+}
+
+impl Channel {
+    pub fn send(&self, m: &Msg) -> Result<()> {
+        let data = serde_json::to_vec(m).expect("message serialises");
+        send(self.0.as_raw_fd(), &data, MsgFlags::MSG_NOSIGNAL)
+            .ctx(Error::Process, || "send on the init channel")?;
+        Ok(())
+    }
+
+    /// Receives one message; EOF (the other side exited) is an error.
+    pub fn recv(&self) -> Result<Msg> {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match recv(self.0.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+                Ok(0) => {
+                    return Err(Error::Process(
+                        "the container's init exited during setup without a word".into(),
+                    ));
+                }
+                Ok(n) => {
+                    return serde_json::from_slice(&buf[..n]).map_err(|e| {
+                        Error::Process(format!("bad message on the init channel: {e}"))
+                    });
+                }
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => {
+                    return Err(Error::Process(format!(
+                        "receive on the init channel: {e:?}"
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Waits for one specific message.
+    pub fn expect(&self, want: Msg) -> Result<()> {
+        match self.recv()? {
+            m if m == want => Ok(()),
+            Msg::Error(e) => Err(Error::Process(e)),
+            m => Err(Error::Process(format!(
+                "expected {want:?} on the init channel, got {m:?}"
+            ))),
+        }
+    }
+}

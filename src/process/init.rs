@@ -1,0 +1,160 @@
+//! The container init, top-down in spec order: root filesystem, hostname,
+//! sysctl, readonly/masked paths, rlimits, terminal, user and capabilities,
+//! then wait for `start` and exec.
+
+use std::ffi::CString;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::sys::stat::{Mode, umask};
+use nix::unistd::{AccessFlags, access, chdir, execve, setsid};
+use oci_spec::runtime::Process;
+
+use super::Spawn;
+use super::channel::{Channel, Msg};
+use crate::error::{Context, Error, Result};
+use crate::rootfs;
+use crate::security;
+
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+pub(super) fn run(s: &Spawn, cgroupns: bool, userns: bool, ch: &Channel) -> Result<()> {
+    let spec = &s.bundle.spec;
+    let process = spec.process().as_ref().expect("validated");
+    umask(Mode::empty());
+
+    rootfs::prepare(&rootfs::Plan {
+        spec,
+        rootfs: &s.bundle.rootfs,
+        bundle: &s.bundle.dir,
+        userns,
+        cgroupns,
+        cgroups: s.cgroup.hierarchies(),
+        no_pivot: s.no_pivot,
+    })?;
+
+    if let Some(h) = spec.hostname().as_deref().filter(|h| !h.is_empty()) {
+        nix::unistd::sethostname(h).ctx(Error::Process, || format!("sethostname {h:?}"))?;
+    }
+    if let Some(d) = spec.domainname().as_deref().filter(|d| !d.is_empty()) {
+        crate::sys::setdomainname(d).ctx(Error::Process, || format!("setdomainname {d:?}"))?;
+    }
+    let linux = spec.linux().as_ref().expect("validated");
+    for (key, value) in linux.sysctl().iter().flatten() {
+        let path = Path::new("/proc/sys").join(key.replace('.', "/"));
+        std::fs::write(&path, value).ctx(Error::Process, || {
+            format!("sysctl {key}={value} ({})", path.display())
+        })?;
+    }
+    rootfs::finalize(spec)?;
+
+    if let Some(adj) = process.oom_score_adj() {
+        std::fs::write("/proc/self/oom_score_adj", adj.to_string())
+            .ctx(Error::Process, || format!("set oom_score_adj to {adj}"))?;
+    }
+    security::set_rlimits(process)?;
+
+    setsid().ctx(Error::Process, || "setsid")?;
+    if process.terminal().unwrap_or(false) {
+        let sock = s.console.as_ref().ok_or_else(|| {
+            Error::Process("process.terminal is true but no --console-socket was given".into())
+        })?;
+        crate::tty::setup_console(sock, process.console_size().as_ref())?;
+    }
+
+    let env = environment(process);
+    let exe = find_executable(process, &env)?;
+    let argv: Vec<CString> = process
+        .args()
+        .iter()
+        .flatten()
+        .map(|a| cstring(a))
+        .collect::<Result<_>>()?;
+    let envp: Vec<CString> = env.iter().map(|e| cstring(e)).collect::<Result<_>>()?;
+
+    let caps = process.capabilities().as_ref();
+    security::apply_bounding(caps)?;
+    let cwd = process.cwd();
+    let early_cd = chdir(cwd);
+    security::switch_user(process)?;
+    if early_cd.is_err() {
+        chdir(cwd).ctx(Error::Process, || format!("chdir to cwd {}", cwd.display()))?;
+    }
+    security::apply_caps(caps)?;
+    if process.no_new_privileges().unwrap_or(false) {
+        security::no_new_privs()?;
+    }
+    umask(Mode::from_bits_truncate(
+        process.user().umask().unwrap_or(0o022),
+    ));
+
+    ch.send(&Msg::Ready)?;
+    // Block until `start` writes a byte into the fifo.
+    let mut b = [0u8; 1];
+    loop {
+        match nix::unistd::read(s.fifo.as_fd(), &mut b) {
+            Ok(_) => break,
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(Error::Process(format!("read the exec fifo: {e:?}"))),
+        }
+    }
+    crate::sys::cloexec_from(3 + s.preserve_fds)
+        .ctx(Error::Process, || "mark fds close-on-exec")?;
+    crate::sys::reset_signals().ctx(Error::Process, || "reset signal dispositions")?;
+    let e = execve(&exe, &argv, &envp).unwrap_err();
+    Err(Error::Process(format!(
+        "exec {}: {e:?}",
+        exe.to_string_lossy()
+    )))
+}
+
+fn cstring(s: &str) -> Result<CString> {
+    CString::new(s).map_err(|_| Error::Spec(format!("{s:?} contains a NUL byte")))
+}
+
+/// process.env, plus HOME from the container's /etc/passwd when it is unset.
+fn environment(p: &Process) -> Vec<String> {
+    let mut env = p.env().clone().unwrap_or_default();
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        let home = home_of(p.user().uid()).unwrap_or_else(|| "/".into());
+        env.push(format!("HOME={home}"));
+    }
+    env
+}
+
+fn home_of(uid: u32) -> Option<String> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() >= 6 && f[2].parse() == Ok(uid)).then(|| f[5].to_string())
+    })
+}
+
+/// args[0] as exec will find it: a path, or a name looked up in the
+/// container's PATH (from process.env).
+fn find_executable(p: &Process, env: &[String]) -> Result<CString> {
+    let arg0 = p
+        .args()
+        .as_ref()
+        .and_then(|a| a.first())
+        .expect("validated");
+    if arg0.contains('/') {
+        return cstring(arg0);
+    }
+    let path = env
+        .iter()
+        .rev()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or(DEFAULT_PATH);
+    for dir in path.split(':') {
+        let dir = if dir.is_empty() { "." } else { dir };
+        let cand = PathBuf::from(dir).join(arg0);
+        if access(&cand, AccessFlags::X_OK).is_ok() && cand.metadata().is_ok_and(|m| m.is_file()) {
+            return cstring(&cand.to_string_lossy());
+        }
+    }
+    Err(Error::Process(format!(
+        "executable {arg0:?} not found in the container's PATH {path}"
+    )))
+}

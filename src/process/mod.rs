@@ -1,0 +1,305 @@
+//! Starting the container's init: namespaces, the parent <-> child channel,
+//! and (in `init`) the sequence the init runs before it execs.
+//!
+//! Without a user, time or joined pid namespace the parent clones the init
+//! directly with its new namespaces (one process, no re-exec). Otherwise an
+//! intermediate child joins and unshares in the order the kernel needs (user
+//! first, so the other namespaces belong to it) and forks the init.
+
+pub mod channel;
+mod init;
+
+use std::fs;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+
+use nix::sched::{CloneFlags, setns, unshare};
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::{Gid, Pid, Uid, setresgid, setresuid};
+use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType};
+
+use crate::cgroups::Manager;
+use crate::error::{Context, Error, Result, io_text};
+use crate::spec::Bundle;
+use crate::sys::{self, Forked};
+use channel::{Channel, Msg};
+
+/// What the init needs from the parent, inherited across fork.
+pub struct Spawn<'a> {
+    pub bundle: &'a Bundle,
+    pub cgroup: &'a dyn Manager,
+    /// The exec fifo opened O_RDWR: the init blocks reading it until `start`.
+    pub fifo: OwnedFd,
+    /// The connected `--console-socket`, when process.terminal is true.
+    pub console: Option<OwnedFd>,
+    pub preserve_fds: u32,
+    pub no_pivot: bool,
+}
+
+fn ns_flag(t: LinuxNamespaceType) -> CloneFlags {
+    CloneFlags::from_bits_retain(t as i32)
+}
+
+/// The namespaces of a spec: which are new, which are joined by path.
+struct NsPlan {
+    new: CloneFlags,
+    joins: Vec<(LinuxNamespaceType, OwnedFd, PathBuf)>,
+}
+
+impl NsPlan {
+    fn from_bundle(b: &Bundle) -> Result<NsPlan> {
+        let mut plan = NsPlan {
+            new: CloneFlags::empty(),
+            joins: Vec::new(),
+        };
+        let linux = b.spec.linux().as_ref().expect("validated");
+        for ns in linux.namespaces().iter().flatten() {
+            match ns.path() {
+                None => plan.new |= ns_flag(ns.typ()),
+                Some(p) => {
+                    let fd = nix::fcntl::open(
+                        p,
+                        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+                        nix::sys::stat::Mode::empty(),
+                    )
+                    .ctx(Error::Process, || {
+                        format!("open {} namespace {}", ns.typ(), p.display())
+                    })?;
+                    plan.joins.push((ns.typ(), fd, p.clone()));
+                }
+            }
+        }
+        // User namespace first (the others may belong to it), mount last.
+        plan.joins.sort_by_key(|(t, _, _)| match t {
+            LinuxNamespaceType::User => 0,
+            LinuxNamespaceType::Mount => 2,
+            _ => 1,
+        });
+        Ok(plan)
+    }
+
+    fn is_new(&self, t: LinuxNamespaceType) -> bool {
+        self.new.contains(ns_flag(t))
+    }
+
+    fn joins(&self, t: LinuxNamespaceType) -> bool {
+        self.joins.iter().any(|(x, _, _)| *x == t)
+    }
+
+    fn two_stage(&self) -> bool {
+        self.is_new(LinuxNamespaceType::User)
+            || self.joins(LinuxNamespaceType::User)
+            || self.is_new(LinuxNamespaceType::Time)
+            || self.joins(LinuxNamespaceType::Time)
+            || self.joins(LinuxNamespaceType::Pid)
+    }
+
+    fn setns_all(&self, skip_user: bool) -> Result<()> {
+        for (t, fd, path) in &self.joins {
+            if skip_user && *t == LinuxNamespaceType::User {
+                continue;
+            }
+            setns(fd, ns_flag(*t)).ctx(Error::Process, || {
+                format!("join {t} namespace {}", path.display())
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Starts the container's init and returns its host pid once it is set up and
+/// waiting for `start`. On failure nothing of the child is left running (the
+/// caller removes the cgroup and state dir).
+pub fn spawn(s: Spawn) -> Result<Pid> {
+    let plan = NsPlan::from_bundle(s.bundle)?;
+    let two_stage = plan.two_stage();
+    let (parent, child) = channel::pair()?;
+    let direct = if two_stage {
+        CloneFlags::empty()
+    } else {
+        plan.new - (CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWCGROUP)
+    };
+    match sys::clone_process(direct.bits()).ctx(Error::Process, || "clone the container init")? {
+        Forked::Child => {
+            drop(parent);
+            let r = if two_stage {
+                stage1(&s, &plan, &child)
+            } else {
+                direct_child(&s, &plan, &child)
+            };
+            if let Err(e) = r {
+                let _ = child.send(&Msg::Error(e.to_string()));
+            }
+            sys::exit_now(1);
+        }
+        Forked::Parent(pid) => {
+            drop(child);
+            let r = drive(&s, &plan, &parent, pid, two_stage);
+            if r.is_err() {
+                let _ = kill(pid, Signal::SIGKILL);
+                let _ = waitpid(pid, None);
+            }
+            r
+        }
+    }
+}
+
+/// Parent side of the setup conversation.
+fn drive(s: &Spawn, plan: &NsPlan, ch: &Channel, child: Pid, two_stage: bool) -> Result<Pid> {
+    s.cgroup.apply(child)?;
+    ch.send(&Msg::Go)?;
+    let mut init = if two_stage { None } else { Some(child) };
+    loop {
+        match ch.recv()? {
+            Msg::MapRequest => {
+                let linux = s.bundle.spec.linux().as_ref().expect("validated");
+                // gid_map after setgroups is settled; uid_map last.
+                write_map(
+                    child,
+                    "gid_map",
+                    linux.gid_mappings().as_deref().unwrap_or_default(),
+                )?;
+                write_map(
+                    child,
+                    "uid_map",
+                    linux.uid_mappings().as_deref().unwrap_or_default(),
+                )?;
+                ch.send(&Msg::MapsDone)?;
+            }
+            Msg::Pid(p) => init = Some(Pid::from_raw(p)),
+            Msg::Ready => break,
+            Msg::Error(e) => {
+                if let Some(p) = init.filter(|p| *p != child) {
+                    let _ = kill(p, Signal::SIGKILL);
+                }
+                return Err(Error::Process(e));
+            }
+            m => {
+                return Err(Error::Process(format!(
+                    "unexpected {m:?} on the init channel"
+                )));
+            }
+        }
+    }
+    let _ = plan;
+    if two_stage {
+        // The intermediate child exits once it has forked the init.
+        match waitpid(child, None) {
+            Ok(WaitStatus::Exited(_, 0)) => {}
+            other => {
+                return Err(Error::Process(format!(
+                    "intermediate child ended with {other:?}"
+                )));
+            }
+        }
+    }
+    init.ok_or_else(|| Error::Process("the container's init pid was never reported".into()))
+}
+
+fn write_map(pid: Pid, file: &str, maps: &[LinuxIdMapping]) -> Result<()> {
+    let text: String = maps
+        .iter()
+        .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
+        .collect();
+    let path = format!("/proc/{pid}/{file}");
+    fs::write(&path, &text).map_err(|e| {
+        Error::Process(format!(
+            "write {:?} to {path}: {}",
+            text.trim_end(),
+            io_text(&e)
+        ))
+    })
+}
+
+/// The child of the direct path: already in its new namespaces (but the
+/// cgroup one, which must come after the cgroup move).
+fn direct_child(s: &Spawn, plan: &NsPlan, ch: &Channel) -> Result<()> {
+    ch.expect(Msg::Go)?;
+    plan.setns_all(false)?;
+    if plan.is_new(LinuxNamespaceType::Cgroup) {
+        unshare(CloneFlags::CLONE_NEWCGROUP)
+            .ctx(Error::Process, || "unshare the cgroup namespace")?;
+    }
+    init::run(s, plan.is_new(LinuxNamespaceType::Cgroup), false, ch)
+}
+
+/// The intermediate child: joins, unshares in order, forks the init.
+fn stage1(s: &Spawn, plan: &NsPlan, ch: &Channel) -> Result<()> {
+    ch.expect(Msg::Go)?;
+    let userns = plan.is_new(LinuxNamespaceType::User) || plan.joins(LinuxNamespaceType::User);
+    if let Some((_, fd, path)) = plan
+        .joins
+        .iter()
+        .find(|(t, _, _)| *t == LinuxNamespaceType::User)
+    {
+        setns(fd, CloneFlags::CLONE_NEWUSER).ctx(Error::Process, || {
+            format!("join user namespace {}", path.display())
+        })?;
+        become_root()?;
+    }
+    if plan.is_new(LinuxNamespaceType::User) {
+        unshare(CloneFlags::CLONE_NEWUSER).ctx(Error::Process, || "unshare the user namespace")?;
+        // Let the parent (still outside) write our maps; stay dumpable so it may.
+        ch.send(&Msg::MapRequest)?;
+        ch.expect(Msg::MapsDone)?;
+        become_root()?;
+    }
+    plan.setns_all(true)?;
+    if plan.is_new(LinuxNamespaceType::Time) {
+        unshare(CloneFlags::from_bits_retain(libc::CLONE_NEWTIME))
+            .ctx(Error::Process, || "unshare the time namespace")?;
+        write_time_offsets(s)?;
+    }
+    let rest =
+        plan.new - (CloneFlags::CLONE_NEWUSER | CloneFlags::from_bits_retain(libc::CLONE_NEWTIME));
+    if !rest.is_empty() {
+        unshare(rest).ctx(Error::Process, || format!("unshare namespaces {rest:?}"))?;
+    }
+    match sys::fork().ctx(Error::Process, || "fork the container init")? {
+        Forked::Child => init::run(s, plan.is_new(LinuxNamespaceType::Cgroup), userns, ch),
+        Forked::Parent(pid) => {
+            ch.send(&Msg::Pid(pid.as_raw()))?;
+            sys::exit_now(0);
+        }
+    }
+}
+
+fn become_root() -> Result<()> {
+    let (u, g) = (Uid::from_raw(0), Gid::from_raw(0));
+    setresgid(g, g, g).ctx(
+        Error::Process,
+        || "setgid 0 in the user namespace (is gid 0 mapped?)",
+    )?;
+    setresuid(u, u, u).ctx(
+        Error::Process,
+        || "setuid 0 in the user namespace (is uid 0 mapped?)",
+    )
+}
+
+fn write_time_offsets(s: &Spawn) -> Result<()> {
+    let linux = s.bundle.spec.linux().as_ref().expect("validated");
+    let Some(offsets) = linux.time_offsets() else {
+        return Ok(());
+    };
+    let mut text = String::new();
+    for (clock, off) in offsets {
+        if clock != "monotonic" && clock != "boottime" {
+            return Err(Error::Spec(format!(
+                "linux.timeOffsets: unknown clock {clock:?}"
+            )));
+        }
+        text.push_str(&format!(
+            "{clock} {} {}\n",
+            off.secs().unwrap_or(0),
+            off.nanosecs().unwrap_or(0)
+        ));
+    }
+    fs::write("/proc/self/timens_offsets", &text).map_err(|e| {
+        Error::Process(format!(
+            "write {:?} to /proc/self/timens_offsets: {}",
+            text.trim_end(),
+            io_text(&e)
+        ))
+    })
+}

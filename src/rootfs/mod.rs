@@ -1,0 +1,765 @@
+//! The container's root filesystem: propagation, the mounts of config.json,
+//! devices and /dev links, pivot_root (or MS_MOVE + chroot), then readonly and
+//! masked paths and a read-only root. Every path inside the rootfs is resolved
+//! with libpathrs (openat2 RESOLVE_IN_ROOT), so no symlink or `..` in the
+//! rootfs can make a mount or a device node land outside it.
+
+pub mod options;
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::fs::Permissions;
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, open};
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sys::stat::{Mode, SFlag};
+use nix::unistd::{Gid, Uid, chdir, fchdir, pivot_root};
+use oci_spec::runtime::{LinuxDevice, LinuxDeviceType, Mount, Spec};
+use pathrs::{Handle, InodeType, Root};
+
+use crate::cgroups::Hierarchy;
+use crate::error::{Context, Error, Result};
+
+pub use options::propagation;
+
+/// `rootfsPropagation` to its flags (checked at validation time).
+pub fn propagation_flag(word: &str) -> Result<MsFlags> {
+    propagation(word).ok_or_else(|| {
+        Error::Spec(format!(
+            "rootfsPropagation {word:?} is not a propagation mode"
+        ))
+    })
+}
+
+/// Everything the rootfs steps need to know.
+pub struct Plan<'a> {
+    pub spec: &'a Spec,
+    pub rootfs: &'a Path,
+    pub bundle: &'a Path,
+    /// In a new user namespace: devices are bind-mounted, not created.
+    pub userns: bool,
+    /// In a new cgroup namespace: `cgroup` mounts are real cgroup mounts.
+    pub cgroupns: bool,
+    pub cgroups: &'a [Hierarchy],
+    pub no_pivot: bool,
+}
+
+fn fd_path(h: &impl AsFd) -> String {
+    format!("/proc/self/fd/{}", h.as_fd().as_raw_fd())
+}
+
+fn mnt<P: ?Sized + nix::NixPath>(
+    src: Option<&str>,
+    target: &P,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> std::result::Result<(), Errno> {
+    mount(src, target, fstype, flags, data)
+}
+
+/// Steps before and including pivot_root, in spec order.
+pub fn prepare(p: &Plan) -> Result<()> {
+    let rootfs = p.rootfs;
+    let prop = match p
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.rootfs_propagation().clone())
+    {
+        Some(w) => propagation_flag(&w)?,
+        None => MsFlags::MS_SLAVE | MsFlags::MS_REC,
+    };
+    mnt(None, "/", None, prop | MsFlags::MS_REC, None).ctx(
+        Error::Rootfs,
+        || "set propagation of / in the container's mount namespace",
+    )?;
+    if prop.contains(MsFlags::MS_SHARED) {
+        make_parent_private(rootfs)?;
+    }
+    mnt(
+        Some(&rootfs.to_string_lossy()),
+        rootfs,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    )
+    .ctx(Error::Rootfs, || {
+        format!("bind rootfs {} onto itself", rootfs.display())
+    })?;
+    let root = Root::open(rootfs).ctx(Error::Rootfs, || {
+        format!("open rootfs {}", rootfs.display())
+    })?;
+
+    let mounts = p.spec.mounts().as_deref().unwrap_or_default();
+    for m in mounts {
+        mount_one(p, &root, m)?;
+    }
+    let dev_is_bound = mounts.iter().any(|m| {
+        m.destination() == Path::new("/dev")
+            && options::parse(m.options().as_deref().unwrap_or_default()).is_ok_and(|o| o.is_bind())
+    });
+    if !dev_is_bound {
+        setup_dev(p, &root, mounts)?;
+    }
+    if let Some(process) = p.spec.process() {
+        root.mkdir_all(process.cwd(), &Permissions::from_mode(0o755))
+            .ctx(Error::Rootfs, || {
+                format!("create cwd {} in rootfs", process.cwd().display())
+            })?;
+    }
+    drop(root);
+    if p.no_pivot {
+        move_root(rootfs)?;
+    } else {
+        do_pivot(rootfs)?;
+    }
+    if prop.contains(MsFlags::MS_SHARED) || prop.contains(MsFlags::MS_PRIVATE) {
+        mnt(None, "/", None, prop, None).ctx(Error::Rootfs, || "set propagation of the new /")?;
+    }
+    Ok(())
+}
+
+/// pivot_root needs the rootfs's parent mount not to be shared.
+fn make_parent_private(rootfs: &Path) -> Result<()> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo")
+        .ctx(Error::Rootfs, || "read /proc/self/mountinfo")?;
+    let best = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|mp| rootfs.starts_with(mp))
+        .max_by_key(|mp| mp.len())
+        .unwrap_or("/")
+        .to_string();
+    mnt(None, best.as_str(), None, MsFlags::MS_PRIVATE, None)
+        .ctx(Error::Rootfs, || format!("make {best} private"))
+}
+
+fn do_pivot(rootfs: &Path) -> Result<()> {
+    let old = open(
+        "/",
+        OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .ctx(Error::Rootfs, || "open /")?;
+    let new = open(
+        rootfs,
+        OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .ctx(Error::Rootfs, || format!("open {}", rootfs.display()))?;
+    fchdir(&new).ctx(Error::Rootfs, || format!("chdir {}", rootfs.display()))?;
+    pivot_root(".", ".").ctx(Error::Rootfs, || format!("pivot_root {}", rootfs.display()))?;
+    // The old root is now stacked under the new one: detach it without letting
+    // the unmount propagate back to the host.
+    fchdir(&old).ctx(Error::Rootfs, || "chdir to the old root")?;
+    mnt(None, ".", None, MsFlags::MS_SLAVE | MsFlags::MS_REC, None)
+        .ctx(Error::Rootfs, || "make the old root rslave")?;
+    umount2(".", MntFlags::MNT_DETACH).ctx(Error::Rootfs, || "unmount the old root")?;
+    chdir("/").ctx(Error::Rootfs, || "chdir /")
+}
+
+fn move_root(rootfs: &Path) -> Result<()> {
+    chdir(rootfs).ctx(Error::Rootfs, || format!("chdir {}", rootfs.display()))?;
+    mnt(
+        Some(&rootfs.to_string_lossy()),
+        "/",
+        None,
+        MsFlags::MS_MOVE,
+        None,
+    )
+    .ctx(Error::Rootfs, || format!("move {} to /", rootfs.display()))?;
+    nix::unistd::chroot(".").ctx(Error::Rootfs, || format!("chroot {}", rootfs.display()))?;
+    chdir("/").ctx(Error::Rootfs, || "chdir /")
+}
+
+/// Fails if resolving `dest` inside the rootfs would climb above its root
+/// through `..` (in the path or in a symlink of the rootfs). Absolute symlinks
+/// are fine: inside the container they mean the container's own paths, and
+/// libpathrs resolves them that way.
+pub fn check_no_escape(root: &Root, dest: &Path) -> Result<()> {
+    let mut todo: VecDeque<OsString> = VecDeque::new();
+    let push_front = |todo: &mut VecDeque<OsString>, p: &Path| {
+        let parts: Vec<OsString> = p
+            .components()
+            .filter_map(|c| match c {
+                Component::Normal(n) => Some(n.to_os_string()),
+                Component::ParentDir => Some("..".into()),
+                _ => None,
+            })
+            .collect();
+        for part in parts.into_iter().rev() {
+            todo.push_front(part);
+        }
+    };
+    push_front(&mut todo, dest);
+    let mut cur = PathBuf::from("/");
+    let mut links = 0;
+    while let Some(part) = todo.pop_front() {
+        if part == ".." {
+            if !cur.pop() {
+                return Err(Error::Rootfs(format!(
+                    "mount destination {} escapes the rootfs",
+                    dest.display()
+                )));
+            }
+            continue;
+        }
+        cur.push(&part);
+        match root.readlink(&cur) {
+            Ok(target) => {
+                links += 1;
+                if links > 40 {
+                    return Err(Error::Rootfs(format!(
+                        "mount destination {}: too many levels of symlinks",
+                        dest.display()
+                    )));
+                }
+                let link = cur.clone();
+                cur.pop();
+                if target.is_absolute() {
+                    cur = PathBuf::from("/");
+                }
+                // Count how far the link climbs relative to where it sits.
+                let mut depth = cur.components().count() as isize - 1;
+                for c in target.components() {
+                    match c {
+                        Component::ParentDir => depth -= 1,
+                        Component::Normal(_) => depth += 1,
+                        _ => {}
+                    }
+                    if depth < 0 {
+                        return Err(Error::Rootfs(format!(
+                            "mount destination {} escapes the rootfs via symlink {} -> {}",
+                            dest.display(),
+                            link.display(),
+                            target.display()
+                        )));
+                    }
+                }
+                push_front(&mut todo, &target);
+            }
+            Err(_) => {
+                // Not a symlink, or not there yet (it will be created).
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Resolves `dest` in the rootfs, creating a directory (or an empty file) for
+/// the mount to land on.
+fn mountpoint(root: &Root, dest: &Path, dir: bool) -> Result<Handle> {
+    check_no_escape(root, dest)?;
+    if let Ok(h) = root.resolve(dest) {
+        return Ok(h);
+    }
+    let perm = Permissions::from_mode(0o755);
+    if dir {
+        return root.mkdir_all(dest, &perm).ctx(Error::Rootfs, || {
+            format!("create mountpoint {} in rootfs", dest.display())
+        });
+    }
+    if let Some(parent) = dest.parent() {
+        root.mkdir_all(parent, &perm).ctx(Error::Rootfs, || {
+            format!("create mountpoint {} in rootfs", parent.display())
+        })?;
+    }
+    match root.create(dest, &InodeType::File(Permissions::from_mode(0o644))) {
+        Ok(()) => {}
+        Err(e)
+            if matches!(
+                e.kind(),
+                pathrs::error::ErrorKind::OsError(Some(libc::EEXIST))
+            ) => {}
+        Err(e) => {
+            return Err(Error::Rootfs(format!(
+                "create mountpoint {} in rootfs: {e}",
+                dest.display()
+            )));
+        }
+    }
+    root.resolve(dest).ctx(Error::Rootfs, || {
+        format!("resolve mountpoint {} in rootfs", dest.display())
+    })
+}
+
+fn mount_one(p: &Plan, root: &Root, m: &Mount) -> Result<()> {
+    let dest = m.destination();
+    let opts = options::parse(m.options().as_deref().unwrap_or_default())?;
+    let typ = m.typ().as_deref().unwrap_or("");
+    let source = m
+        .source()
+        .as_ref()
+        .map(|s| s.to_string_lossy().into_owned());
+    if typ == "bind" || opts.is_bind() {
+        let src = m.source().as_ref().ok_or_else(|| {
+            Error::Spec(format!("bind mount on {} has no source", dest.display()))
+        })?;
+        let src = if src.is_absolute() {
+            src.clone()
+        } else {
+            p.bundle.join(src)
+        };
+        let meta = std::fs::metadata(&src).ctx(Error::Rootfs, || {
+            format!("bind mount source {}", src.display())
+        })?;
+        let target = mountpoint(root, dest, meta.is_dir())?;
+        let flags = MsFlags::MS_BIND | (opts.flags & MsFlags::MS_REC);
+        mnt(
+            Some(&src.to_string_lossy()),
+            &fd_path(&target)[..],
+            None,
+            flags,
+            None,
+        )
+        .ctx(Error::Rootfs, || {
+            format!("bind {} on {}", src.display(), dest.display())
+        })?;
+        let extra = opts.flags - (MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
+        if !extra.is_empty() {
+            let on = resolve(root, dest)?;
+            remount_bind(&fd_path(&on), extra).ctx(Error::Rootfs, || {
+                format!("remount {} with {:?}", dest.display(), m.options())
+            })?;
+        }
+        return apply_propagation(root, dest, &opts.propagation);
+    }
+    if typ == "cgroup" {
+        return mount_cgroup(p, root, dest, &opts);
+    }
+    let target = mountpoint(root, dest, true)?;
+    let data = (!opts.data.is_empty()).then_some(opts.data.as_str());
+    let mut r = mnt(
+        source.as_deref(),
+        &fd_path(&target)[..],
+        Some(typ),
+        opts.flags,
+        data,
+    );
+    if r == Err(Errno::EINVAL) && typ == "mqueue" && p.userns {
+        r = Ok(());
+    }
+    r.ctx(Error::Rootfs, || {
+        format!("mount {typ} on {}{}", p.rootfs.display(), dest.display())
+    })?;
+    apply_propagation(root, dest, &opts.propagation)
+}
+
+fn resolve(root: &Root, dest: &Path) -> Result<Handle> {
+    root.resolve(dest).ctx(Error::Rootfs, || {
+        format!("resolve {} in rootfs", dest.display())
+    })
+}
+
+fn apply_propagation(root: &Root, dest: &Path, props: &[MsFlags]) -> Result<()> {
+    if props.is_empty() {
+        return Ok(());
+    }
+    let on = resolve(root, dest)?;
+    for f in props {
+        mnt(None, &fd_path(&on)[..], None, *f, None).ctx(Error::Rootfs, || {
+            format!("set propagation {f:?} on {}", dest.display())
+        })?;
+    }
+    Ok(())
+}
+
+/// Remounts a bind mount with `flags`, keeping the flags the kernel locked on
+/// it (in a user namespace nosuid/nodev/noexec cannot be cleared).
+fn remount_bind(target: &str, flags: MsFlags) -> std::result::Result<(), Errno> {
+    let locked = nix::sys::statvfs::statvfs(target)
+        .map(|s| {
+            use nix::sys::statvfs::FsFlags as F;
+            let f = s.flags();
+            let mut m = MsFlags::empty();
+            for (a, b) in [
+                (F::ST_NOSUID, MsFlags::MS_NOSUID),
+                (F::ST_NODEV, MsFlags::MS_NODEV),
+                (F::ST_NOEXEC, MsFlags::MS_NOEXEC),
+                (F::ST_NOATIME, MsFlags::MS_NOATIME),
+                (F::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+                (F::ST_RELATIME, MsFlags::MS_RELATIME),
+            ] {
+                if f.contains(a) {
+                    m |= b;
+                }
+            }
+            m
+        })
+        .unwrap_or(MsFlags::empty());
+    mnt(
+        None,
+        target,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags | locked,
+        None,
+    )
+}
+
+/// `type: cgroup`: the container's own cgroups. With a new cgroup namespace
+/// the real cgroup filesystems are mounted (they show the namespace root);
+/// without one the container's cgroup directories are bind-mounted.
+fn mount_cgroup(p: &Plan, root: &Root, dest: &Path, opts: &options::Parsed) -> Result<()> {
+    let flags = opts.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC);
+    let v2_only = p.cgroups.len() == 1 && p.cgroups[0].v2;
+    let target = mountpoint(root, dest, true)?;
+    let fdp = fd_path(&target);
+    if v2_only {
+        let h = &p.cgroups[0];
+        if p.cgroupns {
+            mnt(Some("cgroup2"), &fdp[..], Some("cgroup2"), flags, None)
+        } else {
+            bind_ro(&h.dir, &fdp, flags)
+        }
+        .ctx(Error::Rootfs, || {
+            format!("mount cgroup2 on {}", dest.display())
+        })?;
+        return apply_propagation(root, dest, &opts.propagation);
+    }
+    // v1 or hybrid: a tmpfs holding one mount per hierarchy, like runc.
+    let tmpfs_flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mnt(
+        Some("tmpfs"),
+        &fdp[..],
+        Some("tmpfs"),
+        tmpfs_flags,
+        Some("mode=755"),
+    )
+    .ctx(Error::Rootfs, || {
+        format!("mount tmpfs on {}", dest.display())
+    })?;
+    drop(target);
+    for h in p.cgroups {
+        let name = h
+            .mount
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if name.is_empty() {
+            continue;
+        }
+        let sub = dest.join(&name);
+        let t = root
+            .mkdir_all(&sub, &Permissions::from_mode(0o755))
+            .ctx(Error::Rootfs, || {
+                format!("create {} in rootfs", sub.display())
+            })?;
+        let fdp = fd_path(&t);
+        let r = if p.cgroupns {
+            if h.v2 {
+                mnt(Some("cgroup2"), &fdp[..], Some("cgroup2"), flags, None)
+            } else {
+                mnt(
+                    Some("cgroup"),
+                    &fdp[..],
+                    Some("cgroup"),
+                    flags,
+                    Some(h.controllers.as_str()),
+                )
+            }
+        } else {
+            bind_ro(&h.dir, &fdp, flags)
+        };
+        r.ctx(Error::Rootfs, || {
+            format!("mount cgroup {} on {}", h.controllers, sub.display())
+        })?;
+        // cpu,cpuacct mounted together: give each controller its own name too.
+        if name.contains(',') {
+            for part in name.split(',') {
+                let link = dest.join(part);
+                let _ = root.create(&link, &InodeType::Symlink(PathBuf::from(&name)));
+            }
+        }
+    }
+    if flags.contains(MsFlags::MS_RDONLY) {
+        let on = resolve(root, dest)?;
+        remount_bind(&fd_path(&on), MsFlags::MS_RDONLY | tmpfs_flags)
+            .or_else(|_| {
+                mnt(
+                    None,
+                    &fd_path(&on)[..],
+                    None,
+                    MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | tmpfs_flags,
+                    None,
+                )
+            })
+            .ctx(Error::Rootfs, || {
+                format!("remount {} read-only", dest.display())
+            })?;
+    }
+    apply_propagation(root, dest, &opts.propagation)
+}
+
+fn bind_ro(src: &Path, target: &str, flags: MsFlags) -> std::result::Result<(), Errno> {
+    mnt(
+        Some(&src.to_string_lossy()),
+        target,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    )?;
+    let extra = flags - MsFlags::MS_REMOUNT;
+    if !extra.is_empty() {
+        remount_bind(target, extra)?;
+    }
+    Ok(())
+}
+
+struct Dev {
+    path: &'static str,
+    major: i64,
+    minor: i64,
+}
+
+/// The devices every container gets (runtime spec "Default Devices").
+const DEFAULT_DEVICES: &[Dev] = &[
+    Dev {
+        path: "/dev/null",
+        major: 1,
+        minor: 3,
+    },
+    Dev {
+        path: "/dev/zero",
+        major: 1,
+        minor: 5,
+    },
+    Dev {
+        path: "/dev/full",
+        major: 1,
+        minor: 7,
+    },
+    Dev {
+        path: "/dev/random",
+        major: 1,
+        minor: 8,
+    },
+    Dev {
+        path: "/dev/urandom",
+        major: 1,
+        minor: 9,
+    },
+    Dev {
+        path: "/dev/tty",
+        major: 5,
+        minor: 0,
+    },
+];
+
+fn setup_dev(p: &Plan, root: &Root, mounts: &[Mount]) -> Result<()> {
+    let perm = Permissions::from_mode(0o755);
+    root.mkdir_all("/dev", &perm)
+        .ctx(Error::Rootfs, || "create /dev in rootfs")?;
+    for d in DEFAULT_DEVICES {
+        make_device(
+            p,
+            root,
+            Path::new(d.path),
+            SFlag::S_IFCHR,
+            d.major,
+            d.minor,
+            0o666,
+            0,
+            0,
+        )?;
+    }
+    let linux = p.spec.linux().as_ref();
+    for d in linux
+        .and_then(|l| l.devices().as_ref())
+        .into_iter()
+        .flatten()
+    {
+        make_spec_device(p, root, d)?;
+    }
+    for (link, target) in [
+        ("/dev/fd", "/proc/self/fd"),
+        ("/dev/stdin", "/proc/self/fd/0"),
+        ("/dev/stdout", "/proc/self/fd/1"),
+        ("/dev/stderr", "/proc/self/fd/2"),
+    ] {
+        symlink(root, link, target)?;
+    }
+    if mounts.iter().any(|m| m.destination() == Path::new("/proc")) {
+        symlink(root, "/dev/core", "/proc/kcore")?;
+    }
+    if mounts
+        .iter()
+        .any(|m| m.destination() == Path::new("/dev/pts"))
+    {
+        let _ = root.remove_file("/dev/ptmx");
+        symlink(root, "/dev/ptmx", "pts/ptmx")?;
+    }
+    root.mkdir_all("/dev/shm", &Permissions::from_mode(0o1777))
+        .ctx(Error::Rootfs, || "create /dev/shm in rootfs")?;
+    Ok(())
+}
+
+fn symlink(root: &Root, link: &str, target: &str) -> Result<()> {
+    match root.create(link, &InodeType::Symlink(PathBuf::from(target))) {
+        Ok(()) => Ok(()),
+        Err(e)
+            if matches!(
+                e.kind(),
+                pathrs::error::ErrorKind::OsError(Some(libc::EEXIST))
+            ) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(Error::Rootfs(format!(
+            "symlink {link} -> {target} in rootfs: {e}"
+        ))),
+    }
+}
+
+fn make_spec_device(p: &Plan, root: &Root, d: &LinuxDevice) -> Result<()> {
+    let kind = match d.typ() {
+        LinuxDeviceType::C | LinuxDeviceType::U => SFlag::S_IFCHR,
+        LinuxDeviceType::B => SFlag::S_IFBLK,
+        LinuxDeviceType::P => SFlag::S_IFIFO,
+        LinuxDeviceType::A => {
+            return Err(Error::Spec(format!(
+                "device {} has type \"a\", which is only valid in cgroup rules",
+                d.path().display()
+            )));
+        }
+    };
+    if !d.path().starts_with("/dev") {
+        return Err(Error::Spec(format!(
+            "device path {} is not under /dev",
+            d.path().display()
+        )));
+    }
+    make_device(
+        p,
+        root,
+        d.path(),
+        kind,
+        d.major(),
+        d.minor(),
+        d.file_mode().unwrap_or(0o666) & 0o7777,
+        d.uid().unwrap_or(0),
+        d.gid().unwrap_or(0),
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn make_device(
+    p: &Plan,
+    root: &Root,
+    path: &Path,
+    kind: SFlag,
+    major: i64,
+    minor: i64,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+) -> Result<()> {
+    check_no_escape(root, path)?;
+    if let Some(parent) = path.parent() {
+        root.mkdir_all(parent, &Permissions::from_mode(0o755))
+            .ctx(Error::Rootfs, || {
+                format!("create {} in rootfs", parent.display())
+            })?;
+    }
+    let _ = root.remove_file(path);
+    if p.userns {
+        // No mknod in a user namespace: bind the host's node instead.
+        let target = mountpoint(root, path, false)?;
+        let host = Path::new("/dev").join(path.strip_prefix("/dev").unwrap_or(path));
+        return mnt(
+            Some(&host.to_string_lossy()),
+            &fd_path(&target)[..],
+            None,
+            MsFlags::MS_BIND,
+            None,
+        )
+        .ctx(Error::Rootfs, || {
+            format!("bind {} on {}", host.display(), path.display())
+        });
+    }
+    let dev = libc::makedev(major as u32, minor as u32);
+    let perm = Permissions::from_mode(mode);
+    let inode = match kind {
+        SFlag::S_IFBLK => InodeType::BlockDevice(perm, dev),
+        SFlag::S_IFIFO => InodeType::Fifo(perm),
+        _ => InodeType::CharacterDevice(perm, dev),
+    };
+    root.create(path, &inode).ctx(Error::Rootfs, || {
+        format!("mknod {} in rootfs", path.display())
+    })?;
+    let h = resolve(root, path)?;
+    nix::unistd::fchownat(
+        &h,
+        "",
+        Some(Uid::from_raw(uid)),
+        Some(Gid::from_raw(gid)),
+        nix::fcntl::AtFlags::AT_EMPTY_PATH,
+    )
+    .ctx(Error::Rootfs, || {
+        format!("chown {} to {uid}:{gid}", path.display())
+    })?;
+    // mknod applies the umask; set the exact mode through the O_PATH handle.
+    std::fs::set_permissions(fd_path(&h), Permissions::from_mode(mode)).ctx(Error::Rootfs, || {
+        format!("chmod {} to {mode:o}", path.display())
+    })
+}
+
+/// After pivot_root: readonly paths, masked paths, then a read-only root.
+pub fn finalize(spec: &Spec) -> Result<()> {
+    let linux = spec.linux().as_ref();
+    for path in linux
+        .and_then(|l| l.readonly_paths().as_ref())
+        .into_iter()
+        .flatten()
+    {
+        readonly_path(path)?;
+    }
+    for path in linux
+        .and_then(|l| l.masked_paths().as_ref())
+        .into_iter()
+        .flatten()
+    {
+        mask_path(path)?;
+    }
+    if spec
+        .root()
+        .as_ref()
+        .and_then(|r| r.readonly())
+        .unwrap_or(false)
+    {
+        remount_bind("/", MsFlags::MS_RDONLY).ctx(Error::Rootfs, || "remount / read-only")?;
+    }
+    Ok(())
+}
+
+fn readonly_path(path: &str) -> Result<()> {
+    match mnt(
+        Some(path),
+        path,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    ) {
+        Ok(()) => {}
+        Err(Errno::ENOENT) => return Ok(()),
+        Err(e) => return Err(Error::Rootfs(format!("bind readonly path {path}: {e:?}"))),
+    }
+    remount_bind(path, MsFlags::MS_RDONLY | MsFlags::MS_REC)
+        .ctx(Error::Rootfs, || format!("remount readonly path {path}"))
+}
+
+fn mask_path(path: &str) -> Result<()> {
+    match mnt(Some("/dev/null"), path, None, MsFlags::MS_BIND, None) {
+        Ok(()) => Ok(()),
+        Err(Errno::ENOENT) => Ok(()),
+        Err(Errno::ENOTDIR) => mnt(Some("tmpfs"), path, Some("tmpfs"), MsFlags::MS_RDONLY, None)
+            .ctx(Error::Rootfs, || {
+                format!("mask {path} with a read-only tmpfs")
+            }),
+        Err(e) => Err(Error::Rootfs(format!("mask {path} with /dev/null: {e:?}"))),
+    }
+}

@@ -1,0 +1,155 @@
+//! The process's identity and privileges: rlimits, user and groups,
+//! capabilities (all five sets) and no_new_privs.
+
+use caps::{CapSet, CapsHashSet};
+use nix::sys::resource::{Resource, setrlimit};
+use nix::unistd::{Gid, Uid, setgroups, setresgid, setresuid};
+use oci_spec::runtime::{Capabilities, LinuxCapabilities, PosixRlimitType, Process};
+
+use crate::error::{Context, Error, Result};
+
+fn resource(t: PosixRlimitType) -> Resource {
+    use PosixRlimitType as T;
+    match t {
+        T::RlimitCpu => Resource::RLIMIT_CPU,
+        T::RlimitFsize => Resource::RLIMIT_FSIZE,
+        T::RlimitData => Resource::RLIMIT_DATA,
+        T::RlimitStack => Resource::RLIMIT_STACK,
+        T::RlimitCore => Resource::RLIMIT_CORE,
+        T::RlimitRss => Resource::RLIMIT_RSS,
+        T::RlimitNproc => Resource::RLIMIT_NPROC,
+        T::RlimitNofile => Resource::RLIMIT_NOFILE,
+        T::RlimitMemlock => Resource::RLIMIT_MEMLOCK,
+        T::RlimitAs => Resource::RLIMIT_AS,
+        T::RlimitLocks => Resource::RLIMIT_LOCKS,
+        T::RlimitSigpending => Resource::RLIMIT_SIGPENDING,
+        T::RlimitMsgqueue => Resource::RLIMIT_MSGQUEUE,
+        T::RlimitNice => Resource::RLIMIT_NICE,
+        T::RlimitRtprio => Resource::RLIMIT_RTPRIO,
+        T::RlimitRttime => Resource::RLIMIT_RTTIME,
+    }
+}
+
+pub fn set_rlimits(p: &Process) -> Result<()> {
+    for r in p.rlimits().iter().flatten() {
+        if r.soft() > r.hard() {
+            return Err(Error::Security(format!(
+                "rlimit {:?}: soft limit {} is above the hard limit {}",
+                r.typ(),
+                r.soft(),
+                r.hard()
+            )));
+        }
+        setrlimit(resource(r.typ()), r.soft(), r.hard()).ctx(Error::Security, || {
+            format!("setrlimit {:?} to {}/{}", r.typ(), r.soft(), r.hard())
+        })?;
+    }
+    Ok(())
+}
+
+fn to_caps(set: &Option<Capabilities>) -> Result<CapsHashSet> {
+    set.iter()
+        .flatten()
+        .map(|c| {
+            let name = format!("CAP_{c}");
+            name.parse::<caps::Capability>()
+                .map_err(|_| Error::Security(format!("unknown capability {name}")))
+        })
+        .collect()
+}
+
+/// Drops from the bounding set every capability the process may not keep.
+/// Must run while we still hold CAP_SETPCAP, i.e. before switching user.
+pub fn apply_bounding(c: Option<&LinuxCapabilities>) -> Result<()> {
+    let keep = c
+        .map(|c| to_caps(c.bounding()))
+        .transpose()?
+        .unwrap_or_default();
+    for cap in caps::all() {
+        if !keep.contains(&cap) && caps::has_cap(None, CapSet::Bounding, cap).unwrap_or(false) {
+            caps::drop(None, CapSet::Bounding, cap)
+                .map_err(|e| Error::Security(format!("drop {cap} from the bounding set: {e}")))?;
+        }
+    }
+    Ok(())
+}
+
+/// Switches to the process's uid, gid and supplementary groups, keeping the
+/// permitted capabilities across the uid change so `apply_caps` can set them.
+pub fn switch_user(p: &Process) -> Result<()> {
+    let u = p.user();
+    let groups: Vec<Gid> = u
+        .additional_gids()
+        .iter()
+        .flatten()
+        .map(|g| Gid::from_raw(*g))
+        .collect();
+    nix::sys::prctl::set_keepcaps(true).ctx(Error::Security, || "prctl PR_SET_KEEPCAPS")?;
+    // setgroups is refused in a user namespace whose setgroups file says deny;
+    // only fail when groups were asked for.
+    if let Err(e) = setgroups(&groups)
+        && !groups.is_empty()
+    {
+        return Err(Error::Security(format!(
+            "setgroups {:?}: {e:?}",
+            u.additional_gids().as_ref().unwrap_or(&vec![])
+        )));
+    }
+    let gid = Gid::from_raw(u.gid());
+    setresgid(gid, gid, gid).ctx(Error::Security, || format!("setgid {}", u.gid()))?;
+    let uid = Uid::from_raw(u.uid());
+    setresuid(uid, uid, uid).ctx(Error::Security, || format!("setuid {}", u.uid()))?;
+    nix::sys::prctl::set_keepcaps(false).ctx(Error::Security, || "prctl PR_SET_KEEPCAPS")?;
+    Ok(())
+}
+
+/// Sets the effective, permitted, inheritable and ambient sets.
+pub fn apply_caps(c: Option<&LinuxCapabilities>) -> Result<()> {
+    // No capabilities object means no capabilities at all.
+    let get = |f: fn(&LinuxCapabilities) -> &Option<Capabilities>| {
+        c.map_or(Ok(CapsHashSet::new()), |c| to_caps(f(c)))
+    };
+    let eff = get(LinuxCapabilities::effective)?;
+    let perm = get(LinuxCapabilities::permitted)?;
+    let inh = get(LinuxCapabilities::inheritable)?;
+    let amb = get(LinuxCapabilities::ambient)?;
+    // Inheritable while we still hold CAP_SETPCAP, then effective (a subset
+    // of the current permitted set), then shrink permitted to its final value.
+    caps::set(None, CapSet::Inheritable, &inh)
+        .map_err(|e| Error::Security(format!("set inheritable capabilities: {e}")))?;
+    caps::set(None, CapSet::Effective, &eff)
+        .map_err(|e| Error::Security(format!("set effective capabilities: {e}")))?;
+    caps::set(None, CapSet::Permitted, &perm)
+        .map_err(|e| Error::Security(format!("set permitted capabilities: {e}")))?;
+    // Ambient needs each capability in permitted and inheritable; runc skips
+    // the ones that are not, and so do we.
+    let _ = caps::clear(None, CapSet::Ambient);
+    for cap in amb {
+        if perm.contains(&cap) && inh.contains(&cap) {
+            caps::raise(None, CapSet::Ambient, cap)
+                .map_err(|e| Error::Security(format!("raise ambient {cap}: {e}")))?;
+        }
+    }
+    Ok(())
+}
+
+pub fn no_new_privs() -> Result<()> {
+    nix::sys::prctl::set_no_new_privs().ctx(Error::Security, || "prctl PR_SET_NO_NEW_PRIVS")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capability_names_convert() {
+        let c: LinuxCapabilities = serde_json::from_str(
+            r#"{"bounding":["CAP_SYS_ADMIN","CAP_NET_BIND_SERVICE","CAP_AUDIT_WRITE"]}"#,
+        )
+        .unwrap();
+        let s = to_caps(c.bounding()).unwrap();
+        assert!(s.contains(&caps::Capability::CAP_SYS_ADMIN));
+        assert!(s.contains(&caps::Capability::CAP_NET_BIND_SERVICE));
+        assert_eq!(s.len(), 3);
+    }
+}

@@ -1,0 +1,360 @@
+//! Loading and validating config.json (oci-spec types), and the defaults that
+//! `ocirun spec` writes.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+
+use crate::error::{Error, Result};
+
+/// The runtime-spec version ocirun writes in `spec` and reports in `state`.
+pub const OCI_VERSION: &str = "1.2.1";
+
+/// A loaded and validated bundle.
+pub struct Bundle {
+    /// Absolute path of the bundle directory.
+    pub dir: PathBuf,
+    /// Absolute path of the root filesystem.
+    pub rootfs: PathBuf,
+    pub spec: Spec,
+}
+
+/// Reads `<bundle>/config.json` and validates it. Unknown fields are ignored;
+/// any runtime-spec 1.x version is accepted.
+pub fn load(bundle: &Path) -> Result<Bundle> {
+    let dir = std::path::absolute(bundle)
+        .map_err(|e| Error::Spec(format!("bundle {}: {e}", bundle.display())))?;
+    let path = dir.join("config.json");
+    let text = std::fs::read(&path).map_err(|e| {
+        Error::Spec(format!(
+            "read {}: {}",
+            path.display(),
+            crate::error::io_text(&e)
+        ))
+    })?;
+    let spec: Spec = serde_json::from_slice(&text)
+        .map_err(|e| Error::Spec(format!("parse {}: {e}", path.display())))?;
+    let root = spec
+        .root()
+        .as_ref()
+        .ok_or_else(|| Error::Spec(format!("{}: root is missing", path.display())))?;
+    let rootfs = dir.join(root.path());
+    let meta = std::fs::metadata(&rootfs).map_err(|e| {
+        Error::Spec(format!(
+            "rootfs {}: {}",
+            rootfs.display(),
+            crate::error::io_text(&e)
+        ))
+    })?;
+    if !meta.is_dir() {
+        return Err(Error::Spec(format!(
+            "rootfs {} is not a directory",
+            rootfs.display()
+        )));
+    }
+    validate(&spec)?;
+    Ok(Bundle { dir, rootfs, spec })
+}
+
+/// Checks that a spec is one we can honour. Pure: touches no file.
+pub fn validate(spec: &Spec) -> Result<()> {
+    check_version(spec.version())?;
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| Error::Spec("process is missing from config.json".into()))?;
+    if process.args().as_ref().is_none_or(|a| a.is_empty()) {
+        return Err(Error::Spec("process.args must not be empty".into()));
+    }
+    if !process.cwd().is_absolute() {
+        return Err(Error::Spec(format!(
+            "process.cwd {} is not an absolute path",
+            process.cwd().display()
+        )));
+    }
+    let Some(linux) = spec.linux() else {
+        return Err(Error::Spec(
+            "linux section is missing from config.json".into(),
+        ));
+    };
+    let mut seen = HashSet::new();
+    let namespaces = linux.namespaces().as_deref().unwrap_or_default();
+    for ns in namespaces {
+        if !seen.insert(ns.typ()) {
+            return Err(Error::Spec(format!(
+                "namespace {} appears more than once",
+                ns.typ()
+            )));
+        }
+        if let Some(p) = ns.path()
+            && !p.is_absolute()
+        {
+            return Err(Error::Spec(format!(
+                "namespace {} path {} is not absolute",
+                ns.typ(),
+                p.display()
+            )));
+        }
+    }
+    let has = |t: LinuxNamespaceType| seen.contains(&t);
+    if !has(LinuxNamespaceType::Mount) {
+        return Err(Error::Spec(
+            "a mount namespace is required (linux.namespaces has no \"mount\")".into(),
+        ));
+    }
+    let new_user = namespaces
+        .iter()
+        .any(|n| n.typ() == LinuxNamespaceType::User && n.path().is_none());
+    let has_maps = linux.uid_mappings().as_ref().is_some_and(|m| !m.is_empty())
+        || linux.gid_mappings().as_ref().is_some_and(|m| !m.is_empty());
+    if new_user && !has_maps {
+        return Err(Error::Spec(
+            "a new user namespace needs linux.uidMappings and linux.gidMappings".into(),
+        ));
+    }
+    if has_maps && !new_user {
+        return Err(Error::Spec(
+            "linux.uidMappings/gidMappings need a new user namespace".into(),
+        ));
+    }
+    if spec.hostname().as_ref().is_some_and(|h| !h.is_empty()) && !has(LinuxNamespaceType::Uts) {
+        return Err(Error::Spec(
+            "hostname is set but there is no uts namespace to set it in".into(),
+        ));
+    }
+    if spec.domainname().as_ref().is_some_and(|h| !h.is_empty()) && !has(LinuxNamespaceType::Uts) {
+        return Err(Error::Spec(
+            "domainname is set but there is no uts namespace to set it in".into(),
+        ));
+    }
+    if linux.time_offsets().as_ref().is_some_and(|o| !o.is_empty())
+        && !namespaces
+            .iter()
+            .any(|n| n.typ() == LinuxNamespaceType::Time && n.path().is_none())
+    {
+        return Err(Error::Spec(
+            "linux.timeOffsets need a new time namespace".into(),
+        ));
+    }
+    if linux.seccomp().is_some() {
+        return Err(Error::Spec(
+            "linux.seccomp is not supported by this version of ocirun; refusing to run the container unfiltered".into(),
+        ));
+    }
+    if let Some(hooks) = spec.hooks() {
+        let any = [
+            hooks.prestart(),
+            hooks.create_runtime(),
+            hooks.create_container(),
+            hooks.start_container(),
+            hooks.poststart(),
+            hooks.poststop(),
+        ]
+        .iter()
+        .any(|h| h.as_ref().is_some_and(|v| !v.is_empty()));
+        if any {
+            return Err(Error::Spec(
+                "hooks are not supported by this version of ocirun".into(),
+            ));
+        }
+    }
+    for (key, _) in linux.sysctl().iter().flatten() {
+        check_sysctl(key, &|t| has(t))?;
+    }
+    for m in spec.mounts().iter().flatten() {
+        if !m.destination().is_absolute() {
+            return Err(Error::Spec(format!(
+                "mount destination {} is not an absolute path",
+                m.destination().display()
+            )));
+        }
+    }
+    if let Some(p) = linux.rootfs_propagation() {
+        crate::rootfs::propagation_flag(p)?;
+    }
+    Ok(())
+}
+
+fn check_version(v: &str) -> Result<()> {
+    let major = v.split('.').next().unwrap_or("");
+    if major != "1" {
+        return Err(Error::Spec(format!(
+            "unsupported ociVersion {v:?}: ocirun runs runtime-spec 1.x configs"
+        )));
+    }
+    Ok(())
+}
+
+/// Only namespaced sysctls may be set, and only with the namespace that
+/// isolates them: anything else would change the host.
+fn check_sysctl(key: &str, has: &dyn Fn(LinuxNamespaceType) -> bool) -> Result<()> {
+    let ipc = [
+        "kernel.msgmax",
+        "kernel.msgmnb",
+        "kernel.msgmni",
+        "kernel.sem",
+        "kernel.shmall",
+        "kernel.shmmax",
+        "kernel.shmmni",
+        "kernel.shm_rmid_forced",
+    ];
+    let need = if ipc.contains(&key) || key.starts_with("fs.mqueue.") {
+        LinuxNamespaceType::Ipc
+    } else if key.starts_with("net.") {
+        LinuxNamespaceType::Network
+    } else if key == "kernel.hostname" || key == "kernel.domainname" {
+        LinuxNamespaceType::Uts
+    } else {
+        return Err(Error::Spec(format!(
+            "sysctl {key} is not namespaced and cannot be set in a container"
+        )));
+    };
+    if !has(need) {
+        return Err(Error::Spec(format!(
+            "sysctl {key} needs a {need} namespace of the container's own"
+        )));
+    }
+    Ok(())
+}
+
+/// The spec `ocirun spec` writes: runc's defaults (same mounts, masked and
+/// readonly paths, capabilities), with a cgroup namespace added.
+pub fn default_spec(rootless: bool) -> Result<Spec> {
+    let text = include_str!("default.json");
+    let mut spec: Spec = serde_json::from_str(text)
+        .map_err(|e| Error::Spec(format!("built-in default spec: {e}")))?;
+    spec.set_version(OCI_VERSION.to_string());
+    if rootless {
+        make_rootless(&mut spec);
+    }
+    Ok(spec)
+}
+
+fn make_rootless(spec: &mut Spec) {
+    use oci_spec::runtime::{LinuxIdMappingBuilder, LinuxNamespaceBuilder};
+    let uid = nix::unistd::geteuid().as_raw();
+    let gid = nix::unistd::getegid().as_raw();
+    let Some(linux) = spec.linux_mut() else {
+        return;
+    };
+    let mut ns = linux.namespaces().clone().unwrap_or_default();
+    ns.retain(|n| n.typ() != LinuxNamespaceType::Network);
+    ns.push(
+        LinuxNamespaceBuilder::default()
+            .typ(LinuxNamespaceType::User)
+            .build()
+            .expect("namespace"),
+    );
+    linux.set_namespaces(Some(ns));
+    let map = |host| {
+        LinuxIdMappingBuilder::default()
+            .container_id(0u32)
+            .host_id(host)
+            .size(1u32)
+            .build()
+            .expect("mapping")
+    };
+    linux.set_uid_mappings(Some(vec![map(uid)]));
+    linux.set_gid_mappings(Some(vec![map(gid)]));
+    linux.set_resources(None);
+    if let Some(mounts) = spec.mounts_mut() {
+        mounts.retain(|m| m.destination() != Path::new("/sys/fs/cgroup"));
+        for m in mounts.iter_mut() {
+            if m.destination() == Path::new("/dev/pts")
+                && let Some(opts) = m.options_mut()
+            {
+                opts.retain(|o| o != "gid=5");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Spec {
+        default_spec(false).unwrap()
+    }
+
+    #[test]
+    fn default_spec_is_valid_and_like_runc() {
+        let s = base();
+        validate(&s).unwrap();
+        assert_eq!(s.root().as_ref().unwrap().path(), Path::new("rootfs"));
+        assert_eq!(s.mounts().as_ref().unwrap().len(), 7);
+    }
+
+    #[test]
+    fn accepts_any_1x_version_and_unknown_fields() {
+        let mut v: serde_json::Value = serde_json::to_value(base()).unwrap();
+        v["ociVersion"] = "1.3.0".into();
+        v["somethingNew"] = serde_json::json!({"x": 1});
+        v["linux"]["futureField"] = true.into();
+        let s: Spec = serde_json::from_value(v).unwrap();
+        validate(&s).unwrap();
+    }
+
+    #[test]
+    fn rejects_other_major_versions() {
+        let mut s = base();
+        s.set_version("2.0.0".into());
+        let e = validate(&s).unwrap_err().to_string();
+        assert!(e.contains("unsupported ociVersion \"2.0.0\""), "{e}");
+    }
+
+    #[test]
+    fn accepts_time_namespace() {
+        let mut v: serde_json::Value = serde_json::to_value(base()).unwrap();
+        v["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"type": "time"}));
+        let s: Spec = serde_json::from_value(v).unwrap();
+        validate(&s).unwrap();
+    }
+
+    #[test]
+    fn seccomp_is_refused_not_ignored() {
+        let mut v: serde_json::Value = serde_json::to_value(base()).unwrap();
+        v["linux"]["seccomp"] = serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW"});
+        let s: Spec = serde_json::from_value(v).unwrap();
+        assert!(validate(&s).unwrap_err().to_string().contains("seccomp"));
+    }
+
+    #[test]
+    fn sysctl_rules() {
+        let all = |_| true;
+        check_sysctl("net.ipv4.ip_forward", &all).unwrap();
+        check_sysctl("kernel.shmmax", &all).unwrap();
+        check_sysctl("fs.mqueue.msg_max", &all).unwrap();
+        assert!(check_sysctl("kernel.panic", &all).is_err());
+        let none = |_| false;
+        assert!(check_sysctl("net.ipv4.ip_forward", &none).is_err());
+    }
+
+    #[test]
+    fn user_namespace_needs_mappings() {
+        let mut v: serde_json::Value = serde_json::to_value(base()).unwrap();
+        v["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"type": "user"}));
+        let s: Spec = serde_json::from_value(v).unwrap();
+        assert!(
+            validate(&s)
+                .unwrap_err()
+                .to_string()
+                .contains("uidMappings")
+        );
+    }
+
+    #[test]
+    fn rootless_spec_has_user_namespace() {
+        let s = default_spec(true).unwrap();
+        validate(&s).unwrap();
+        let ns = s.linux().as_ref().unwrap().namespaces().clone().unwrap();
+        assert!(ns.iter().any(|n| n.typ() == LinuxNamespaceType::User));
+    }
+}

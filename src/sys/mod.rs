@@ -1,0 +1,164 @@
+//! Thin safe wrappers for the system calls that nix does not cover.
+//! This module is the only place in ocirun with `unsafe`.
+
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::errno::Errno;
+use nix::unistd::Pid;
+
+/// The result of [`clone_process`].
+pub enum Forked {
+    Parent(Pid),
+    Child,
+}
+
+/// `clone(2)` with fork semantics (no new stack, SIGCHLD to the parent) and
+/// the given namespace flags. The caller must be single-threaded: the child
+/// continues with a copy of the whole address space.
+pub fn clone_process(ns_flags: libc::c_int) -> Result<Forked, Errno> {
+    // SAFETY: with a null stack pointer the raw clone syscall behaves like
+    // fork(2); no pointers are passed, so no memory is shared or aliased. The
+    // process is single-threaded (we never start threads before this point),
+    // so no lock can be held by a thread that does not exist in the child.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (ns_flags | libc::SIGCHLD) as libc::c_ulong,
+            std::ptr::null_mut::<libc::c_void>(),
+            std::ptr::null_mut::<libc::c_int>(),
+            std::ptr::null_mut::<libc::c_int>(),
+            0 as libc::c_ulong,
+        )
+    };
+    match ret {
+        -1 => Err(Errno::last()),
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent(Pid::from_raw(pid as i32))),
+    }
+}
+
+/// Plain `fork(2)` for a single-threaded caller.
+pub fn fork() -> Result<Forked, Errno> {
+    clone_process(0)
+}
+
+/// `setdomainname(2)`.
+pub fn setdomainname(name: &str) -> Result<(), Errno> {
+    // SAFETY: the pointer and length describe `name`'s bytes, which outlive the call.
+    let ret = unsafe { libc::setdomainname(name.as_ptr().cast(), name.len()) };
+    Errno::result(ret).map(drop)
+}
+
+/// Marks every fd from `first` upwards close-on-exec (`close_range(2)` with
+/// `CLOSE_RANGE_CLOEXEC`), so nothing of ours reaches the container process.
+pub fn cloexec_from(first: u32) -> Result<(), Errno> {
+    // SAFETY: close_range takes plain integers; CLOEXEC only sets a flag, it
+    // closes nothing that Rust code might still own.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC as libc::c_uint,
+        )
+    };
+    Errno::result(ret).map(drop)
+}
+
+/// `pidfd_open(2)`: a handle on a process that cannot be confused with a
+/// later process reusing the same pid.
+pub fn pidfd_open(pid: Pid) -> Result<OwnedFd, Errno> {
+    // SAFETY: plain integer arguments.
+    let ret = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0 as libc::c_uint) };
+    let fd = Errno::result(ret)? as RawFd;
+    // SAFETY: the kernel just returned this fd to us; nobody else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `pidfd_send_signal(2)`.
+pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, sig: i32) -> Result<(), Errno> {
+    // SAFETY: a valid fd, a signal number, and a null siginfo (as for kill(2)).
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            sig,
+            std::ptr::null_mut::<libc::siginfo_t>(),
+            0 as libc::c_uint,
+        )
+    };
+    Errno::result(ret).map(drop)
+}
+
+/// Makes `fd` (a terminal) the controlling terminal of the calling session.
+pub fn set_controlling_tty(fd: BorrowedFd<'_>) -> Result<(), Errno> {
+    // SAFETY: TIOCSCTTY takes an integer argument, no memory is passed.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSCTTY, 0) };
+    Errno::result(ret).map(drop)
+}
+
+/// Sets a terminal's window size.
+pub fn set_winsize(fd: BorrowedFd<'_>, rows: u16, cols: u16) -> Result<(), Errno> {
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one winsize struct, which lives on our stack for the call.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    Errno::result(ret).map(drop)
+}
+
+/// Reads a terminal's window size.
+pub fn get_winsize(fd: BorrowedFd<'_>) -> Result<(u16, u16), Errno> {
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one winsize struct into memory we own.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) };
+    Errno::result(ret).map(|_| (ws.ws_row, ws.ws_col))
+}
+
+/// Resets every signal disposition to its default and unblocks all signals:
+/// the container process must not inherit what ocirun set for itself (Rust
+/// ignores SIGPIPE, `run` blocks the signals it forwards).
+pub fn reset_signals() -> Result<(), Errno> {
+    for sig in 1..libc::SIGRTMAX() {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: installing SIG_DFL runs no code of ours in a signal context.
+        // Errors (EINVAL for the signals glibc reserves) are ignored on purpose.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+    }
+    nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&nix::sys::signal::SigSet::empty()),
+        None,
+    )
+}
+
+/// Sets SIGPIPE back to its default action for ocirun itself, so a closed
+/// pipe ends `ocirun list | head` quietly like any other tool.
+pub fn default_sigpipe() {
+    // SAFETY: installing SIG_DFL runs no code of ours in a signal context.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+}
+
+/// `personality(2)`.
+pub fn set_personality(persona: libc::c_ulong) -> Result<(), Errno> {
+    // SAFETY: plain integer argument.
+    let ret = unsafe { libc::personality(persona) };
+    Errno::result(ret).map(drop)
+}
+
+/// `_exit(2)`: leaves a forked child without running exit handlers or
+/// flushing buffers that belong to the parent.
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit takes an integer and never returns; it touches no Rust state.
+    unsafe { libc::_exit(code) }
+}
