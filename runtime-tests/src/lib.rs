@@ -1,1 +1,316 @@
-//! Shared helpers for the conformance suite (see tests/).
+//! Helpers for the conformance suite: busybox bundles generated in code, a
+//! driver for any runtime binary's runc-style CLI, and leftover checks.
+//!
+//! `RUNTIME=/path/to/runtime cargo test -p runtime-tests` runs the suite
+//! against that binary (default: the workspace's release, then debug, ocirun).
+
+pub mod sys;
+
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use serde_json::{Value, json};
+
+/// The runtime under test.
+pub fn runtime() -> PathBuf {
+    if let Ok(r) = std::env::var("RUNTIME") {
+        return PathBuf::from(r);
+    }
+    let ws = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    for p in ["target/release/ocirun", "target/debug/ocirun"] {
+        let c = ws.join(p);
+        if c.exists() {
+            return c;
+        }
+    }
+    panic!("no runtime: set RUNTIME or build ocirun first");
+}
+
+/// The runtime's name (file name), e.g. "ocirun" or "runc".
+pub fn runtime_name() -> String {
+    runtime().file_name().unwrap().to_string_lossy().into_owned()
+}
+
+fn scratch() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let d = std::env::temp_dir().join(format!("runtime-tests-{}", std::process::id()));
+        fs::create_dir_all(&d).unwrap();
+        d
+    })
+}
+
+/// A shared busybox rootfs template, built once per test run.
+fn rootfs_template() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let d = scratch().join("rootfs-template");
+        make_busybox_rootfs(&d);
+        d
+    })
+}
+
+/// Builds a minimal busybox root filesystem from the host's static busybox.
+pub fn make_busybox_rootfs(dir: &Path) {
+    let bb = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("busybox not found: install busybox-static");
+    for d in ["bin", "sbin", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev", "tmp", "root", "home/user"] {
+        fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    fs::copy(bb, dir.join("bin/busybox")).unwrap();
+    let list = Command::new(dir.join("bin/busybox")).arg("--list-full").output().unwrap();
+    for app in String::from_utf8_lossy(&list.stdout).lines() {
+        let p = dir.join(app);
+        if !p.exists() {
+            let _ = symlink("/bin/busybox", p);
+        }
+    }
+    fs::write(
+        dir.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\n",
+    )
+    .unwrap();
+    fs::write(dir.join("etc/group"), "root:x:0:\ntty:x:5:\nuser:x:1000:\n").unwrap();
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    let st = Command::new("cp").arg("-a").arg(from).arg(to).status().unwrap();
+    assert!(st.success(), "cp -a {} {}", from.display(), to.display());
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// One test's container: a bundle, a state root, and an id, all unique.
+pub struct Ctr {
+    pub id: String,
+    pub dir: PathBuf,
+    pub root: PathBuf,
+    pub config: Value,
+}
+
+pub const CAPS: &[&str] = &["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"];
+
+impl Ctr {
+    /// A container running `args` in a fresh busybox bundle.
+    pub fn new(name: &str, args: &[&str]) -> Ctr {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let id = format!("rt-{}-{name}-{n}", std::process::id());
+        let dir = scratch().join(&id);
+        fs::create_dir_all(&dir).unwrap();
+        copy_tree(rootfs_template(), &dir.join("rootfs"));
+        let root = dir.join("state");
+        let config = json!({
+            "ociVersion": "1.0.2",
+            "process": {
+                "terminal": false,
+                "user": {"uid": 0, "gid": 0},
+                "args": args,
+                "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TERM=xterm"],
+                "cwd": "/",
+                "capabilities": {"bounding": CAPS, "effective": CAPS, "permitted": CAPS},
+                "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+                "noNewPrivileges": true
+            },
+            "root": {"path": "rootfs", "readonly": false},
+            "hostname": "rt",
+            "mounts": [
+                {"destination": "/proc", "type": "proc", "source": "proc"},
+                {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+                {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+                {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+                {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
+                {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}
+            ],
+            "linux": {
+                "namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}],
+                "cgroupsPath": format!("/{id}"),
+                "maskedPaths": ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware"],
+                "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+            }
+        });
+        Ctr { id, dir, root, config }
+    }
+
+    pub fn bundle(&self) -> PathBuf {
+        self.dir.clone()
+    }
+
+    pub fn rootfs(&self) -> PathBuf {
+        self.dir.join("rootfs")
+    }
+
+    pub fn write_config(&self) {
+        fs::write(self.dir.join("config.json"), serde_json::to_vec_pretty(&self.config).unwrap()).unwrap();
+    }
+
+    /// The runtime command with `--root` set.
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(runtime());
+        c.arg("--root").arg(&self.root);
+        c
+    }
+
+    /// `run` in the foreground, capturing output.
+    pub fn run(&self) -> Output {
+        self.write_config();
+        self.cmd()
+            .args(["run", "--bundle"])
+            .arg(self.bundle())
+            .arg(&self.id)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// `run` that must succeed; returns stdout.
+    pub fn run_ok(&self) -> String {
+        let o = self.run();
+        assert!(
+            o.status.success(),
+            "run failed: {:?}\nstdout: {}\nstderr: {}",
+            o.status,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// The file the container's stdout/stderr go to after `create`.
+    pub fn out_file(&self) -> PathBuf {
+        self.dir.join("out.txt")
+    }
+
+    /// `create` with the container's stdio going to `out_file()`.
+    pub fn create(&self) -> Output {
+        self.create_with(&[])
+    }
+
+    pub fn create_with(&self, extra: &[&str]) -> Output {
+        self.write_config();
+        let out = fs::File::create(self.out_file()).unwrap();
+        let err = out.try_clone().unwrap();
+        let child = self
+            .cmd()
+            .args(["create", "--bundle"])
+            .arg(self.bundle())
+            .args(extra)
+            .arg(&self.id)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    pub fn create_ok(&self) {
+        let o = self.create();
+        assert!(o.status.success(), "create failed: {}", fs::read_to_string(self.out_file()).unwrap_or_default());
+    }
+
+    pub fn op(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).stdin(Stdio::null()).output().unwrap()
+    }
+
+    pub fn op_ok(&self, args: &[&str]) -> String {
+        let o = self.op(args);
+        assert!(
+            o.status.success(),
+            "{args:?} failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    pub fn state(&self) -> Value {
+        let s = self.op_ok(&["state", &self.id]);
+        serde_json::from_str(&s).unwrap()
+    }
+
+    pub fn status(&self) -> String {
+        self.state()["status"].as_str().unwrap().to_string()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.state()["pid"].as_i64().unwrap() as i32
+    }
+
+    /// Waits (bounded) for the container to reach `want`.
+    pub fn wait_status(&self, want: &str) {
+        for _ in 0..200 {
+            if self.status() == want {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        panic!("container {} never reached status {want} (now {})", self.id, self.status());
+    }
+
+    pub fn output(&self) -> String {
+        fs::read_to_string(self.out_file()).unwrap_or_default()
+    }
+
+    /// Asserts the runtime left nothing behind for this container.
+    pub fn assert_no_leftovers(&self) {
+        assert!(!self.root.join(&self.id).exists(), "state dir {} left behind", self.root.join(&self.id).display());
+        for c in cgroup_dirs(&format!("/{}", self.id)) {
+            assert!(!c.exists(), "cgroup {} left behind", c.display());
+        }
+        let procs = processes_in_cgroup(&self.id);
+        assert!(procs.is_empty(), "processes left behind: {procs:?}");
+    }
+}
+
+impl Drop for Ctr {
+    fn drop(&mut self) {
+        let _ = self.cmd().args(["delete", "--force", &self.id]).stderr(Stdio::null()).output();
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Every place a cgroup path can exist on this host (v1 controllers and v2).
+pub fn cgroup_dirs(path: &str) -> Vec<PathBuf> {
+    let rel = path.trim_start_matches('/');
+    let mut out = Vec::new();
+    if let Ok(rd) = fs::read_dir("/sys/fs/cgroup") {
+        for e in rd.flatten() {
+            out.push(e.path().join(rel));
+        }
+    }
+    out.push(Path::new("/sys/fs/cgroup").join(rel));
+    out
+}
+
+/// Live (not zombie) host pids whose /proc/<pid>/cgroup mentions `needle`.
+/// A zombie has already exited: reaping it is its parent's business.
+pub fn processes_in_cgroup(needle: &str) -> Vec<i32> {
+    let mut v = Vec::new();
+    for e in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let stat = fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        if stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')) {
+            continue;
+        }
+        if let Ok(cg) = fs::read_to_string(e.path().join("cgroup"))
+            && cg.contains(needle)
+        {
+            v.push(pid);
+        }
+    }
+    v
+}
+
+/// Inode of a namespace link of a process, e.g. `ns_inode(pid, "net")`.
+pub fn ns_inode(pid: &str, ns: &str) -> String {
+    fs::read_link(format!("/proc/{pid}/ns/{ns}")).unwrap().to_string_lossy().into_owned()
+}
+
+pub fn mount_count() -> usize {
+    fs::read_to_string("/proc/self/mountinfo").unwrap().lines().count()
+}

@@ -249,7 +249,11 @@ fn stage1(s: &Spawn, plan: &NsPlan, ch: &Channel) -> Result<()> {
     if plan.is_new(LinuxNamespaceType::Time) {
         unshare(CloneFlags::from_bits_retain(libc::CLONE_NEWTIME))
             .ctx(Error::Process, || "unshare the time namespace")?;
+        // Changing uid made us non-dumpable, which makes /proc/self/* owned by
+        // the host's root; be dumpable just long enough to write the offsets.
+        nix::sys::prctl::set_dumpable(true).ctx(Error::Process, || "prctl PR_SET_DUMPABLE")?;
         write_time_offsets(s)?;
+        nix::sys::prctl::set_dumpable(false).ctx(Error::Process, || "prctl PR_SET_DUMPABLE")?;
     }
     let rest =
         plan.new - (CloneFlags::CLONE_NEWUSER | CloneFlags::from_bits_retain(libc::CLONE_NEWTIME));

@@ -1,0 +1,27 @@
+//! The suite's only `unsafe`: taking ownership of an fd received over
+//! SCM_RIGHTS (a console socket receiver, as containerd's and conmon's).
+
+use std::io::IoSliceMut;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+
+use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+
+/// Receives one message with one fd; returns the message data and the fd.
+pub fn recv_fd(conn: &UnixStream) -> std::io::Result<(Vec<u8>, OwnedFd)> {
+    let mut buf = [0u8; 4096];
+    let mut cmsg = nix::cmsg_space!([RawFd; 1]);
+    let mut iov = [IoSliceMut::new(&mut buf)];
+    let msg = recvmsg::<()>(conn.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)?;
+    let n = msg.bytes;
+    let mut fd = None;
+    for cm in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(fds) = cm {
+            // SAFETY: the kernel just installed these fds in our table for this
+            // message; nothing else refers to them, so we may own the first.
+            fd = fds.first().map(|f| unsafe { OwnedFd::from_raw_fd(*f) });
+        }
+    }
+    let fd = fd.ok_or_else(|| std::io::Error::other("no fd in the console socket message"))?;
+    Ok((buf[..n].to_vec(), fd))
+}
