@@ -140,7 +140,12 @@ fn find_executable(p: &Process, env: &[String]) -> Result<CString> {
         .and_then(|a| a.first())
         .expect("validated");
     if arg0.contains('/') {
-        return cstring(arg0);
+        let p = Path::new(arg0);
+        return match access(p, AccessFlags::X_OK) {
+            Ok(()) if p.metadata().is_ok_and(|m| m.is_file()) => cstring(arg0),
+            Ok(()) => Err(Error::Process(format!("executable {arg0} is not a regular file"))),
+            Err(e) => Err(Error::Process(format!("executable {arg0}: {e:?}"))),
+        };
     }
     let path = env
         .iter()

@@ -1,0 +1,134 @@
+//! Bad input: a clear error, a non-zero exit, and nothing left behind (no
+//! state dir, cgroup, mount or process).
+
+use runtime_tests::*;
+use serde_json::json;
+use std::process::Output;
+
+fn assert_failed_cleanly(c: &Ctr, o: &Output, mounts_before: usize, words: &[&str]) {
+    let err = String::from_utf8_lossy(&o.stderr).to_string() + &c.output();
+    assert!(!o.status.success(), "succeeded on bad input");
+    assert!(!err.trim().is_empty(), "no error message");
+    if runtime_name() == "ocirun" {
+        let lines: Vec<&str> = err.trim().lines().collect();
+        assert_eq!(lines.len(), 1, "error is not one line: {err}");
+        for w in words {
+            assert!(err.contains(w), "error {err:?} does not name {w:?}");
+        }
+    }
+    c.assert_no_leftovers();
+    assert_eq!(mount_count(), mounts_before, "mounts changed on the host");
+}
+
+#[test]
+fn missing_config_json() {
+    let c = Ctr::new("noconfig", &["true"]);
+    let before = mount_count();
+    let o = c.cmd().args(["create", "--bundle"]).arg(c.bundle()).arg(&c.id).output().unwrap();
+    assert_failed_cleanly(&c, &o, before, &["config.json"]);
+}
+
+#[test]
+fn malformed_config_json() {
+    let c = Ctr::new("badjson", &["true"]);
+    let before = mount_count();
+    std::fs::write(c.dir.join("config.json"), "{\"ociVersion\": \"1.0.2\", \"process\": ").unwrap();
+    let o = c.cmd().args(["create", "--bundle"]).arg(c.bundle()).arg(&c.id).output().unwrap();
+    assert_failed_cleanly(&c, &o, before, &["config.json"]);
+}
+
+#[test]
+fn unknown_oci_version_major() {
+    let mut c = Ctr::new("v2", &["true"]);
+    c.config["ociVersion"] = json!("2.0.0");
+    let before = mount_count();
+    let o = c.create();
+    if runtime_name() == "runc" && o.status.success() {
+        // runc 1.1 does not check the version: recorded in the issue notes.
+        return;
+    }
+    assert_failed_cleanly(&c, &o, before, &["2.0.0"]);
+}
+
+#[test]
+fn rootfs_that_does_not_exist() {
+    let mut c = Ctr::new("norootfs", &["true"]);
+    c.config["root"]["path"] = json!("no-such-rootfs");
+    let before = mount_count();
+    let o = c.create();
+    assert_failed_cleanly(&c, &o, before, &["no-such-rootfs"]);
+}
+
+#[test]
+fn id_that_already_exists() {
+    let c = Ctr::new("dup", &["sleep", "30"]);
+    c.create_ok();
+    let o = c.create();
+    assert!(!o.status.success(), "second create with the same id succeeded");
+    // The first container is untouched.
+    assert_eq!(c.status(), "created");
+    if runtime_name() == "ocirun" {
+        assert!(c.output().contains("already exists"), "{}", c.output());
+    }
+}
+
+#[test]
+fn ids_with_slash_or_dotdot() {
+    let c = Ctr::new("badid", &["true"]);
+    c.write_config();
+    for bad in ["a/b", "..", "../escape", "x/../../y"] {
+        let o = c.cmd().args(["create", "--bundle"]).arg(c.bundle()).arg(bad).output().unwrap();
+        assert!(!o.status.success(), "id {bad:?} accepted");
+        assert!(!c.root.join("escape").exists() && !c.dir.join("escape").exists());
+    }
+    let left: Vec<_> = std::fs::read_dir(&c.root).map(|r| r.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    assert!(left.is_empty(), "state left: {left:?}");
+}
+
+#[test]
+fn mount_destination_symlink_never_lands_outside_the_rootfs() {
+    let mut c = Ctr::new("escape", &["true"]);
+    let outside = c.dir.join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("marker"), "host").unwrap();
+    // rootfs/evil -> ../outside (climbs out of the rootfs), rootfs/abs -> <host path>
+    std::os::unix::fs::symlink("../outside", c.rootfs().join("evil")).unwrap();
+    std::os::unix::fs::symlink(&outside, c.rootfs().join("abs")).unwrap();
+    for dest in ["/evil", "/abs"] {
+        c.config["mounts"].as_array_mut().unwrap().push(json!({"destination": dest, "type": "tmpfs", "source": "tmpfs"}));
+        let before = mount_count();
+        let o = c.run();
+        // Either refused, or contained: the host directory is never covered.
+        assert_eq!(std::fs::read_to_string(outside.join("marker")).unwrap(), "host");
+        assert_eq!(mount_count(), before);
+        let host_mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(!host_mounts.contains(outside.to_str().unwrap()));
+        if runtime_name() == "ocirun" && dest == "/evil" {
+            assert!(!o.status.success(), "a mount escaping via symlink was accepted");
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(err.contains("escapes the rootfs"), "{err}");
+        }
+        c.config["mounts"].as_array_mut().unwrap().pop();
+        c.assert_no_leftovers();
+    }
+}
+
+#[test]
+fn unknown_signal() {
+    let c = Ctr::new("badsig", &["sleep", "30"]);
+    c.create_ok();
+    let o = c.op(&["kill", &c.id, "SIGNOTREAL"]);
+    assert!(!o.status.success());
+    if runtime_name() == "ocirun" {
+        assert!(String::from_utf8_lossy(&o.stderr).contains("SIGNOTREAL"));
+    }
+    assert_eq!(c.status(), "created");
+}
+
+#[test]
+fn bad_process_fails_create_and_leaves_nothing() {
+    let c = Ctr::new("noexe", &["/no/such/binary"]);
+    let before = mount_count();
+    let o = c.create();
+    assert_failed_cleanly(&c, &o, before, &["/no/such/binary"]);
+}
