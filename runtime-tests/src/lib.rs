@@ -32,7 +32,11 @@ pub fn runtime() -> PathBuf {
 
 /// The runtime's name (file name), e.g. "ocirun" or "runc".
 pub fn runtime_name() -> String {
-    runtime().file_name().unwrap().to_string_lossy().into_owned()
+    runtime()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
 }
 
 fn scratch() -> &'static Path {
@@ -60,11 +64,26 @@ pub fn make_busybox_rootfs(dir: &Path) {
         .into_iter()
         .find(|p| Path::new(p).exists())
         .expect("busybox not found: install busybox-static");
-    for d in ["bin", "sbin", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev", "tmp", "root", "home/user"] {
+    for d in [
+        "bin",
+        "sbin",
+        "usr/bin",
+        "usr/sbin",
+        "etc",
+        "proc",
+        "sys",
+        "dev",
+        "tmp",
+        "root",
+        "home/user",
+    ] {
         fs::create_dir_all(dir.join(d)).unwrap();
     }
     fs::copy(bb, dir.join("bin/busybox")).unwrap();
-    let list = Command::new(dir.join("bin/busybox")).arg("--list-full").output().unwrap();
+    let list = Command::new(dir.join("bin/busybox"))
+        .arg("--list-full")
+        .output()
+        .unwrap();
     for app in String::from_utf8_lossy(&list.stdout).lines() {
         let p = dir.join(app);
         if !p.exists() {
@@ -80,7 +99,12 @@ pub fn make_busybox_rootfs(dir: &Path) {
 }
 
 fn copy_tree(from: &Path, to: &Path) {
-    let st = Command::new("cp").arg("-a").arg(from).arg(to).status().unwrap();
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
     assert!(st.success(), "cp -a {} {}", from.display(), to.display());
 }
 
@@ -134,7 +158,12 @@ impl Ctr {
                 "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
             }
         });
-        Ctr { id, dir, root, config }
+        Ctr {
+            id,
+            dir,
+            root,
+            config,
+        }
     }
 
     pub fn bundle(&self) -> PathBuf {
@@ -146,7 +175,11 @@ impl Ctr {
     }
 
     pub fn write_config(&self) {
-        fs::write(self.dir.join("config.json"), serde_json::to_vec_pretty(&self.config).unwrap()).unwrap();
+        fs::write(
+            self.dir.join("config.json"),
+            serde_json::to_vec_pretty(&self.config).unwrap(),
+        )
+        .unwrap();
     }
 
     /// The runtime command with `--root` set.
@@ -211,7 +244,11 @@ impl Ctr {
 
     pub fn create_ok(&self) {
         let o = self.create();
-        assert!(o.status.success(), "create failed: {}", fs::read_to_string(self.out_file()).unwrap_or_default());
+        assert!(
+            o.status.success(),
+            "create failed: {}",
+            fs::read_to_string(self.out_file()).unwrap_or_default()
+        );
     }
 
     pub fn op(&self, args: &[&str]) -> Output {
@@ -249,7 +286,11 @@ impl Ctr {
             }
             std::thread::sleep(std::time::Duration::from_millis(25));
         }
-        panic!("container {} never reached status {want} (now {})", self.id, self.status());
+        panic!(
+            "container {} never reached status {want} (now {})",
+            self.id,
+            self.status()
+        );
     }
 
     pub fn output(&self) -> String {
@@ -258,7 +299,11 @@ impl Ctr {
 
     /// Asserts the runtime left nothing behind for this container.
     pub fn assert_no_leftovers(&self) {
-        assert!(!self.root.join(&self.id).exists(), "state dir {} left behind", self.root.join(&self.id).display());
+        assert!(
+            !self.root.join(&self.id).exists(),
+            "state dir {} left behind",
+            self.root.join(&self.id).display()
+        );
         for c in cgroup_dirs(&format!("/{}", self.id)) {
             assert!(!c.exists(), "cgroup {} left behind", c.display());
         }
@@ -269,7 +314,11 @@ impl Ctr {
 
 impl Drop for Ctr {
     fn drop(&mut self) {
-        let _ = self.cmd().args(["delete", "--force", &self.id]).stderr(Stdio::null()).output();
+        let _ = self
+            .cmd()
+            .args(["delete", "--force", &self.id])
+            .stderr(Stdio::null())
+            .output();
         let _ = fs::remove_dir_all(&self.dir);
     }
 }
@@ -292,9 +341,14 @@ pub fn cgroup_dirs(path: &str) -> Vec<PathBuf> {
 pub fn processes_in_cgroup(needle: &str) -> Vec<i32> {
     let mut v = Vec::new();
     for e in fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
         let stat = fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-        if stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')) {
+        if stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z'))
+        {
             continue;
         }
         if let Ok(cg) = fs::read_to_string(e.path().join("cgroup"))
@@ -308,9 +362,15 @@ pub fn processes_in_cgroup(needle: &str) -> Vec<i32> {
 
 /// Inode of a namespace link of a process, e.g. `ns_inode(pid, "net")`.
 pub fn ns_inode(pid: &str, ns: &str) -> String {
-    fs::read_link(format!("/proc/{pid}/ns/{ns}")).unwrap().to_string_lossy().into_owned()
+    fs::read_link(format!("/proc/{pid}/ns/{ns}"))
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
 }
 
 pub fn mount_count() -> usize {
-    fs::read_to_string("/proc/self/mountinfo").unwrap().lines().count()
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .count()
 }

@@ -24,7 +24,13 @@ fn assert_failed_cleanly(c: &Ctr, o: &Output, mounts_before: usize, words: &[&st
 fn missing_config_json() {
     let c = Ctr::new("noconfig", &["true"]);
     let before = mount_count();
-    let o = c.cmd().args(["create", "--bundle"]).arg(c.bundle()).arg(&c.id).output().unwrap();
+    let o = c
+        .cmd()
+        .args(["create", "--bundle"])
+        .arg(c.bundle())
+        .arg(&c.id)
+        .output()
+        .unwrap();
     assert_failed_cleanly(&c, &o, before, &["config.json"]);
 }
 
@@ -32,8 +38,18 @@ fn missing_config_json() {
 fn malformed_config_json() {
     let c = Ctr::new("badjson", &["true"]);
     let before = mount_count();
-    std::fs::write(c.dir.join("config.json"), "{\"ociVersion\": \"1.0.2\", \"process\": ").unwrap();
-    let o = c.cmd().args(["create", "--bundle"]).arg(c.bundle()).arg(&c.id).output().unwrap();
+    std::fs::write(
+        c.dir.join("config.json"),
+        "{\"ociVersion\": \"1.0.2\", \"process\": ",
+    )
+    .unwrap();
+    let o = c
+        .cmd()
+        .args(["create", "--bundle"])
+        .arg(c.bundle())
+        .arg(&c.id)
+        .output()
+        .unwrap();
     assert_failed_cleanly(&c, &o, before, &["config.json"]);
 }
 
@@ -64,7 +80,10 @@ fn id_that_already_exists() {
     let c = Ctr::new("dup", &["sleep", "30"]);
     c.create_ok();
     let o = c.create();
-    assert!(!o.status.success(), "second create with the same id succeeded");
+    assert!(
+        !o.status.success(),
+        "second create with the same id succeeded"
+    );
     // The first container is untouched.
     assert_eq!(c.status(), "created");
     if runtime_name() == "ocirun" {
@@ -77,11 +96,19 @@ fn ids_with_slash_or_dotdot() {
     let c = Ctr::new("badid", &["true"]);
     c.write_config();
     for bad in ["a/b", "..", "../escape", "x/../../y"] {
-        let o = c.cmd().args(["create", "--bundle"]).arg(c.bundle()).arg(bad).output().unwrap();
+        let o = c
+            .cmd()
+            .args(["create", "--bundle"])
+            .arg(c.bundle())
+            .arg(bad)
+            .output()
+            .unwrap();
         assert!(!o.status.success(), "id {bad:?} accepted");
         assert!(!c.root.join("escape").exists() && !c.dir.join("escape").exists());
     }
-    let left: Vec<_> = std::fs::read_dir(&c.root).map(|r| r.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    let left: Vec<_> = std::fs::read_dir(&c.root)
+        .map(|r| r.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
     assert!(left.is_empty(), "state left: {left:?}");
 }
 
@@ -95,16 +122,25 @@ fn mount_destination_symlink_never_lands_outside_the_rootfs() {
     std::os::unix::fs::symlink("../outside", c.rootfs().join("evil")).unwrap();
     std::os::unix::fs::symlink(&outside, c.rootfs().join("abs")).unwrap();
     for dest in ["/evil", "/abs"] {
-        c.config["mounts"].as_array_mut().unwrap().push(json!({"destination": dest, "type": "tmpfs", "source": "tmpfs"}));
+        c.config["mounts"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"destination": dest, "type": "tmpfs", "source": "tmpfs"}));
         let before = mount_count();
         let o = c.run();
         // Either refused, or contained: the host directory is never covered.
-        assert_eq!(std::fs::read_to_string(outside.join("marker")).unwrap(), "host");
+        assert_eq!(
+            std::fs::read_to_string(outside.join("marker")).unwrap(),
+            "host"
+        );
         assert_eq!(mount_count(), before);
         let host_mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
         assert!(!host_mounts.contains(outside.to_str().unwrap()));
         if runtime_name() == "ocirun" && dest == "/evil" {
-            assert!(!o.status.success(), "a mount escaping via symlink was accepted");
+            assert!(
+                !o.status.success(),
+                "a mount escaping via symlink was accepted"
+            );
             let err = String::from_utf8_lossy(&o.stderr);
             assert!(err.contains("escapes the rootfs"), "{err}");
         }

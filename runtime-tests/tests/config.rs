@@ -14,7 +14,10 @@ fn status_field(out: &str, key: &str) -> String {
 
 #[test]
 fn hostname_and_domainname_are_set_in_the_uts_namespace() {
-    let mut c = Ctr::new("uts", &["sh", "-c", "hostname; cat /proc/sys/kernel/domainname"]);
+    let mut c = Ctr::new(
+        "uts",
+        &["sh", "-c", "hostname; cat /proc/sys/kernel/domainname"],
+    );
     c.config["hostname"] = json!("box1");
     c.config["domainname"] = json!("example.org");
     assert_eq!(c.run_ok(), "box1\nexample.org\n");
@@ -28,7 +31,11 @@ fn new_namespaces_differ_from_the_host() {
     for ns in ["pid_for_children", "net", "ipc", "uts", "mnt"] {
         let host_ns = if ns == "pid_for_children" { "pid" } else { ns };
         let inside = ns_inode(&pid, if ns == "pid_for_children" { "pid" } else { ns });
-        assert_ne!(inside, ns_inode("self", host_ns), "{ns} namespace is the host's");
+        assert_ne!(
+            inside,
+            ns_inode("self", host_ns),
+            "{ns} namespace is the host's"
+        );
     }
 }
 
@@ -73,7 +80,10 @@ fn a_pid_namespace_path_is_joined() {
     let a = Ctr::new("pidnsa", &["sleep", "30"]);
     a.create_ok();
     let apid = a.pid();
-    let mut b = Ctr::new("pidnsb", &["sh", "-c", "ps -o pid,args | grep -c 'sleep 30'"]);
+    let mut b = Ctr::new(
+        "pidnsb",
+        &["sh", "-c", "ps -o pid,args | grep -c 'sleep 30'"],
+    );
     b.config.as_object_mut().unwrap().remove("hostname");
     b.config["linux"]["namespaces"] = json!([
         {"type": "mount"}, {"type": "pid", "path": format!("/proc/{apid}/ns/pid")}
@@ -85,21 +95,42 @@ fn a_pid_namespace_path_is_joined() {
 
 #[test]
 fn user_namespace_with_uid_and_gid_mappings() {
-    let mut c = Ctr::new("userns", &["sh", "-c", "cat /proc/self/uid_map /proc/self/gid_map; id -u"]);
-    let st = std::process::Command::new("chown").args(["-R", "100000:100000"]).arg(c.rootfs()).status().unwrap();
+    let mut c = Ctr::new(
+        "userns",
+        &[
+            "sh",
+            "-c",
+            "cat /proc/self/uid_map /proc/self/gid_map; id -u",
+        ],
+    );
+    let st = std::process::Command::new("chown")
+        .args(["-R", "100000:100000"])
+        .arg(c.rootfs())
+        .status()
+        .unwrap();
     assert!(st.success());
-    c.config["linux"]["namespaces"].as_array_mut().unwrap().push(json!({"type": "user"}));
+    c.config["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "user"}));
     c.config["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
     c.config["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
     let out = c.run_ok();
     let words: Vec<&str> = out.split_whitespace().collect();
-    assert_eq!(words, ["0", "100000", "65536", "0", "100000", "65536", "0"], "{out}");
+    assert_eq!(
+        words,
+        ["0", "100000", "65536", "0", "100000", "65536", "0"],
+        "{out}"
+    );
 }
 
 #[test]
 fn cgroup_namespace_hides_the_host_path() {
     let mut c = Ctr::new("cgns", &["sh", "-c", "cat /proc/self/cgroup"]);
-    c.config["linux"]["namespaces"].as_array_mut().unwrap().push(json!({"type": "cgroup"}));
+    c.config["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "cgroup"}));
     let out = c.run_ok();
     assert!(!out.contains(&c.id), "container cgroup path visible: {out}");
     assert!(out.lines().all(|l| l.ends_with(":/")), "{out}");
@@ -108,11 +139,20 @@ fn cgroup_namespace_hides_the_host_path() {
 #[test]
 fn time_namespace_offsets_shift_boottime() {
     let mut c = Ctr::new("timens", &["cat", "/proc/uptime"]);
-    c.config["linux"]["namespaces"].as_array_mut().unwrap().push(json!({"type": "time"}));
+    c.config["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "time"}));
     c.config["linux"]["timeOffsets"] = json!({"boottime": {"secs": 1000000, "nanosecs": 0}});
     let out = c.run_ok();
     let inside: f64 = out.split_whitespace().next().unwrap().parse().unwrap();
-    let host: f64 = std::fs::read_to_string("/proc/uptime").unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    let host: f64 = std::fs::read_to_string("/proc/uptime")
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(inside > host + 999_000.0, "inside {inside} host {host}");
 }
 
@@ -122,8 +162,14 @@ fn the_process_is_in_its_cgroup_and_it_goes_on_delete() {
     c.create_ok();
     let pid = c.pid();
     let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
-    for line in cg.lines().filter(|l| !l.starts_with("0::") || cgroup_dirs("").len() == 1) {
-        assert!(line.ends_with(&format!("/{}", c.id)), "not in its cgroup: {line}");
+    for line in cg
+        .lines()
+        .filter(|l| !l.starts_with("0::") || cgroup_dirs("").len() == 1)
+    {
+        assert!(
+            line.ends_with(&format!("/{}", c.id)),
+            "not in its cgroup: {line}"
+        );
     }
     c.op_ok(&["delete", "--force", &c.id]);
     c.assert_no_leftovers();
@@ -131,23 +177,46 @@ fn the_process_is_in_its_cgroup_and_it_goes_on_delete() {
 
 #[test]
 fn mounts_tmpfs_with_size_and_mode_and_a_read_only_bind() {
-    let mut c = Ctr::new("mounts", &["sh", "-c", "grep -E ' /(data|scratch) ' /proc/self/mounts; stat -c %a /scratch; cat /data/f; touch /data/x 2>/dev/null && echo writable || echo readonly"]);
+    let mut c = Ctr::new(
+        "mounts",
+        &[
+            "sh",
+            "-c",
+            "grep -E ' /(data|scratch) ' /proc/self/mounts; stat -c %a /scratch; cat /data/f; touch /data/x 2>/dev/null && echo writable || echo readonly",
+        ],
+    );
     let host = c.dir.join("hostdata");
     std::fs::create_dir_all(&host).unwrap();
     std::fs::write(host.join("f"), "from host\n").unwrap();
     let m = c.config["mounts"].as_array_mut().unwrap();
     m.push(json!({"destination": "/scratch", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "size=1m", "mode=1770"]}));
-    m.push(json!({"destination": "/data", "type": "bind", "source": host, "options": ["rbind", "ro"]}));
+    m.push(
+        json!({"destination": "/data", "type": "bind", "source": host, "options": ["rbind", "ro"]}),
+    );
     let out = c.run_ok();
-    assert!(out.contains("tmpfs /scratch tmpfs rw,nosuid,nodev"), "{out}");
+    assert!(
+        out.contains("tmpfs /scratch tmpfs rw,nosuid,nodev"),
+        "{out}"
+    );
     assert!(out.contains("size=1024k"), "{out}");
-    assert!(out.lines().any(|l| l.contains(" /data ") && l.contains(" ro,")), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.contains(" /data ") && l.contains(" ro,")),
+        "{out}"
+    );
     assert!(out.contains("1770\nfrom host\nreadonly\n"), "{out}");
 }
 
 #[test]
 fn root_readonly_makes_root_read_only() {
-    let mut c = Ctr::new("rootro", &["sh", "-c", "touch /x 2>/dev/null && echo writable || echo readonly; touch /tmp/y 2>/dev/null && echo w2 || echo r2"]);
+    let mut c = Ctr::new(
+        "rootro",
+        &[
+            "sh",
+            "-c",
+            "touch /x 2>/dev/null && echo writable || echo readonly; touch /tmp/y 2>/dev/null && echo w2 || echo r2",
+        ],
+    );
     c.config["root"]["readonly"] = json!(true);
     assert_eq!(c.run_ok(), "readonly\nr2\n");
 }
@@ -155,13 +224,27 @@ fn root_readonly_makes_root_read_only() {
 #[test]
 fn masked_paths_are_empty_and_readonly_paths_are_read_only() {
     // /proc/kcore is absent on some kernels: use entries every kernel has.
-    let c = Ctr::new("masked", &["sh", "-c", "wc -c < /proc/keys; ls /sys/firmware | wc -l; echo 1 > /proc/sys/kernel/ns_last_pid 2>/dev/null && echo writable || echo readonly"]);
+    let c = Ctr::new(
+        "masked",
+        &[
+            "sh",
+            "-c",
+            "wc -c < /proc/keys; ls /sys/firmware | wc -l; echo 1 > /proc/sys/kernel/ns_last_pid 2>/dev/null && echo writable || echo readonly",
+        ],
+    );
     assert_eq!(c.run_ok(), "0\n0\nreadonly\n");
 }
 
 #[test]
 fn default_devices_and_dev_links_exist() {
-    let c = Ctr::new("devices", &["sh", "-c", "for d in null zero full random urandom tty; do stat -c '%n %F %t,%T %a' /dev/$d; done; for l in fd stdin stdout stderr ptmx; do readlink /dev/$l; done; test -d /dev/shm && echo shm"]);
+    let c = Ctr::new(
+        "devices",
+        &[
+            "sh",
+            "-c",
+            "for d in null zero full random urandom tty; do stat -c '%n %F %t,%T %a' /dev/$d; done; for l in fd stdin stdout stderr ptmx; do readlink /dev/$l; done; test -d /dev/shm && echo shm",
+        ],
+    );
     let out = c.run_ok();
     for want in [
         "/dev/null character special file 1,3 666",
@@ -179,18 +262,39 @@ fn default_devices_and_dev_links_exist() {
 
 #[test]
 fn linux_devices_are_created_with_mode_and_owner() {
-    let mut c = Ctr::new("lindev", &["stat", "-c", "%F %t,%T %a %u:%g", "/dev/mynull"]);
+    let mut c = Ctr::new(
+        "lindev",
+        &["stat", "-c", "%F %t,%T %a %u:%g", "/dev/mynull"],
+    );
     c.config["linux"]["devices"] = json!([{"path": "/dev/mynull", "type": "c", "major": 1, "minor": 3, "fileMode": 0o640, "uid": 1000, "gid": 5}]);
     assert_eq!(c.run_ok(), "character special file 1,3 640 1000:5\n");
 }
 
 #[test]
 fn process_user_uid_gid_additional_gids_and_umask() {
-    let mut c = Ctr::new("user", &["sh", "-c", "grep -E '^(Uid|Gid|Groups)' /proc/self/status; umask"]);
-    c.config["process"]["user"] = json!({"uid": 1000, "gid": 1000, "additionalGids": [5, 100], "umask": 0o027});
+    let mut c = Ctr::new(
+        "user",
+        &[
+            "sh",
+            "-c",
+            "grep -E '^(Uid|Gid|Groups)' /proc/self/status; umask",
+        ],
+    );
+    c.config["process"]["user"] =
+        json!({"uid": 1000, "gid": 1000, "additionalGids": [5, 100], "umask": 0o027});
     let out = c.run_ok();
-    assert_eq!(status_field(&out, "Uid").split_whitespace().collect::<Vec<_>>(), ["1000"; 4]);
-    assert_eq!(status_field(&out, "Gid").split_whitespace().collect::<Vec<_>>(), ["1000"; 4]);
+    assert_eq!(
+        status_field(&out, "Uid")
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["1000"; 4]
+    );
+    assert_eq!(
+        status_field(&out, "Gid")
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["1000"; 4]
+    );
     assert_eq!(status_field(&out, "Groups"), "5 100");
     assert!(out.trim_end().ends_with("0027"), "{out}");
 }
@@ -199,13 +303,19 @@ fn process_user_uid_gid_additional_gids_and_umask() {
 fn process_cwd_and_env() {
     let mut c = Ctr::new("cwdenv", &["sh", "-c", "pwd; echo $FOO"]);
     c.config["process"]["cwd"] = json!("/tmp/work");
-    c.config["process"]["env"].as_array_mut().unwrap().push(json!("FOO=bar baz"));
+    c.config["process"]["env"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!("FOO=bar baz"));
     assert_eq!(c.run_ok(), "/tmp/work\nbar baz\n");
 }
 
 #[test]
 fn rlimits_are_applied() {
-    let mut c = Ctr::new("rlimits", &["sh", "-c", "ulimit -Sn; ulimit -Hn; ulimit -Hc"]);
+    let mut c = Ctr::new(
+        "rlimits",
+        &["sh", "-c", "ulimit -Sn; ulimit -Hn; ulimit -Hc"],
+    );
     c.config["process"]["rlimits"] = json!([
         {"type": "RLIMIT_NOFILE", "soft": 512, "hard": 1000},
         {"type": "RLIMIT_CORE", "soft": 0, "hard": 0}
@@ -232,7 +342,10 @@ fn capabilities_all_five_sets() {
 
 #[test]
 fn ambient_capabilities_survive_a_non_root_user() {
-    let mut c = Ctr::new("ambient", &["sh", "-c", "grep -E '^Cap(Eff|Amb)' /proc/self/status"]);
+    let mut c = Ctr::new(
+        "ambient",
+        &["sh", "-c", "grep -E '^Cap(Eff|Amb)' /proc/self/status"],
+    );
     let set = ["CAP_NET_BIND_SERVICE"];
     c.config["process"]["user"] = json!({"uid": 1000, "gid": 1000});
     c.config["process"]["capabilities"] = json!({"bounding": set, "effective": set, "permitted": set, "inheritable": set, "ambient": set});
@@ -252,7 +365,14 @@ fn no_new_privileges_true_and_false() {
 
 #[test]
 fn sysctl_is_set_in_the_container_namespaces() {
-    let mut c = Ctr::new("sysctl", &["sh", "-c", "cat /proc/sys/net/ipv4/ip_forward /proc/sys/kernel/shmmni"]);
+    let mut c = Ctr::new(
+        "sysctl",
+        &[
+            "sh",
+            "-c",
+            "cat /proc/sys/net/ipv4/ip_forward /proc/sys/kernel/shmmni",
+        ],
+    );
     c.config["linux"]["sysctl"] = json!({"net.ipv4.ip_forward": "1", "kernel.shmmni": "1234"});
     assert_eq!(c.run_ok(), "1\n1234\n");
 }

@@ -10,21 +10,44 @@ fn fifty_runs_and_twenty_create_delete_cycles_leak_nothing() {
     let mounts = mount_count();
     for i in 0..50 {
         let id = format!("{}-run{i}", c.id);
-        let o = c.cmd().args(["run", "--bundle"]).arg(c.bundle()).arg(&id).output().unwrap();
-        assert!(o.status.success(), "run {i}: {}", String::from_utf8_lossy(&o.stderr));
+        let o = c
+            .cmd()
+            .args(["run", "--bundle"])
+            .arg(c.bundle())
+            .arg(&id)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "run {i}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
     }
     let mut c2 = Ctr::new("leak2", &["sleep", "30"]);
     c2.root = c.root.clone();
     c2.write_config();
     for i in 0..20 {
         let id = format!("{}-cd{i}", c.id);
-        let o = c2.cmd().args(["create", "--bundle"]).arg(c2.bundle()).arg(&id)
-            .stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).status().unwrap();
+        let o = c2
+            .cmd()
+            .args(["create", "--bundle"])
+            .arg(c2.bundle())
+            .arg(&id)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
         assert!(o.success(), "create {i}");
         let o = c2.cmd().args(["delete", "--force", &id]).output().unwrap();
-        assert!(o.status.success(), "delete {i}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "delete {i}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
     }
-    let left: Vec<_> = std::fs::read_dir(&c.root).map(|r| r.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    let left: Vec<_> = std::fs::read_dir(&c.root)
+        .map(|r| r.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
     assert!(left.is_empty(), "state dirs left: {left:?}");
     assert_eq!(mount_count(), mounts, "host mounts changed");
     // Every container of a loop used its bundle's cgroupsPath in turn.

@@ -26,7 +26,10 @@ fn create_leaves_container_created_and_start_runs_it() {
     assert!(st["ociVersion"].as_str().unwrap().starts_with("1."));
     let pid = st["pid"].as_i64().unwrap();
     assert!(pid > 0);
-    assert_eq!(std::fs::read_to_string(&pidfile).unwrap().trim(), pid.to_string());
+    assert_eq!(
+        std::fs::read_to_string(&pidfile).unwrap().trim(),
+        pid.to_string()
+    );
     assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
     // Nothing of the process runs before start.
     assert_eq!(c.output(), "");
@@ -49,7 +52,14 @@ fn create_leaves_container_created_and_start_runs_it() {
 #[test]
 fn kill_accepts_names_with_and_without_sig_and_numbers() {
     for sig in ["TERM", "SIGTERM", "15"] {
-        let c = Ctr::new("sig", &["sh", "-c", "trap 'exit 3' TERM; while true; do sleep 0.05; done"]);
+        let c = Ctr::new(
+            "sig",
+            &[
+                "sh",
+                "-c",
+                "trap 'exit 3' TERM; while true; do sleep 0.05; done",
+            ],
+        );
         c.create_ok();
         c.op_ok(&["start", &c.id]);
         c.wait_status("running");
@@ -96,7 +106,10 @@ fn delete_of_a_running_container_needs_force() {
     c.op_ok(&["start", &c.id]);
     c.wait_status("running");
     let o = c.op(&["delete", &c.id]);
-    assert!(!o.status.success(), "delete of a running container succeeded");
+    assert!(
+        !o.status.success(),
+        "delete of a running container succeeded"
+    );
     assert_eq!(c.status(), "running");
     c.op_ok(&["delete", "--force", &c.id]);
     c.assert_no_leftovers();
@@ -108,10 +121,14 @@ fn delete_of_a_created_container_kills_it() {
     c.create_ok();
     let pid = c.pid();
     c.op_ok(&["delete", &c.id]);
-    assert!(!std::path::Path::new(&format!("/proc/{pid}/ns")).exists() || {
-        // A zombie may linger until its parent reaps it; it must not run.
-        std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| s.contains(") Z")).unwrap_or(true)
-    });
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}/ns")).exists() || {
+            // A zombie may linger until its parent reaps it; it must not run.
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|s| s.contains(") Z"))
+                .unwrap_or(true)
+        }
+    );
     c.assert_no_leftovers();
 }
 
@@ -142,9 +159,18 @@ fn list_shows_containers_in_table_and_json() {
     let c = Ctr::new("list", &["sleep", "30"]);
     c.create_ok();
     let table = c.op_ok(&["list"]);
-    assert!(table.contains(&c.id) && table.contains("created"), "{table}");
-    let js: serde_json::Value = serde_json::from_str(&c.op_ok(&["list", "--format", "json"])).unwrap();
-    let e = js.as_array().unwrap().iter().find(|e| e["id"] == c.id.as_str()).expect("listed");
+    assert!(
+        table.contains(&c.id) && table.contains("created"),
+        "{table}"
+    );
+    let js: serde_json::Value =
+        serde_json::from_str(&c.op_ok(&["list", "--format", "json"])).unwrap();
+    let e = js
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["id"] == c.id.as_str())
+        .expect("listed");
     assert_eq!(e["status"], "created");
 }
 
@@ -202,7 +228,10 @@ fn config_version_1_3_and_unknown_fields_are_accepted() {
     c.config["ociVersion"] = json!("1.3.0");
     c.config["somethingNew"] = json!({"a": 1});
     c.config["linux"]["aFutureField"] = json!(true);
-    c.config["linux"]["namespaces"].as_array_mut().unwrap().push(json!({"type": "time"}));
+    c.config["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "time"}));
     assert_eq!(c.run_ok(), "ok\n");
 }
 
@@ -223,7 +252,10 @@ fn no_pivot_runs_with_ms_move() {
 
 #[test]
 fn preserve_fds_passes_extra_fds() {
-    let c = Ctr::new("fds", &["sh", "-c", "echo through-fd3 >&3; ls /proc/self/fd"]);
+    let c = Ctr::new(
+        "fds",
+        &["sh", "-c", "echo through-fd3 >&3; ls /proc/self/fd"],
+    );
     c.write_config();
     let f = c.dir.join("fd3.txt");
     let script = format!(
@@ -234,10 +266,20 @@ fn preserve_fds_passes_extra_fds() {
         c.bundle().display(),
         c.id
     );
-    let o = std::process::Command::new("sh").args(["-c", &script]).output().unwrap();
+    let o = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(std::fs::read_to_string(&f).unwrap(), "through-fd3\n");
     // stdio, fd 3, and the fd ls itself opens: nothing of the runtime's.
-    let fds: Vec<String> = String::from_utf8_lossy(&o.stdout).split_whitespace().map(String::from).collect();
-    assert_eq!(fds, ["0", "1", "2", "3", "4"].map(String::from), "fds seen: {fds:?}");
+    let fds: Vec<String> = String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    assert_eq!(
+        fds,
+        ["0", "1", "2", "3", "4"].map(String::from),
+        "fds seen: {fds:?}"
+    );
 }

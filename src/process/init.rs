@@ -143,7 +143,9 @@ fn find_executable(p: &Process, env: &[String]) -> Result<CString> {
         let p = Path::new(arg0);
         return match access(p, AccessFlags::X_OK) {
             Ok(()) if p.metadata().is_ok_and(|m| m.is_file()) => cstring(arg0),
-            Ok(()) => Err(Error::Process(format!("executable {arg0} is not a regular file"))),
+            Ok(()) => Err(Error::Process(format!(
+                "executable {arg0} is not a regular file"
+            ))),
             Err(e) => Err(Error::Process(format!("executable {arg0}: {e:?}"))),
         };
     }

@@ -12,7 +12,12 @@ pub fn recv_fd(conn: &UnixStream) -> std::io::Result<(Vec<u8>, OwnedFd)> {
     let mut buf = [0u8; 4096];
     let mut cmsg = nix::cmsg_space!([RawFd; 1]);
     let mut iov = [IoSliceMut::new(&mut buf)];
-    let msg = recvmsg::<()>(conn.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)?;
+    let msg = recvmsg::<()>(
+        conn.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
     let n = msg.bytes;
     let mut fd = None;
     for cm in msg.cmsgs()? {

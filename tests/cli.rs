@@ -1,0 +1,260 @@
+//! ocirun-specific behaviour through the real binary (root, real kernel):
+//! what the conformance suite cannot ask of every runtime.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_ocirun")
+}
+
+struct Tmp(PathBuf);
+impl Drop for Tmp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tmp(name: &str) -> Tmp {
+    let d = std::env::temp_dir().join(format!("ocirun-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    Tmp(d)
+}
+
+/// A busybox bundle made by the project's own script.
+fn bundle(dir: &Path, args: &[&str]) -> PathBuf {
+    let b = dir.join("bundle");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/make-busybox-bundle");
+    let st = Command::new(script)
+        .arg(bin())
+        .arg(&b)
+        .args(args)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    b
+}
+
+fn edit(b: &Path, f: impl FnOnce(&mut serde_json::Value)) {
+    let p = b.join("config.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+    f(&mut v);
+    std::fs::write(&p, serde_json::to_vec(&v).unwrap()).unwrap();
+}
+
+fn ocirun(root: &Path, args: &[&str]) -> Output {
+    Command::new(bin())
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// `create`, with the container's stdio sent to a file so that nothing waits
+/// on a pipe the container keeps open.
+fn create(root: &Path, b: &Path, id: &str) -> Output {
+    let log = std::fs::File::create(b.join("create.out")).unwrap();
+    let o = Command::new(bin())
+        .arg("--root")
+        .arg(root)
+        .args(["create", "--bundle"])
+        .arg(b)
+        .arg(id)
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .output()
+        .unwrap();
+    Output {
+        stderr: std::fs::read(b.join("create.out")).unwrap(),
+        ..o
+    }
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn spec_writes_a_valid_default_and_refuses_to_overwrite() {
+    let t = tmp("spec");
+    let o = Command::new(bin())
+        .args(["spec", "--bundle"])
+        .arg(&t.0)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(t.0.join("config.json")).unwrap()).unwrap();
+    assert_eq!(v["root"]["path"], "rootfs");
+    assert_eq!(v["process"]["terminal"], true);
+    assert!(v["ociVersion"].as_str().unwrap().starts_with("1."));
+    let o = Command::new(bin())
+        .args(["spec", "--bundle"])
+        .arg(&t.0)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("exists"), "{}", stderr(&o));
+}
+
+#[test]
+fn the_busybox_bundle_runs_and_greets() {
+    let t = tmp("greet");
+    let b = bundle(&t.0, &["echo", "hello from ocirun"]);
+    let o = Command::new(bin())
+        .arg("--root")
+        .arg(t.0.join("state"))
+        .args(["run", "--bundle"])
+        .arg(&b)
+        .arg("greet")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "hello from ocirun\n");
+}
+
+#[test]
+fn seccomp_is_refused_never_ignored() {
+    let t = tmp("seccomp");
+    let b = bundle(&t.0, &["true"]);
+    edit(&b, |v| {
+        v["linux"]["seccomp"] = serde_json::json!({"defaultAction": "SCMP_ACT_ERRNO"})
+    });
+    let root = t.0.join("state");
+    let o = create(&root, &b, "sc");
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("seccomp"), "{}", stderr(&o));
+    assert!(!root.join("sc").exists());
+}
+
+#[test]
+fn systemd_cgroup_flag_is_a_clear_error() {
+    let t = tmp("systemd");
+    let b = bundle(&t.0, &["true"]);
+    let root = t.0.join("state");
+    let o = Command::new(bin())
+        .arg("--systemd-cgroup")
+        .arg("--root")
+        .arg(&root)
+        .args(["run", "--bundle"])
+        .arg(&b)
+        .arg("sd")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("systemd cgroup driver"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!root.join("sd").exists());
+}
+
+#[test]
+fn terminal_without_console_socket_is_a_clear_error() {
+    let t = tmp("tty");
+    let b = bundle(&t.0, &["true"]);
+    edit(&b, |v| v["process"]["terminal"] = true.into());
+    let root = t.0.join("state");
+    let o = create(&root, &b, "tt");
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--console-socket"), "{}", stderr(&o));
+    assert!(!root.join("tt").exists());
+}
+
+#[test]
+fn errors_are_one_line_and_logged_as_json() {
+    let t = tmp("log");
+    let log = t.0.join("log.json");
+    let o = Command::new(bin())
+        .args([
+            "--root",
+            t.0.to_str().unwrap(),
+            "--log",
+            log.to_str().unwrap(),
+            "--log-format",
+            "json",
+            "start",
+            "nope",
+        ])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("container nope does not exist"), "{err}");
+    let line = std::fs::read_to_string(&log).unwrap();
+    let v: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    assert_eq!(v["msg"], "container nope does not exist");
+}
+
+#[test]
+fn foreground_run_forwards_signals() {
+    let t = tmp("fwd");
+    let b = bundle(
+        &t.0,
+        &[
+            "sh",
+            "-c",
+            "trap 'echo got-term; exit 7' TERM; echo ready; while true; do sleep 0.05; done",
+        ],
+    );
+    let mut child = Command::new(bin())
+        .arg("--root")
+        .arg(t.0.join("state"))
+        .args(["run", "--bundle"])
+        .arg(&b)
+        .arg("fwd")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut buf = [0u8; 6];
+    std::io::Read::read_exact(&mut out, &mut buf).unwrap();
+    assert_eq!(&buf, b"ready\n");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let st = child.wait().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    assert_eq!(rest, "got-term\n");
+    assert_eq!(st.code(), Some(7));
+    assert!(!t.0.join("state/fwd").exists());
+}
+
+#[test]
+fn crashed_create_is_cleaned_by_delete_force() {
+    // A create killed mid-way leaves a state dir; delete --force removes it
+    // and its cgroup.
+    let t = tmp("crash");
+    let b = bundle(&t.0, &["sleep", "30"]);
+    let root = t.0.join("state");
+    let o = create(&root, &b, "cr");
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Simulate the crash: forget the pid as if create died before saving it.
+    let sp = root.join("cr/state.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&sp).unwrap()).unwrap();
+    let pid = v["pid"].as_i64().unwrap();
+    v["pid"] = 0.into();
+    std::fs::write(&sp, serde_json::to_vec(&v).unwrap()).unwrap();
+    let st: serde_json::Value =
+        serde_json::from_slice(&ocirun(&root, &["state", "cr"]).stdout).unwrap();
+    assert_eq!(st["status"], "stopped");
+    let o = ocirun(&root, &["delete", "--force", "cr"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!root.join("cr").exists());
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    assert!(
+        stat.is_empty() || stat.contains(") Z"),
+        "init still alive: {stat}"
+    );
+    for h in v["cgroups"].as_array().unwrap() {
+        let d = h["dir"].as_str().unwrap();
+        assert!(!Path::new(d).exists(), "cgroup {d} left");
+    }
+}
