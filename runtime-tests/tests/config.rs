@@ -410,3 +410,41 @@ fn terminal_master_goes_to_the_console_socket() {
     assert!(out.contains("/dev/pts/"), "{out:?}");
     assert!(out.contains("30 100"), "{out:?}");
 }
+
+#[test]
+fn cgroup_mount_shows_the_container_cgroup_with_and_without_cgroupns() {
+    for cgroupns in [true, false] {
+        let mut c = Ctr::new(
+            "cgmount",
+            &[
+                "sh",
+                "-c",
+                "grep -c ' /sys/fs/cgroup' /proc/self/mounts; ls /sys/fs/cgroup | wc -l; touch /sys/fs/cgroup/x 2>/dev/null && echo writable || echo readonly; cat /sys/fs/cgroup/pids/cgroup.procs /sys/fs/cgroup/cgroup.procs 2>/dev/null | head -1",
+            ],
+        );
+        if cgroupns {
+            c.config["linux"]["namespaces"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"type": "cgroup"}));
+        }
+        c.config["mounts"].as_array_mut().unwrap().push(json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}));
+        let out = c.run_ok();
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(
+            lines[0].parse::<u32>().unwrap() >= 1,
+            "cgroupns={cgroupns}: {out}"
+        );
+        assert!(
+            lines[1].parse::<u32>().unwrap() >= 1,
+            "cgroupns={cgroupns}: {out}"
+        );
+        assert_eq!(lines[2], "readonly", "cgroupns={cgroupns}: {out}");
+        // The only process in the container's own cgroup is the shell (pid 1).
+        assert_eq!(
+            lines.get(3).copied(),
+            Some("1"),
+            "cgroupns={cgroupns}: {out}"
+        );
+    }
+}

@@ -413,12 +413,12 @@ fn mount_cgroup(p: &Plan, root: &Root, dest: &Path, opts: &options::Parsed) -> R
         let h = &p.cgroups[0];
         if p.cgroupns {
             mnt(Some("cgroup2"), &fdp[..], Some("cgroup2"), flags, None)
+                .ctx(Error::Rootfs, || {
+                    format!("mount cgroup2 on {}", dest.display())
+                })?;
         } else {
-            bind_ro(&h.dir, &fdp, flags)
+            bind_with_flags(root, &h.dir, dest, &fdp, flags)?;
         }
-        .ctx(Error::Rootfs, || {
-            format!("mount cgroup2 on {}", dest.display())
-        })?;
         return apply_propagation(root, dest, &opts.propagation);
     }
     // v1 or hybrid: a tmpfs holding one mount per hierarchy, like runc.
@@ -450,24 +450,18 @@ fn mount_cgroup(p: &Plan, root: &Root, dest: &Path, opts: &options::Parsed) -> R
                 format!("create {} in rootfs", sub.display())
             })?;
         let fdp = fd_path(&t);
-        let r = if p.cgroupns {
-            if h.v2 {
-                mnt(Some("cgroup2"), &fdp[..], Some("cgroup2"), flags, None)
+        if p.cgroupns {
+            let (fstype, data) = if h.v2 {
+                ("cgroup2", None)
             } else {
-                mnt(
-                    Some("cgroup"),
-                    &fdp[..],
-                    Some("cgroup"),
-                    flags,
-                    Some(h.controllers.as_str()),
-                )
-            }
+                ("cgroup", Some(h.controllers.as_str()))
+            };
+            mnt(Some(fstype), &fdp[..], Some(fstype), flags, data).ctx(Error::Rootfs, || {
+                format!("mount cgroup {} on {}", h.controllers, sub.display())
+            })?;
         } else {
-            bind_ro(&h.dir, &fdp, flags)
-        };
-        r.ctx(Error::Rootfs, || {
-            format!("mount cgroup {} on {}", h.controllers, sub.display())
-        })?;
+            bind_with_flags(root, &h.dir, &sub, &fdp, flags)?;
+        }
         // cpu,cpuacct mounted together: give each controller its own name too.
         if name.contains(',') {
             for part in name.split(',') {
@@ -495,17 +489,32 @@ fn mount_cgroup(p: &Plan, root: &Root, dest: &Path, opts: &options::Parsed) -> R
     apply_propagation(root, dest, &opts.propagation)
 }
 
-fn bind_ro(src: &Path, target: &str, flags: MsFlags) -> std::result::Result<(), Errno> {
+/// Binds `src` on `dest` (already a mountpoint in the rootfs), then remounts
+/// the new mount (re-resolved: the old handle is the covered directory) with
+/// `flags`.
+fn bind_with_flags(
+    root: &Root,
+    src: &Path,
+    dest: &Path,
+    target: &str,
+    flags: MsFlags,
+) -> Result<()> {
     mnt(
         Some(&src.to_string_lossy()),
         target,
         None,
         MsFlags::MS_BIND | MsFlags::MS_REC,
         None,
-    )?;
+    )
+    .ctx(Error::Rootfs, || {
+        format!("bind {} on {}", src.display(), dest.display())
+    })?;
     let extra = flags - MsFlags::MS_REMOUNT;
     if !extra.is_empty() {
-        remount_bind(target, extra)?;
+        let on = resolve(root, dest)?;
+        remount_bind(&fd_path(&on), extra).ctx(Error::Rootfs, || {
+            format!("remount {} with {extra:?}", dest.display())
+        })?;
     }
     Ok(())
 }
