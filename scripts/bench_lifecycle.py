@@ -25,6 +25,18 @@ def spawn(argv):
     return status, ru
 
 
+def peak_rss_kib(argv):
+    """Peak RSS of argv and the descendants it reaps, measured by GNU time.
+
+    A child forked from this Python process would report Python's own RSS
+    (ru_maxrss survives exec), so the command is forked by the small `time`
+    program instead."""
+    out = os.path.join(work, "rss")
+    st, _ = spawn(["/usr/bin/time", "-f", "%M", "-o", out] + argv)
+    check(st, " ".join(argv[:4]))
+    return int(open(out).read().split()[-1])
+
+
 def check(status, what):
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{what} failed with status {status}")
@@ -33,47 +45,65 @@ def check(status, what):
 def run_true(name, rt, root, i):
     cid = f"b{i}"
     t0, c0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
-    st, ru = spawn([rt, "--root", root, "run", "--bundle", bundle, cid])
+    st, _ = spawn([rt, "--root", root, "run", "--bundle", bundle, cid])
     t1, c1 = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     check(st, f"{name} run")
     cpu = (c1.ru_utime - c0.ru_utime) + (c1.ru_stime - c0.ru_stime)
-    return t1 - t0, cpu, ru.ru_maxrss
+    return t1 - t0, cpu
 
 
 def lifecycle(name, rt, root, i):
     cid = f"l{i}"
     pidfile = os.path.join(work, f"{name}.pid")
     t0, c0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
-    st, r1 = spawn([rt, "--root", root, "create", "--bundle", bundle, "--pid-file", pidfile, cid])
+    st, _ = spawn([rt, "--root", root, "create", "--bundle", bundle, "--pid-file", pidfile, cid])
     check(st, f"{name} create")
     pid = int(open(pidfile).read())
-    st, r2 = spawn([rt, "--root", root, "start", cid])
+    st, _ = spawn([rt, "--root", root, "start", cid])
     check(st, f"{name} start")
     os.waitpid(pid, 0)  # reparented to us (subreaper): no polling
-    st, r3 = spawn([rt, "--root", root, "delete", cid])
+    st, _ = spawn([rt, "--root", root, "delete", cid])
     check(st, f"{name} delete")
     t1, c1 = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (c1.ru_utime - c0.ru_utime) + (c1.ru_stime - c0.ru_stime)
-    return t1 - t0, cpu, max(r1.ru_maxrss, r2.ru_maxrss, r3.ru_maxrss)
+    return t1 - t0, cpu
 
 
-results = {}
-for scenario, fn in (("run /bin/true", run_true), ("create+start+wait+delete", lifecycle)):
+def rss_run(rt, root, i):
+    return peak_rss_kib([rt, "--root", root, "run", "--bundle", bundle, f"r{i}"])
+
+
+def rss_lifecycle(rt, root, i):
+    cid, pidfile = f"m{i}", os.path.join(work, "rss.pid")
+    a = peak_rss_kib([rt, "--root", root, "create", "--bundle", bundle, "--pid-file", pidfile, cid])
+    pid = int(open(pidfile).read())
+    b = peak_rss_kib([rt, "--root", root, "start", cid])
+    os.waitpid(pid, 0)
+    c = peak_rss_kib([rt, "--root", root, "delete", cid])
+    return max(a, b, c)
+
+
+results, rss = {}, {}
+scenarios = (("run /bin/true", run_true, rss_run), ("create+start+wait+delete", lifecycle, rss_lifecycle))
+for scenario, fn, rss_fn in scenarios:
     for name, rt in runtimes:  # warm up caches once each
         fn(name, rt, os.path.join(work, "root-" + name), 999999)
     for i in range(n):
         for name, rt in runtimes:
             results.setdefault((scenario, name), []).append(fn(name, rt, os.path.join(work, "root-" + name), i))
+    for i in range(max(5, n // 4)):  # peak RSS in a separate, smaller pass
+        for name, rt in runtimes:
+            rss.setdefault((scenario, name), []).append(rss_fn(rt, os.path.join(work, "root-" + name), i))
 
 print(f"{n} containers per runtime and scenario, interleaved; medians; ratio = runtime / ocirun")
 print(f"{'scenario':26} {'runtime':8} {'wall ms':>9} {'cpu ms':>8} {'rss MiB':>8} {'wall x':>7} {'cpu x':>6} {'rss x':>6}")
-for scenario in ("run /bin/true", "create+start+wait+delete"):
+for scenario, _, _ in scenarios:
     base = None
     for name, _ in runtimes:
         rows = results[(scenario, name)]
         wall = statistics.median(r[0] for r in rows) * 1000
         cpu = statistics.median(r[1] for r in rows) * 1000
-        rss = statistics.median(r[2] for r in rows) / 1024
+        mib = statistics.median(rss[(scenario, name)]) / 1024
         if base is None:
-            base = (wall, cpu, rss)
-        print(f"{scenario:26} {name:8} {wall:9.2f} {cpu:8.2f} {rss:8.2f} {wall/base[0]:7.2f} {cpu/base[1]:6.2f} {rss/base[2]:6.2f}")
+            base = (wall, cpu, mib)
+        print(f"{scenario:26} {name:8} {wall:9.2f} {cpu:8.2f} {mib:8.2f} {wall/base[0]:7.2f} {cpu/base[1]:6.2f} {mib/base[2]:6.2f}")
