@@ -2,7 +2,7 @@
 //! exit codes (0 ok, 1 error; `run` returns the container's exit status).
 
 use clap::Parser;
-use ocirun::cli::{Cli, Command, CreateArgs, ListFormat, LogFormat};
+use ocirun::cli::{Cli, Command, CreateArgs, ImageCommand, ListFormat, LogFormat};
 use ocirun::container::{self, CreateOpts, Global, RunOpts};
 use ocirun::logging;
 
@@ -44,6 +44,26 @@ fn dispatch(cli: Cli) -> ocirun::Result<i32> {
                 print!("{s}");
                 0
             }),
+        Command::Unpack {
+            image,
+            platform,
+            bundle,
+        } => {
+            use std::io::IsTerminal;
+            ocirun::image::unpack(&ocirun::image::UnpackOpts {
+                image: &image,
+                platform: platform.as_deref(),
+                bundle: &bundle,
+                progress: std::io::stderr().is_terminal(),
+            })
+            .map(|_| 0)
+        }
+        Command::Image(ImageCommand::Inspect { image, platform }) => {
+            ocirun::image::inspect(&image, platform.as_deref()).map(|i| {
+                println!("{}", serde_json::to_string_pretty(&i).expect("serialises"));
+                0
+            })
+        }
         Command::Spec { bundle, rootless } => {
             container::write_spec(&bundle.unwrap_or_else(|| ".".into()), rootless).map(|()| 0)
         }

@@ -97,6 +97,20 @@ pub enum Command {
         #[arg(short, long)]
         quiet: bool,
     },
+    /// Unpack an OCI image layout into a runtime bundle (rootfs/ + config.json)
+    Unpack {
+        /// OCI image layout directory, with an optional tag or digest
+        #[arg(long, value_name = "DIR[:REF]")]
+        image: String,
+        /// Platform to pick from a multi-platform index (default: this host's)
+        #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+        platform: Option<String>,
+        /// The bundle directory to create (must not exist or be empty)
+        bundle: PathBuf,
+    },
+    /// Look at OCI images
+    #[command(subcommand)]
+    Image(ImageCommand),
     /// Write a default config.json
     Spec {
         /// Directory to write config.json into
@@ -105,6 +119,19 @@ pub enum Command {
         /// Generate a configuration for a rootless container
         #[arg(long)]
         rootless: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImageCommand {
+    /// Print the manifest, config and layers an image resolves to
+    Inspect {
+        /// OCI image layout directory, with an optional tag or digest
+        #[arg(value_name = "DIR[:REF]")]
+        image: String,
+        /// Platform to pick from a multi-platform index (default: this host's)
+        #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+        platform: Option<String>,
     },
 }
 

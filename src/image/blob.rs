@@ -22,7 +22,9 @@ impl Hasher {
         match alg {
             DigestAlgorithm::Sha256 => Ok(Hasher::Sha256(Sha256::new())),
             DigestAlgorithm::Sha512 => Ok(Hasher::Sha512(Sha512::new())),
-            other => Err(Error::Image(format!("unsupported digest algorithm {other}"))),
+            other => Err(Error::Image(format!(
+                "unsupported digest algorithm {other}"
+            ))),
         }
     }
 
@@ -60,7 +62,10 @@ pub fn path(layout: &Path, d: &Descriptor) -> Result<PathBuf> {
     if hex.is_empty() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(Error::Image(format!("digest {digest} is not hex")));
     }
-    Ok(layout.join("blobs").join(digest.algorithm().to_string()).join(hex))
+    Ok(layout
+        .join("blobs")
+        .join(digest.algorithm().to_string())
+        .join(hex))
 }
 
 /// A reader over a blob that checks its size and digest.

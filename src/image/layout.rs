@@ -51,7 +51,11 @@ impl Platform {
             other => other,
         };
         let variant = (arch == "arm64").then(|| "v8".to_string());
-        Platform { os: "linux".into(), arch: arch.into(), variant }
+        Platform {
+            os: "linux".into(),
+            arch: arch.into(),
+            variant,
+        }
     }
 
     fn matches(&self, os: &str, arch: &str, variant: Option<&str>) -> bool {
@@ -107,7 +111,11 @@ pub struct Resolved {
     pub config: ImageConfiguration,
 }
 
-pub fn resolve(layout: &Path, reference: Option<&str>, want: Option<&Platform>) -> Result<Resolved> {
+pub fn resolve(
+    layout: &Path,
+    reference: Option<&str>,
+    want: Option<&Platform>,
+) -> Result<Resolved> {
     let oci_layout = layout.join("oci-layout");
     if !oci_layout.is_file() {
         return Err(Error::Image(format!(
@@ -117,7 +125,11 @@ pub fn resolve(layout: &Path, reference: Option<&str>, want: Option<&Platform>) 
     }
     let index_path = layout.join("index.json");
     let text = std::fs::read(&index_path).map_err(|e| {
-        Error::Image(format!("read {}: {}", index_path.display(), crate::error::io_text(&e)))
+        Error::Image(format!(
+            "read {}: {}",
+            index_path.display(),
+            crate::error::io_text(&e)
+        ))
     })?;
     let index: ImageIndex = serde_json::from_slice(&text)
         .map_err(|e| Error::Image(format!("parse {}: {e}", index_path.display())))?;
@@ -132,14 +144,21 @@ pub fn resolve(layout: &Path, reference: Option<&str>, want: Option<&Platform>) 
             if by_digest {
                 d.digest().to_string() == r
             } else {
-                d.annotations().as_ref().and_then(|a| a.get(REF_NAME)).is_some_and(|n| n == r)
+                d.annotations()
+                    .as_ref()
+                    .and_then(|a| a.get(REF_NAME))
+                    .is_some_and(|n| n == r)
             }
         });
         if top.is_empty() {
             return Err(Error::Image(format!(
                 "no image {r:?} in {}; tags present: {}",
                 layout.display(),
-                if names.is_empty() { "none".to_string() } else { names.join(", ") }
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
             )));
         }
     }
@@ -154,7 +173,11 @@ pub fn resolve(layout: &Path, reference: Option<&str>, want: Option<&Platform>) 
         .copied()
         .filter(|d| {
             let p = d.platform().as_ref().expect("partitioned");
-            want_p.matches(&p.os().to_string(), &p.architecture().to_string(), p.variant().as_deref())
+            want_p.matches(
+                &p.os().to_string(),
+                &p.architecture().to_string(),
+                p.variant().as_deref(),
+            )
         })
         .collect();
     let chosen = match (matching.as_slice(), without.as_slice()) {
@@ -176,7 +199,11 @@ pub fn resolve(layout: &Path, reference: Option<&str>, want: Option<&Platform>) 
             return Err(Error::Image(format!(
                 "no manifest for platform {want_p} in {}; platforms present: {}",
                 layout.display(),
-                if present.is_empty() { "none".into() } else { present.join(", ") }
+                if present.is_empty() {
+                    "none".into()
+                } else {
+                    present.join(", ")
+                }
             )));
         }
         ([], many) => {
@@ -189,8 +216,10 @@ pub fn resolve(layout: &Path, reference: Option<&str>, want: Option<&Platform>) 
     };
     let manifest: ImageManifest = serde_json::from_slice(&blob::read_all(layout, &chosen)?)
         .map_err(|e| Error::Image(format!("parse manifest {}: {e}", chosen.digest())))?;
-    let config: ImageConfiguration = serde_json::from_slice(&blob::read_all(layout, manifest.config())?)
-        .map_err(|e| Error::Image(format!("parse config {}: {e}", manifest.config().digest())))?;
+    let config: ImageConfiguration =
+        serde_json::from_slice(&blob::read_all(layout, manifest.config())?).map_err(|e| {
+            Error::Image(format!("parse config {}: {e}", manifest.config().digest()))
+        })?;
     if config.rootfs().diff_ids().len() != manifest.layers().len() {
         return Err(Error::Image(format!(
             "config {} lists {} diff_ids for {} layers",
@@ -199,7 +228,11 @@ pub fn resolve(layout: &Path, reference: Option<&str>, want: Option<&Platform>) 
             manifest.layers().len()
         )));
     }
-    Ok(Resolved { manifest_desc: chosen, manifest, config })
+    Ok(Resolved {
+        manifest_desc: chosen,
+        manifest,
+        config,
+    })
 }
 
 /// Flattens nested indexes into manifest descriptors.

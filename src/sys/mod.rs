@@ -162,3 +162,35 @@ pub fn exit_now(code: i32) -> ! {
     // SAFETY: _exit takes an integer and never returns; it touches no Rust state.
     unsafe { libc::_exit(code) }
 }
+
+/// `fsetxattr(2)` on an open file or directory.
+pub fn fsetxattr(fd: BorrowedFd<'_>, name: &std::ffi::CStr, value: &[u8]) -> Result<(), Errno> {
+    // SAFETY: name is NUL-terminated, value's pointer and length describe a
+    // live slice; the kernel only reads them during the call.
+    let ret = unsafe {
+        libc::fsetxattr(
+            fd.as_raw_fd(),
+            name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    Errno::result(ret).map(drop)
+}
+
+/// `lsetxattr(2)`: on a symlink itself (reached as `/proc/self/fd/<dir>/<name>`).
+pub fn lsetxattr(path: &std::ffi::CStr, name: &std::ffi::CStr, value: &[u8]) -> Result<(), Errno> {
+    // SAFETY: both strings are NUL-terminated, value's pointer and length
+    // describe a live slice; the kernel only reads them during the call.
+    let ret = unsafe {
+        libc::lsetxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    Errno::result(ret).map(drop)
+}
