@@ -180,7 +180,11 @@ pub fn resolve(
             )
         })
         .collect();
+    // A reference naming exactly one manifest is taken as asked, unless a
+    // platform was asked for too.
+    let named_one = reference.is_some() && want.is_none() && manifests.len() == 1;
     let chosen = match (matching.as_slice(), without.as_slice()) {
+        _ if named_one => manifests[0].clone(),
         ([one, ..], _) => (*one).clone(),
         ([], [one]) => (*one).clone(),
         ([], []) => {

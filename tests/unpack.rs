@@ -1,0 +1,813 @@
+//! `ocirun unpack` on image layouts built here in code: layer semantics,
+//! whiteouts, hostile tars, digests, platforms, and a cross-check with umoci.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_ocirun")
+}
+
+fn hexd(b: &[u8]) -> String {
+    Sha256::digest(b)
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
+}
+
+struct Tmp(PathBuf);
+impl Drop for Tmp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+fn tmp(name: &str) -> Tmp {
+    let d = std::env::temp_dir().join(format!("ocirun-unpack-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    Tmp(d)
+}
+
+/// One tar entry of a test layer.
+enum E<'a> {
+    Dir(&'a str, u32),
+    File(&'a str, &'a str, u32),
+    Owned(&'a str, &'a str, u32, u64, u64),
+    Xattr(&'a str, &'a str, &'a str, &'a [u8]),
+    Link(&'a str, &'a str),
+    Hard(&'a str, &'a str),
+    Fifo(&'a str),
+    Char(&'a str, u32, u32),
+    /// A name written raw into the header (no checks), e.g. "../x".
+    Raw(&'a str, &'a str),
+    RawHard(&'a str, &'a str),
+}
+
+fn pax(b: &mut tar::Builder<Vec<u8>>, recs: &[(&str, &[u8])]) {
+    let mut data = Vec::new();
+    for (k, v) in recs {
+        let body = [k.as_bytes(), b"=", v, b"\n"].concat();
+        let mut len = body.len() + 1;
+        while (len.to_string().len() + 1 + body.len()) != len {
+            len = len.to_string().len() + 1 + body.len();
+        }
+        data.extend_from_slice(format!("{len} ").as_bytes());
+        data.extend_from_slice(&body);
+    }
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::XHeader);
+    h.set_path("PaxHeader").unwrap();
+    h.set_size(data.len() as u64);
+    h.set_cksum();
+    b.append(&h, &data[..]).unwrap();
+}
+
+fn header(kind: tar::EntryType, mode: u32) -> tar::Header {
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(kind);
+    h.set_mode(mode);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(1_000_000);
+    h.set_size(0);
+    h
+}
+
+fn raw_name(h: &mut tar::Header, name: &str) {
+    let old = h.as_old_mut();
+    old.name = [0; 100];
+    old.name[..name.len()].copy_from_slice(name.as_bytes());
+}
+
+fn tar_of(entries: &[E]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for e in entries {
+        match e {
+            E::Dir(p, m) => {
+                let mut h = header(tar::EntryType::Directory, *m);
+                b.append_data(&mut h, p, &[][..]).unwrap();
+            }
+            E::File(p, c, m) => {
+                let mut h = header(tar::EntryType::Regular, *m);
+                h.set_size(c.len() as u64);
+                b.append_data(&mut h, p, c.as_bytes()).unwrap();
+            }
+            E::Owned(p, c, m, u, g) => {
+                let mut h = header(tar::EntryType::Regular, *m);
+                h.set_size(c.len() as u64);
+                h.set_uid(*u);
+                h.set_gid(*g);
+                b.append_data(&mut h, p, c.as_bytes()).unwrap();
+            }
+            E::Xattr(p, c, k, v) => {
+                pax(&mut b, &[(&format!("SCHILY.xattr.{k}"), v)]);
+                let mut h = header(tar::EntryType::Regular, 0o644);
+                h.set_size(c.len() as u64);
+                b.append_data(&mut h, p, c.as_bytes()).unwrap();
+            }
+            E::Link(p, t) => {
+                let mut h = header(tar::EntryType::Symlink, 0o777);
+                b.append_link(&mut h, p, t).unwrap();
+            }
+            E::Hard(p, t) => {
+                let mut h = header(tar::EntryType::Link, 0o644);
+                b.append_link(&mut h, p, t).unwrap();
+            }
+            E::Fifo(p) => {
+                let mut h = header(tar::EntryType::Fifo, 0o600);
+                b.append_data(&mut h, p, &[][..]).unwrap();
+            }
+            E::Char(p, ma, mi) => {
+                let mut h = header(tar::EntryType::Char, 0o666);
+                h.set_device_major(*ma).unwrap();
+                h.set_device_minor(*mi).unwrap();
+                b.append_data(&mut h, p, &[][..]).unwrap();
+            }
+            E::Raw(p, c) => {
+                let mut h = header(tar::EntryType::Regular, 0o644);
+                raw_name(&mut h, p);
+                h.set_size(c.len() as u64);
+                h.set_cksum();
+                b.append(&h, c.as_bytes()).unwrap();
+            }
+            E::RawHard(p, t) => {
+                let mut h = header(tar::EntryType::Link, 0o644);
+                raw_name(&mut h, p);
+                let old = h.as_old_mut();
+                old.linkname = [0; 100];
+                old.linkname[..t.len()].copy_from_slice(t.as_bytes());
+                h.set_cksum();
+                b.append(&h, &[][..]).unwrap();
+            }
+        }
+    }
+    b.into_inner().unwrap()
+}
+
+#[derive(Clone, Copy)]
+enum Comp {
+    Plain,
+    Gzip,
+    Zstd,
+}
+
+/// Writes an image layout with the given layers; returns the layout dir.
+fn layout(
+    dir: &Path,
+    layers: &[(Comp, Vec<u8>)],
+    config: Value,
+    platforms: &[(&str, &str)],
+) -> PathBuf {
+    let l = dir.join("layout");
+    std::fs::create_dir_all(l.join("blobs/sha256")).unwrap();
+    let put = |data: &[u8]| -> (String, usize) {
+        let d = hexd(data);
+        std::fs::write(l.join("blobs/sha256").join(&d), data).unwrap();
+        (format!("sha256:{d}"), data.len())
+    };
+    let mut descs = Vec::new();
+    let mut diff_ids = Vec::new();
+    for (c, tar) in layers {
+        diff_ids.push(format!("sha256:{}", hexd(tar)));
+        let (data, mt) = match c {
+            Comp::Plain => (tar.clone(), "application/vnd.oci.image.layer.v1.tar"),
+            Comp::Gzip => {
+                let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                e.write_all(tar).unwrap();
+                (
+                    e.finish().unwrap(),
+                    "application/vnd.oci.image.layer.v1.tar+gzip",
+                )
+            }
+            Comp::Zstd => (
+                zstd::encode_all(&tar[..], 3).unwrap(),
+                "application/vnd.oci.image.layer.v1.tar+zstd",
+            ),
+        };
+        let (d, s) = put(&data);
+        descs.push(json!({"mediaType": mt, "digest": d, "size": s}));
+    }
+    let mut manifests = Vec::new();
+    let plats: Vec<(&str, &str)> = if platforms.is_empty() {
+        vec![("linux", "amd64")]
+    } else {
+        platforms.to_vec()
+    };
+    for (os, arch) in &plats {
+        let mut cfg = config.clone();
+        cfg["os"] = json!(os);
+        cfg["architecture"] = json!(arch);
+        cfg["rootfs"] = json!({"type": "layers", "diff_ids": diff_ids});
+        let (cd, cs) = put(&serde_json::to_vec(&cfg).unwrap());
+        let m = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs}, "layers": descs});
+        let (md, ms) = put(&serde_json::to_vec(&m).unwrap());
+        let mut desc = json!({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": ms,
+            "annotations": {"org.opencontainers.image.ref.name": format!("{arch}")}});
+        if !platforms.is_empty() {
+            desc["platform"] = json!({"os": os, "architecture": arch});
+        }
+        manifests.push(desc);
+    }
+    std::fs::write(l.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    std::fs::write(
+        l.join("index.json"),
+        serde_json::to_vec(&json!({"schemaVersion": 2, "manifests": manifests})).unwrap(),
+    )
+    .unwrap();
+    l
+}
+
+fn unpack(image: &str, bundle: &Path, extra: &[&str]) -> Output {
+    Command::new(bin())
+        .arg("unpack")
+        .args(extra)
+        .arg("--image")
+        .arg(image)
+        .arg(bundle)
+        .output()
+        .unwrap()
+}
+
+fn unpack_ok(image: &str, bundle: &Path) {
+    let o = unpack(image, bundle, &[]);
+    assert!(
+        o.status.success(),
+        "unpack failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// path -> "type mode uid:gid extra" for every entry under `root`.
+fn tree(root: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
+        let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().flatten().collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let p = e.path();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            let ft = m.file_type();
+            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            let extra = if ft.is_symlink() {
+                format!("-> {}", std::fs::read_link(&p).unwrap().display())
+            } else if ft.is_file() {
+                format!("{} nlink={}", hexd(&std::fs::read(&p).unwrap()), m.nlink())
+            } else if ft.is_char_device() || ft.is_block_device() {
+                format!("dev={}", m.rdev())
+            } else {
+                String::new()
+            };
+            let kind = if ft.is_dir() {
+                "d"
+            } else if ft.is_symlink() {
+                "l"
+            } else if ft.is_file() {
+                "f"
+            } else if ft.is_fifo() {
+                "p"
+            } else {
+                "c"
+            };
+            let mode = if ft.is_symlink() {
+                0
+            } else {
+                m.mode() & 0o7777
+            };
+            out.insert(
+                rel,
+                format!("{kind} {mode:o} {}:{} {extra}", m.uid(), m.gid()),
+            );
+            if ft.is_dir() {
+                walk(root, &p, out);
+            }
+        }
+    }
+    walk(root, root, &mut out);
+    out
+}
+
+fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
+    let o = Command::new("getfattr")
+        .args(["--only-values", "-h", "-n", name])
+        .arg(path)
+        .output()
+        .ok()?;
+    o.status.success().then_some(o.stdout)
+}
+
+fn layers_semantics() -> Vec<(Comp, Vec<u8>)> {
+    let long_name = format!("lngdir/{}", "n".repeat(150));
+    let cap = [
+        1u8, 0, 0, 2, 0, 32, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ];
+    let l1 = tar_of(&[
+        E::Dir("a/", 0o755),
+        E::Dir("a/b/", 0o750),
+        E::File("a/b/f1", "one", 0o644),
+        E::File("a/keep", "keep me?", 0o644),
+        E::Dir("d/", 0o755),
+        E::File("d/x", "x", 0o644),
+        E::Dir("d/sub/", 0o755),
+        E::File("d/sub/y", "y", 0o644),
+        E::Dir("o/", 0o755),
+        E::File("o/lower1", "l1", 0o644),
+        E::Dir("o/sub/", 0o755),
+        E::File("o/sub/lower2", "l2", 0o644),
+        E::Dir("bin/", 0o755),
+        E::Owned("bin/su", "setuid", 0o4755, 0, 0),
+        E::Owned("bin/owned", "by 1000", 0o640, 1000, 1001),
+        E::Xattr("bin/ping", "ping", "security.capability", &cap),
+        E::Xattr("a/xf", "x", "user.note", b"hello"),
+        E::Dir("tmp/", 0o1777),
+        E::Link("s", "a/b"),
+        E::Hard("a/h1", "a/b/f1"),
+        E::Fifo("p"),
+        E::Char("c", 1, 3),
+        E::Dir("lngdir/", 0o755),
+        E::File(&long_name, "long name", 0o644),
+    ]);
+    let l2 = tar_of(&[
+        E::File(".wh.d", "", 0o644),
+        E::Dir("d/", 0o700),
+        E::File("d/new", "new", 0o644),
+        E::File("a/.wh.keep", "", 0o644),
+        E::File("o/before", "same layer, before the marker", 0o644),
+        E::File("o/.wh..wh..opq", "", 0o644),
+        E::File("o/after", "same layer, after the marker", 0o644),
+        E::Hard("bin/su2", "bin/su"),
+        E::File("gone-later", "x", 0o644),
+    ]);
+    let l3 = tar_of(&[
+        // A symlink replaces a directory, a directory replaces a symlink.
+        E::Link("a/b", "/etc"),
+        E::Dir("s/", 0o755),
+        E::File("s/inside", "in s", 0o644),
+        E::File(".wh.gone-later", "", 0o644),
+        E::File(".wh.never-existed", "", 0o644),
+    ]);
+    vec![(Comp::Gzip, l1), (Comp::Zstd, l2), (Comp::Plain, l3)]
+}
+
+#[test]
+fn layers_whiteouts_links_and_metadata() {
+    let t = tmp("semantics");
+    let l = layout(
+        &t.0,
+        &layers_semantics(),
+        json!({"config": {"Cmd": ["sh"]}}),
+        &[],
+    );
+    let b = t.0.join("bundle");
+    unpack_ok(l.to_str().unwrap(), &b);
+    let r = b.join("rootfs");
+    let tr = tree(&r);
+    let get = |p: &str| tr.get(p).cloned().unwrap_or_else(|| "MISSING".into());
+    // Deleted dir recreated with only the new content and its own mode.
+    assert!(get("d").starts_with("d 700 "), "{}", get("d"));
+    assert!(tr.contains_key("d/new"));
+    assert!(
+        !tr.contains_key("d/x") && !tr.contains_key("d/sub"),
+        "{tr:#?}"
+    );
+    // File whiteout.
+    assert!(!tr.contains_key("a/keep"));
+    assert!(
+        !tr.contains_key(".wh.d") && !tr.keys().any(|k| k.contains(".wh.")),
+        "{tr:#?}"
+    );
+    // Opaque dir: lower entries gone, this layer's kept whatever their order.
+    assert!(
+        tr.contains_key("o/before") && tr.contains_key("o/after"),
+        "{tr:#?}"
+    );
+    assert!(
+        !tr.contains_key("o/lower1") && !tr.contains_key("o/sub"),
+        "{tr:#?}"
+    );
+    // Hardlinks within and across layers.
+    // a/h1 outlived a/b/f1 (a/b became a symlink in layer 3): same content.
+    assert_eq!(std::fs::read_to_string(r.join("a/h1")).unwrap(), "one");
+    assert_eq!(
+        std::fs::metadata(r.join("bin/su2")).unwrap().ino(),
+        std::fs::metadata(r.join("bin/su")).unwrap().ino()
+    );
+    // Modes incl. setuid and sticky, owners, special files.
+    assert!(get("bin/su").starts_with("f 4755 0:0"), "{}", get("bin/su"));
+    assert!(
+        get("bin/owned").starts_with("f 640 1000:1001"),
+        "{}",
+        get("bin/owned")
+    );
+    assert!(get("tmp").starts_with("d 1777"), "{}", get("tmp"));
+    assert!(get("p").starts_with("p 600"), "{}", get("p"));
+    assert!(
+        get("c").starts_with("c 666") && get("c").contains(&format!("dev={}", libc::makedev(1, 3))),
+        "{}",
+        get("c")
+    );
+    // Symlink swaps.
+    assert_eq!(get("a/b"), "l 0 0:0 -> /etc");
+    assert!(get("s").starts_with("d 755"), "{}", get("s"));
+    assert!(tr.contains_key("s/inside"));
+    assert!(!tr.contains_key("gone-later"));
+    // Long names (GNU/PAX) and xattrs, security.capability included.
+    assert!(tr.keys().any(|k| k.len() > 150), "no long name in {tr:#?}");
+    assert_eq!(
+        xattr(&r.join("a/xf"), "user.note").as_deref(),
+        Some(&b"hello"[..])
+    );
+    assert!(xattr(&r.join("bin/ping"), "security.capability").is_some());
+    // Directory mtimes set after their children.
+    assert_eq!(
+        std::fs::metadata(r.join("lngdir")).unwrap().mtime(),
+        1_000_000
+    );
+    // config.json is there and parses.
+    let cfg: Value =
+        serde_json::from_slice(&std::fs::read(b.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["process"]["args"], json!(["sh"]));
+}
+
+#[test]
+fn same_tree_as_umoci() {
+    if Command::new("umoci").arg("--version").output().is_err() {
+        panic!("umoci is not installed: scripts/setup installs it");
+    }
+    let t = tmp("umoci");
+    // Debian's umoci 0.4 reads gzip layers only: same layers, all gzip.
+    let layers: Vec<_> = layers_semantics()
+        .into_iter()
+        .map(|(_, t)| (Comp::Gzip, t))
+        .collect();
+    let l = layout(&t.0, &layers, json!({"config": {"Cmd": ["sh"]}}), &[]);
+    let ours = t.0.join("ours");
+    unpack_ok(&format!("{}:amd64", l.display()), &ours);
+    let theirs = t.0.join("theirs");
+    let o = Command::new("umoci")
+        .args(["unpack", "--image"])
+        .arg(format!("{}:amd64", l.display()))
+        .arg(&theirs)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "umoci: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let a = tree(&ours.join("rootfs"));
+    let b = tree(&theirs.join("rootfs"));
+    let diffs: Vec<String> = a
+        .keys()
+        .chain(b.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| format!("{k}: ours {:?} umoci {:?}", a.get(k), b.get(k)))
+        .collect();
+    assert!(diffs.is_empty(), "trees differ:\n{}", diffs.join("\n"));
+}
+
+#[test]
+fn hostile_layers_never_write_outside_the_rootfs() {
+    let t = tmp("hostile");
+    let outside = t.0.join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    // (name, layers, must fail). The others may fail with a clear error or be
+    // contained inside the rootfs; either way nothing outside is touched.
+    let cases: Vec<(&str, Vec<Vec<u8>>, bool)> = vec![
+        (
+            "dotdot",
+            vec![tar_of(&[E::Raw("../../outside/pwned", "x")])],
+            true,
+        ),
+        (
+            "dotdot-middle",
+            vec![tar_of(&[E::Raw("a/../../outside/pwned", "x")])],
+            true,
+        ),
+        (
+            "absolute",
+            vec![tar_of(&[E::Raw("/outside/pwned", "x")])],
+            false,
+        ),
+        (
+            "symlink-then-file",
+            vec![tar_of(&[
+                E::Link("evil", "../../outside"),
+                E::File("evil/pwned", "x", 0o644),
+            ])],
+            false,
+        ),
+        (
+            "symlink-abs-then-file",
+            vec![tar_of(&[
+                E::Link("evil", "/"),
+                E::Raw("evil/outside/pwned", "x"),
+            ])],
+            false,
+        ),
+        (
+            "symlink-lower-layer",
+            vec![
+                tar_of(&[E::Link("up", "../../../../../../outside")]),
+                tar_of(&[E::File("up/pwned", "x", 0o644)]),
+            ],
+            false,
+        ),
+        (
+            "hardlink-out",
+            vec![tar_of(&[E::RawHard("h", "../../outside/target")])],
+            true,
+        ),
+        (
+            "hardlink-through-symlink",
+            vec![tar_of(&[
+                E::Link("l", "../../outside/target"),
+                E::Hard("h", "l"),
+                E::File("h", "overwrite", 0o644),
+            ])],
+            false,
+        ),
+        (
+            "file-over-symlinked-dir",
+            vec![
+                tar_of(&[E::Link("etc", "../../outside")]),
+                tar_of(&[E::Dir("etc/", 0o755), E::File("etc/pwned", "x", 0o644)]),
+            ],
+            false,
+        ),
+    ];
+    std::fs::write(outside.join("target"), "host file").unwrap();
+    for (name, layers, must_fail) in cases {
+        let d = t.0.join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        let l = layout(
+            &d,
+            &layers
+                .into_iter()
+                .map(|x| (Comp::Plain, x))
+                .collect::<Vec<_>>(),
+            json!({}),
+            &[],
+        );
+        let b = d.join("bundle");
+        let o = unpack(l.to_str().unwrap(), &b, &[]);
+        assert_eq!(
+            std::fs::read_to_string(outside.join("target")).unwrap(),
+            "host file",
+            "{name}: host file changed"
+        );
+        let left: Vec<_> = std::fs::read_dir(&outside)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(left.len(), 1, "{name}: wrote outside the rootfs: {left:?}");
+        if must_fail {
+            assert!(!o.status.success(), "{name}: accepted");
+            assert!(!b.exists(), "{name}: half-made bundle left");
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert_eq!(err.trim().lines().count(), 1, "{name}: {err}");
+        } else if !o.status.success() {
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert_eq!(err.trim().lines().count(), 1, "{name}: {err}");
+            assert!(!b.exists(), "{name}: half-made bundle left");
+        }
+        let strays: Vec<_> = std::fs::read_dir(&d)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".unpack-"))
+            .collect();
+        assert!(strays.is_empty(), "{name}: temporary dirs left: {strays:?}");
+    }
+}
+
+#[test]
+fn digest_and_diff_id_mismatches_leave_nothing() {
+    let t = tmp("digest");
+    let l = layout(
+        &t.0,
+        &[(Comp::Gzip, tar_of(&[E::File("f", "content", 0o644)]))],
+        json!({}),
+        &[],
+    );
+    // Tamper with the layer blob (keep its size).
+    let man: Value = serde_json::from_slice(&std::fs::read(l.join("index.json")).unwrap()).unwrap();
+    let md = man["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
+    let m: Value =
+        serde_json::from_slice(&std::fs::read(l.join("blobs/sha256").join(&md)).unwrap()).unwrap();
+    let ld = m["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
+    let p = l.join("blobs/sha256").join(&ld);
+    let mut data = std::fs::read(&p).unwrap();
+    let n = data.len();
+    data[n - 5] ^= 0xff;
+    std::fs::write(&p, &data).unwrap();
+    let b = t.0.join("bundle");
+    let o = unpack(l.to_str().unwrap(), &b, &[]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("mismatch") || err.contains("corrupt") || err.contains("invalid"),
+        "{err}"
+    );
+    assert!(!b.exists());
+    assert_eq!(
+        std::fs::read_dir(&t.0).unwrap().count(),
+        1,
+        "left: {:?}",
+        std::fs::read_dir(&t.0)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect::<Vec<_>>()
+    );
+
+    // A wrong diff_id: the blob is fine, the uncompressed content is not what the config says.
+    let t2 = tmp("diffid");
+    let l = layout(
+        &t2.0,
+        &[(Comp::Zstd, tar_of(&[E::File("f", "content", 0o644)]))],
+        json!({}),
+        &[],
+    );
+    let idx: Value = serde_json::from_slice(&std::fs::read(l.join("index.json")).unwrap()).unwrap();
+    let md = idx["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
+    let mut m: Value =
+        serde_json::from_slice(&std::fs::read(l.join("blobs/sha256").join(&md)).unwrap()).unwrap();
+    let cd = m["config"]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
+    let mut cfg: Value =
+        serde_json::from_slice(&std::fs::read(l.join("blobs/sha256").join(&cd)).unwrap()).unwrap();
+    cfg["rootfs"]["diff_ids"][0] = json!(format!("sha256:{}", "0".repeat(64)));
+    let cb = serde_json::to_vec(&cfg).unwrap();
+    let ncd = hexd(&cb);
+    std::fs::write(l.join("blobs/sha256").join(&ncd), &cb).unwrap();
+    m["config"]["digest"] = json!(format!("sha256:{ncd}"));
+    m["config"]["size"] = json!(cb.len());
+    let mb = serde_json::to_vec(&m).unwrap();
+    let nmd = hexd(&mb);
+    std::fs::write(l.join("blobs/sha256").join(&nmd), &mb).unwrap();
+    let idx = json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": format!("sha256:{nmd}"), "size": mb.len()}]});
+    std::fs::write(l.join("index.json"), serde_json::to_vec(&idx).unwrap()).unwrap();
+    let b = t2.0.join("bundle");
+    let o = unpack(l.to_str().unwrap(), &b, &[]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("diff_id mismatch"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!b.exists());
+}
+
+#[test]
+fn platforms_and_references() {
+    let t = tmp("platforms");
+    let l = layout(
+        &t.0,
+        &[(Comp::Gzip, tar_of(&[E::File("f", "x", 0o644)]))],
+        json!({}),
+        &[("linux", "amd64"), ("linux", "arm64"), ("linux", "s390x")],
+    );
+    let ls = l.to_str().unwrap();
+    // Host platform by default (these machines are amd64).
+    let o = Command::new(bin())
+        .args(["image", "inspect", ls])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["config"]["architecture"], "amd64");
+    let o = Command::new(bin())
+        .args(["image", "inspect", ls, "--platform", "linux/arm64"])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["config"]["architecture"], "arm64");
+    assert_eq!(v["layers"].as_array().unwrap().len(), 1);
+    // No match: the error lists what is there.
+    let b = t.0.join("b1");
+    let o = unpack(ls, &b, &["--platform", "linux/riscv64"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("linux/amd64") && err.contains("linux/s390x"),
+        "{err}"
+    );
+    assert!(!b.exists());
+    // A tag and a digest as REF.
+    unpack_ok(&format!("{ls}:arm64"), &t.0.join("b2"));
+    let idx: Value = serde_json::from_slice(&std::fs::read(l.join("index.json")).unwrap()).unwrap();
+    let dg = idx["manifests"][2]["digest"].as_str().unwrap();
+    let o = Command::new(bin())
+        .args([
+            "image",
+            "inspect",
+            &format!("{ls}:{dg}"),
+            "--platform",
+            "linux/s390x",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = unpack(&format!("{ls}:nope"), &t.0.join("b3"), &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("amd64, arm64, s390x"),
+        "{err}"
+    );
+}
+
+#[test]
+fn config_json_from_the_image_config() {
+    let t = tmp("config");
+    let l1 = tar_of(&[
+        E::Dir("etc/", 0o755),
+        E::File(
+            "etc/passwd",
+            "root:x:0:0::/root:/bin/sh\nweb:x:33:33::/var/www:/bin/false\n",
+            0o644,
+        ),
+        E::File("etc/group", "root:x:0:\nwww:x:33:\nextra:x:44:web\n", 0o644),
+    ]);
+    let cfg = json!({"author": "someone", "config": {
+        "User": "web", "Env": ["A=1"], "Entrypoint": ["/bin/app", "--flag"], "Cmd": ["arg"],
+        "WorkingDir": "/srv", "Labels": {"com.example.l": "v"}, "StopSignal": "SIGQUIT",
+        "ExposedPorts": {"80/tcp": {}, "53/udp": {}}, "Volumes": {"/data": {}}}});
+    let l = layout(&t.0, &[(Comp::Gzip, l1)], cfg, &[]);
+    let b = t.0.join("bundle");
+    unpack_ok(l.to_str().unwrap(), &b);
+    let c: Value = serde_json::from_slice(&std::fs::read(b.join("config.json")).unwrap()).unwrap();
+    let p = &c["process"];
+    assert_eq!(p["args"], json!(["/bin/app", "--flag", "arg"]));
+    assert_eq!(p["cwd"], "/srv");
+    assert_eq!(p["terminal"], false);
+    assert_eq!(
+        p["user"],
+        json!({"uid": 33, "gid": 33, "additionalGids": [44]})
+    );
+    let env = p["env"].as_array().unwrap();
+    assert!(
+        env.contains(&json!("A=1")) && env.iter().any(|e| e.as_str().unwrap().starts_with("PATH="))
+    );
+    let a = &c["annotations"];
+    assert_eq!(a["com.example.l"], "v");
+    assert_eq!(a["org.opencontainers.image.stopSignal"], "SIGQUIT");
+    assert_eq!(a["org.opencontainers.image.exposedPorts"], "53/udp,80/tcp");
+    assert_eq!(a["org.opencontainers.image.volumes"], "/data");
+    assert_eq!(a["org.opencontainers.image.author"], "someone");
+    assert_eq!(a["org.opencontainers.image.architecture"], "amd64");
+}
+
+#[test]
+fn busybox_image_unpacks_and_runs() {
+    let t = tmp("busybox");
+    let img = t.0.join("image");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/make-busybox-image");
+    assert!(
+        Command::new(script)
+            .arg(&img)
+            .arg("latest")
+            .status()
+            .unwrap()
+            .success()
+    );
+    let b = t.0.join("bundle");
+    unpack_ok(&format!("{}:latest", img.display()), &b);
+    let o = Command::new(bin())
+        .arg("--root")
+        .arg(t.0.join("state"))
+        .args(["run", "--bundle"])
+        .arg(&b)
+        .arg("bbimg")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "Hello from an OCI image, unpacked and run by ocirun (user in /home/user)\n"
+    );
+}
