@@ -811,3 +811,112 @@ fn busybox_image_unpacks_and_runs() {
         "Hello from an OCI image, unpacked and run by ocirun (user in /home/user)\n"
     );
 }
+
+fn put_blob(l: &Path, data: &[u8]) -> Value {
+    let d = hexd(data);
+    std::fs::create_dir_all(l.join("blobs/sha256")).unwrap();
+    std::fs::write(l.join("blobs/sha256").join(&d), data).unwrap();
+    json!({"digest": format!("sha256:{d}"), "size": data.len()})
+}
+
+#[test]
+fn docker_v2_2_manifest_list_and_media_types() {
+    let t = tmp("docker");
+    let l = t.0.join("layout");
+    let tar = tar_of(&[E::File("hello", "from a docker image", 0o644)]);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&tar).unwrap();
+    let mut layer = put_blob(&l, &gz.finish().unwrap());
+    layer["mediaType"] = json!("application/vnd.docker.image.rootfs.diff.tar.gzip");
+    let cfg = json!({"architecture": "amd64", "os": "linux", "config": {"Cmd": ["/hello"]},
+        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{}", hexd(&tar))]}});
+    let mut cd = put_blob(&l, &serde_json::to_vec(&cfg).unwrap());
+    cd["mediaType"] = json!("application/vnd.docker.container.image.v1+json");
+    let man = json!({"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json", "config": cd, "layers": [layer]});
+    let mut md = put_blob(&l, &serde_json::to_vec(&man).unwrap());
+    md["mediaType"] = json!("application/vnd.docker.distribution.manifest.v2+json");
+    md["platform"] = json!({"architecture": "amd64", "os": "linux"});
+    let list = json!({"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.list.v2+json", "manifests": [md]});
+    let mut ld = put_blob(&l, &serde_json::to_vec(&list).unwrap());
+    ld["mediaType"] = json!("application/vnd.docker.distribution.manifest.list.v2+json");
+    ld["annotations"] = json!({"org.opencontainers.image.ref.name": "v1"});
+    std::fs::write(l.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    std::fs::write(
+        l.join("index.json"),
+        serde_json::to_vec(&json!({"schemaVersion": 2, "manifests": [ld]})).unwrap(),
+    )
+    .unwrap();
+    let b = t.0.join("bundle");
+    unpack_ok(&format!("{}:v1", l.display()), &b);
+    assert_eq!(
+        std::fs::read_to_string(b.join("rootfs/hello")).unwrap(),
+        "from a docker image"
+    );
+}
+
+#[test]
+fn unsupported_layer_media_type_and_missing_blob_are_clear_errors() {
+    let t = tmp("mediatype");
+    let l = layout(
+        &t.0,
+        &[(Comp::Plain, tar_of(&[E::File("f", "x", 0o644)]))],
+        json!({}),
+        &[],
+    );
+    // Rewrite the manifest's layer media type to something we do not read.
+    let idx: Value = serde_json::from_slice(&std::fs::read(l.join("index.json")).unwrap()).unwrap();
+    let md = idx["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
+    let mut m: Value =
+        serde_json::from_slice(&std::fs::read(l.join("blobs/sha256").join(&md)).unwrap()).unwrap();
+    m["layers"][0]["mediaType"] = json!("application/vnd.oci.image.layer.v1.tar+bzip2");
+    let mut nd = put_blob(&l, &serde_json::to_vec(&m).unwrap());
+    nd["mediaType"] = json!("application/vnd.oci.image.manifest.v1+json");
+    std::fs::write(
+        l.join("index.json"),
+        serde_json::to_vec(&json!({"schemaVersion": 2, "manifests": [nd]})).unwrap(),
+    )
+    .unwrap();
+    let b = t.0.join("bundle");
+    let o = unpack(l.to_str().unwrap(), &b, &[]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("tar+bzip2"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!b.exists());
+    // A missing (e.g. non-distributable) blob: named in the error.
+    let t2 = tmp("missing");
+    let l2 = layout(
+        &t2.0,
+        &[(Comp::Gzip, tar_of(&[E::File("f", "x", 0o644)]))],
+        json!({}),
+        &[],
+    );
+    let idx: Value =
+        serde_json::from_slice(&std::fs::read(l2.join("index.json")).unwrap()).unwrap();
+    let md = idx["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
+    let m: Value =
+        serde_json::from_slice(&std::fs::read(l2.join("blobs/sha256").join(&md)).unwrap()).unwrap();
+    let ld = m["layers"][0]["digest"].as_str().unwrap().to_string();
+    std::fs::remove_file(
+        l2.join("blobs/sha256")
+            .join(ld.trim_start_matches("sha256:")),
+    )
+    .unwrap();
+    let o = unpack(l2.to_str().unwrap(), &t2.0.join("bundle"), &[]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains(&ld),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
