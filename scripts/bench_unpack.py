@@ -65,3 +65,26 @@ for name, _ in tools:
     t = statistics.median(x for x, _ in res[name])
     rss = statistics.median(m for _, m in res[name]) / 1024
     print(f"{name:22} {t:8.2f} {mb/t:7.0f} {rss:13.1f} {t/base:14.2f}")
+
+# Cross-check on this real image: the same tree as umoci's (type, mode, owner,
+# size, link target of every path; umoci's own metadata files aside).
+def tree(root):
+    out = {}
+    for d, dirs, files in os.walk(root):
+        for n in dirs + files:
+            p = os.path.join(d, n)
+            st = os.lstat(p)
+            rel = os.path.relpath(p, root)
+            link = os.readlink(p) if os.path.islink(p) else ""
+            size = st.st_size if os.path.isfile(p) and not os.path.islink(p) else 0
+            out[rel] = (st.st_mode, st.st_uid, st.st_gid, size, link)
+    return out
+
+
+subprocess.run(ocirun_unpack(), shell=True, check=True)
+subprocess.run(umoci_unpack(), shell=True, check=True, stdout=subprocess.DEVNULL)
+a, b = tree(os.path.join(tmp, "o", "rootfs")), tree(os.path.join(tmp, "u", "rootfs"))
+diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+print(f"tree check against umoci: {len(a)} paths, {len(diff)} differences")
+for k in diff[:20]:
+    print(f"  {k}: ocirun {a.get(k)} umoci {b.get(k)}")

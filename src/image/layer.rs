@@ -11,12 +11,14 @@
 use std::collections::{HashMap, HashSet};
 use std::ffi::{CString, OsStr};
 use std::fs::{File, Permissions};
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
+use std::rc::Rc;
 
+use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, openat};
 use nix::sys::stat::{
     FchmodatFlags, Mode, SFlag, UtimensatFlags, fchmodat, fstatat, mkdirat, mknodat, utimensat,
@@ -81,31 +83,72 @@ pub fn whiteout(path: &Path) -> Option<Whiteout> {
     Some(Whiteout::Remove(parent.join(target)))
 }
 
-const DIR_CACHE_MAX: usize = 256;
-
 /// Applies layers to one rootfs.
 pub struct Applier {
     root: Root,
-    dirs: HashMap<PathBuf, OwnedFd>,
+    /// Directory fds by path relative to the rootfs ("" is the rootfs).
+    dirs: HashMap<PathBuf, Rc<OwnedFd>>,
+    dir_cache_max: usize,
     /// Paths this layer has created (whiteouts spare them).
     layer: HashSet<PathBuf>,
     /// Directories whose mode and mtime are set once their children are in.
     deferred: Vec<(PathBuf, u32, i64)>,
+    buf: Vec<u8>,
+    /// The umask to restore when done (we apply modes with umask 0).
+    old_umask: Mode,
+}
+
+impl Drop for Applier {
+    fn drop(&mut self) {
+        nix::sys::stat::umask(self.old_umask);
+    }
 }
 
 fn img<E: std::fmt::Debug>(what: impl FnOnce() -> String) -> impl FnOnce(E) -> Error {
     move |e| Error::Image(format!("{}: {e:?}", what()))
 }
 
+fn is_dir(mode: u32) -> bool {
+    SFlag::from_bits_truncate(mode) & SFlag::S_IFMT == SFlag::S_IFDIR
+}
+
+fn is_symlink(mode: u32) -> bool {
+    SFlag::from_bits_truncate(mode) & SFlag::S_IFMT == SFlag::S_IFLNK
+}
+
 impl Applier {
     pub fn new(rootfs: &Path) -> Result<Applier> {
         let root = Root::open(rootfs)
             .map_err(|e| Error::Image(format!("open rootfs {}: {e}", rootfs.display())))?;
+        let top = openat(
+            nix::fcntl::AT_FDCWD,
+            rootfs,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(img(|| format!("open rootfs {}", rootfs.display())))?;
+        // Modes are given at creation exactly as the layer says.
+        let old_umask = nix::sys::stat::umask(Mode::empty());
+        // Directory fds are cached: allow as many as the hard limit lets us.
+        use nix::sys::resource::{Resource, getrlimit, setrlimit};
+        let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap_or((1024, 1024));
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+        let limit = getrlimit(Resource::RLIMIT_NOFILE)
+            .map(|l| l.0)
+            .unwrap_or(soft);
+        let dir_cache_max = (limit.min(1 << 16) as usize).saturating_sub(256).max(64);
+        let mut dirs = HashMap::new();
+        dirs.insert(PathBuf::new(), Rc::new(top));
         Ok(Applier {
             root,
-            dirs: HashMap::new(),
+            dirs,
+            dir_cache_max,
             layer: HashSet::new(),
             deferred: Vec::new(),
+            buf: vec![0; 256 << 10],
+            old_umask,
         })
     }
 
@@ -113,30 +156,76 @@ impl Applier {
         &self.root
     }
 
-    /// An fd of directory `rel` inside the rootfs, made if missing.
-    fn dir(&mut self, rel: &Path) -> Result<OwnedFd> {
+    /// An fd of directory `rel` inside the rootfs, made if missing. Walks down
+    /// from the nearest cached ancestor one component at a time with
+    /// O_NOFOLLOW; a component that is a symlink (or anything odd) hands the
+    /// whole path to libpathrs, which resolves it inside the rootfs.
+    fn dir(&mut self, rel: &Path) -> Result<Rc<OwnedFd>> {
         if let Some(fd) = self.dirs.get(rel) {
-            return fd
-                .try_clone()
-                .map_err(|e| Error::Image(format!("dup fd: {e}")));
+            return Ok(fd.clone());
         }
+        let mut anc = rel;
+        let base = loop {
+            anc = anc.parent().unwrap_or(Path::new(""));
+            if let Some(fd) = self.dirs.get(anc) {
+                break fd.clone();
+            }
+        };
+        let mut cur = base;
+        let mut path = anc.to_path_buf();
+        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        for c in rel.strip_prefix(anc).expect("ancestor").components() {
+            let name = c.as_os_str();
+            path.push(name);
+            let next = match openat(&cur, name, flags, Mode::empty()) {
+                Ok(fd) => fd,
+                Err(Errno::ENOENT) => {
+                    match mkdirat(&cur, name, Mode::from_bits_truncate(0o755)) {
+                        Ok(()) | Err(Errno::EEXIST) => {}
+                        Err(e) => {
+                            return Err(Error::Image(format!("mkdir /{}: {e:?}", path.display())));
+                        }
+                    }
+                    match openat(&cur, name, flags, Mode::empty()) {
+                        Ok(fd) => fd,
+                        Err(_) => return self.dir_slow(rel),
+                    }
+                }
+                Err(_) => return self.dir_slow(rel),
+            };
+            cur = Rc::new(next);
+            self.remember(path.clone(), cur.clone());
+        }
+        Ok(cur)
+    }
+
+    fn dir_slow(&mut self, rel: &Path) -> Result<Rc<OwnedFd>> {
         let h = self
             .root
             .mkdir_all(Path::new("/").join(rel), &Permissions::from_mode(0o755))
             .map_err(|e| Error::Image(format!("directory /{} in rootfs: {e}", rel.display())))?;
-        let fd: OwnedFd = h.into();
-        if self.dirs.len() >= DIR_CACHE_MAX {
-            self.dirs.clear();
-        }
-        let copy = fd
-            .try_clone()
-            .map_err(|e| Error::Image(format!("dup fd: {e}")))?;
-        self.dirs.insert(rel.to_path_buf(), copy);
+        let fd = Rc::new(OwnedFd::from(h));
+        self.remember(rel.to_path_buf(), fd.clone());
         Ok(fd)
     }
 
-    fn forget_dirs(&mut self) {
-        self.dirs.clear();
+    fn remember(&mut self, rel: PathBuf, fd: Rc<OwnedFd>) {
+        if self.dirs.len() >= self.dir_cache_max {
+            self.dirs.retain(|k, _| k.as_os_str().is_empty());
+        }
+        self.dirs.insert(rel, fd);
+    }
+
+    /// Drops cached fds at and under `rel` (it was removed or replaced).
+    fn forget(&mut self, rel: &Path) {
+        self.dirs
+            .retain(|k, _| k.as_os_str().is_empty() || !k.starts_with(rel));
+    }
+
+    /// Drops cached fds strictly under `rel`.
+    fn forget_under(&mut self, rel: &Path) {
+        self.dirs
+            .retain(|k, _| k.as_os_str().is_empty() || k == rel || !k.starts_with(rel));
     }
 
     /// Applies one layer's tar stream. The reader is read to the end of the
@@ -156,6 +245,48 @@ impl Applier {
         }
         self.finish_dirs()?;
         Ok(stats)
+    }
+
+    /// Removes whatever is at `parent/name` so an entry can take its place.
+    fn clear_spot(&mut self, pfd: &OwnedFd, name: &OsStr, path: &Path) -> Result<()> {
+        let shown = || format!("/{}", path.display());
+        let st = match fstatat(pfd, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(Errno::ENOENT) => return Ok(()),
+            Err(e) => return Err(Error::Image(format!("stat {}: {e:?}", shown()))),
+        };
+        if is_dir(st.st_mode) {
+            self.root
+                .remove_all(Path::new("/").join(path))
+                .map_err(|e| Error::Image(format!("replace directory {}: {e}", shown())))?;
+            self.forget(path);
+        } else {
+            unlinkat(pfd, name, UnlinkatFlags::NoRemoveDir)
+                .map_err(img(|| format!("replace {}", shown())))?;
+            if is_symlink(st.st_mode) {
+                self.forget(path);
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `create`; if the spot is taken, clears it and runs it again.
+    fn create_at(
+        &mut self,
+        pfd: &OwnedFd,
+        name: &OsStr,
+        path: &Path,
+        what: &str,
+        mut create: impl FnMut() -> std::result::Result<(), Errno>,
+    ) -> Result<()> {
+        match create() {
+            Err(Errno::EEXIST) => {
+                self.clear_spot(pfd, name, path)?;
+                create()
+            }
+            r => r,
+        }
+        .map_err(img(|| format!("{what} /{}", path.display())))
     }
 
     fn apply_entry<R: Read>(
@@ -193,166 +324,162 @@ impl Applier {
             .to_os_string();
         let pfd = self.dir(parent)?;
         let shown = || format!("/{}", path.display());
-        let existing = fstatat(&pfd, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW).ok();
-        let existing_dir = existing.is_some_and(|s| {
-            SFlag::from_bits_truncate(s.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR
-        });
+        let mode = Mode::from_bits_truncate(meta.mode);
+        // chown clears setuid/setgid: such modes are set again after it.
+        let special = meta.mode & 0o7000 != 0;
         let mut written = 0;
-        if kind == EntryType::Directory {
-            if existing.is_some() && !existing_dir {
-                unlinkat(&pfd, name.as_os_str(), UnlinkatFlags::NoRemoveDir)
-                    .map_err(img(|| format!("replace {}", shown())))?;
-            }
-            if !existing_dir {
-                mkdirat(&pfd, name.as_os_str(), Mode::from_bits_truncate(0o700))
-                    .map_err(img(|| format!("mkdir {}", shown())))?;
-            }
-            self.chown(&pfd, &name, &meta, &shown)?;
-            let dfd = openat(
-                &pfd,
-                name.as_os_str(),
-                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(img(|| format!("open {}", shown())))?;
-            set_xattrs_fd(&dfd, &meta.xattrs, &shown)?;
-            self.deferred.push((path.clone(), meta.mode, meta.mtime));
-        } else {
-            if existing_dir {
-                self.root
-                    .remove_all(Path::new("/").join(&path))
-                    .map_err(|e| Error::Image(format!("replace directory {}: {e}", shown())))?;
-                self.forget_dirs();
-            } else if existing.is_some() {
-                unlinkat(&pfd, name.as_os_str(), UnlinkatFlags::NoRemoveDir)
-                    .map_err(img(|| format!("replace {}", shown())))?;
-            }
-            match kind {
-                EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
-                    let fd = openat(
-                        &pfd,
-                        name.as_os_str(),
-                        OFlag::O_CREAT
-                            | OFlag::O_EXCL
-                            | OFlag::O_WRONLY
-                            | OFlag::O_NOFOLLOW
-                            | OFlag::O_CLOEXEC,
-                        Mode::from_bits_truncate(0o600),
-                    )
-                    .map_err(img(|| format!("create {}", shown())))?;
-                    let mut f = File::from(fd);
-                    written = io::copy(entry, &mut f)
-                        .map_err(|e| Error::Image(format!("write {}: {e}", shown())))?;
-                    nix::unistd::fchown(
-                        &f,
-                        Some(Uid::from_raw(meta.uid)),
-                        Some(Gid::from_raw(meta.gid)),
-                    )
-                    .map_err(img(|| format!("chown {}", shown())))?;
-                    // After chown, which clears setuid/setgid.
-                    nix::sys::stat::fchmod(&f, Mode::from_bits_truncate(meta.mode))
-                        .map_err(img(|| format!("chmod {}", shown())))?;
-                    set_xattrs_fd(&f, &meta.xattrs, &shown)?;
-                    let t = TimeSpec::new(meta.mtime, 0);
-                    nix::sys::stat::futimens(&f, &t, &t)
-                        .map_err(img(|| format!("set times of {}", shown())))?;
-                }
-                EntryType::Symlink => {
-                    let target = entry
-                        .link_name()
-                        .map_err(|e| Error::Image(format!("symlink {}: {e}", shown())))?
-                        .ok_or_else(|| Error::Image(format!("symlink {} has no target", shown())))?
-                        .into_owned();
-                    symlinkat(target.as_os_str(), &pfd, name.as_os_str())
-                        .map_err(img(|| format!("symlink {}", shown())))?;
-                    self.chown(&pfd, &name, &meta, &shown)?;
-                    if !meta.xattrs.is_empty() {
-                        let p = fd_child_path(&pfd, &name);
-                        for (k, v) in &meta.xattrs {
-                            crate::sys::lsetxattr(&p, k, v)
-                                .map_err(img(|| format!("set xattr {k:?} on {}", shown())))?;
+        match kind {
+            EntryType::Directory => {
+                match mkdirat(&pfd, name.as_os_str(), Mode::from_bits_truncate(0o700)) {
+                    Ok(()) => {}
+                    Err(Errno::EEXIST) => {
+                        let st = fstatat(&pfd, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
+                            .map_err(img(|| format!("stat {}", shown())))?;
+                        if !is_dir(st.st_mode) {
+                            self.clear_spot(&pfd, &name, &path)?;
+                            mkdirat(&pfd, name.as_os_str(), Mode::from_bits_truncate(0o700))
+                                .map_err(img(|| format!("mkdir {}", shown())))?;
                         }
                     }
-                    let t = TimeSpec::new(meta.mtime, 0);
-                    utimensat(
+                    Err(e) => return Err(Error::Image(format!("mkdir {}: {e:?}", shown()))),
+                }
+                self.chown(&pfd, &name, &meta, &shown)?;
+                if !meta.xattrs.is_empty() {
+                    let dfd = openat(
                         &pfd,
                         name.as_os_str(),
-                        &t,
-                        &t,
-                        UtimensatFlags::NoFollowSymlink,
+                        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                        Mode::empty(),
                     )
-                    .map_err(img(|| format!("set times of {}", shown())))?;
+                    .map_err(img(|| format!("open {}", shown())))?;
+                    set_xattrs_fd(&dfd, &meta.xattrs, &shown)?;
                 }
-                EntryType::Link => {
-                    let target_raw = entry
-                        .link_name()
-                        .map_err(|e| Error::Image(format!("hardlink {}: {e}", shown())))?
-                        .ok_or_else(|| Error::Image(format!("hardlink {} has no target", shown())))?
-                        .into_owned();
-                    let target = clean_name(&target_raw)?
-                        .ok_or_else(|| Error::Image(format!("hardlink {} to the root", shown())))?;
-                    // The link itself, not what it may point to, and never outside.
-                    let h = self
-                        .root
-                        .resolve_nofollow(Path::new("/").join(&target))
-                        .map_err(|e| {
-                            Error::Image(format!(
-                                "hardlink {} -> /{}: {e}",
-                                shown(),
-                                target.display()
-                            ))
-                        })?;
-                    let hfd: OwnedFd = h.into();
-                    linkat(&hfd, "", &pfd, name.as_os_str(), AtFlags::AT_EMPTY_PATH).map_err(
-                        img(|| format!("hardlink {} -> /{}", shown(), target.display())),
-                    )?;
+                self.deferred.push((path.clone(), meta.mode, meta.mtime));
+            }
+            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
+                let flags = OFlag::O_CREAT
+                    | OFlag::O_EXCL
+                    | OFlag::O_WRONLY
+                    | OFlag::O_NOFOLLOW
+                    | OFlag::O_CLOEXEC;
+                let fd = match openat(&pfd, name.as_os_str(), flags, mode) {
+                    Err(Errno::EEXIST) => {
+                        self.clear_spot(&pfd, &name, &path)?;
+                        openat(&pfd, name.as_os_str(), flags, mode)
+                    }
+                    r => r,
                 }
-                EntryType::Char | EntryType::Block | EntryType::Fifo => {
-                    let (ft, dev) = match kind {
-                        EntryType::Char => (SFlag::S_IFCHR, dev_of(entry)),
-                        EntryType::Block => (SFlag::S_IFBLK, dev_of(entry)),
-                        _ => (SFlag::S_IFIFO, 0),
+                .map_err(img(|| format!("create {}", shown())))?;
+                let mut f = File::from(fd);
+                loop {
+                    let n = match entry.read(&mut self.buf) {
+                        Ok(0) => break,
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(Error::Image(format!("read {}: {e}", shown()))),
                     };
-                    mknodat(
-                        &pfd,
-                        name.as_os_str(),
-                        ft,
-                        Mode::from_bits_truncate(0o600),
-                        dev,
-                    )
-                    .map_err(img(|| format!("mknod {}", shown())))?;
-                    self.chown(&pfd, &name, &meta, &shown)?;
-                    fchmodat(
-                        &pfd,
-                        name.as_os_str(),
-                        Mode::from_bits_truncate(meta.mode),
-                        FchmodatFlags::NoFollowSymlink,
-                    )
-                    .or_else(|_| {
-                        fchmodat(
-                            &pfd,
-                            name.as_os_str(),
-                            Mode::from_bits_truncate(meta.mode),
-                            FchmodatFlags::FollowSymlink,
-                        )
-                    })
-                    .map_err(img(|| format!("chmod {}", shown())))?;
-                    let t = TimeSpec::new(meta.mtime, 0);
-                    utimensat(
-                        &pfd,
-                        name.as_os_str(),
-                        &t,
-                        &t,
-                        UtimensatFlags::NoFollowSymlink,
-                    )
+                    f.write_all(&self.buf[..n])
+                        .map_err(|e| Error::Image(format!("write {}: {e}", shown())))?;
+                    written += n as u64;
+                }
+                nix::unistd::fchown(
+                    &f,
+                    Some(Uid::from_raw(meta.uid)),
+                    Some(Gid::from_raw(meta.gid)),
+                )
+                .map_err(img(|| format!("chown {}", shown())))?;
+                if special {
+                    nix::sys::stat::fchmod(&f, mode)
+                        .map_err(img(|| format!("chmod {}", shown())))?;
+                }
+                set_xattrs_fd(&f, &meta.xattrs, &shown)?;
+                let t = TimeSpec::new(meta.mtime, 0);
+                nix::sys::stat::futimens(&f, &t, &t)
                     .map_err(img(|| format!("set times of {}", shown())))?;
+            }
+            EntryType::Symlink => {
+                let target = entry
+                    .link_name()
+                    .map_err(|e| Error::Image(format!("symlink {}: {e}", shown())))?
+                    .ok_or_else(|| Error::Image(format!("symlink {} has no target", shown())))?
+                    .into_owned();
+                self.create_at(&pfd, &name, &path, "symlink", || {
+                    symlinkat(target.as_os_str(), &pfd, name.as_os_str())
+                })?;
+                self.chown(&pfd, &name, &meta, &shown)?;
+                if !meta.xattrs.is_empty() {
+                    let p = fd_child_path(&pfd, &name);
+                    for (k, v) in &meta.xattrs {
+                        crate::sys::lsetxattr(&p, k, v)
+                            .map_err(img(|| format!("set xattr {k:?} on {}", shown())))?;
+                    }
                 }
-                other => {
-                    return Err(Error::Image(format!(
-                        "layer entry {} has unsupported type {other:?}",
-                        shown()
-                    )));
+                let t = TimeSpec::new(meta.mtime, 0);
+                utimensat(
+                    &pfd,
+                    name.as_os_str(),
+                    &t,
+                    &t,
+                    UtimensatFlags::NoFollowSymlink,
+                )
+                .map_err(img(|| format!("set times of {}", shown())))?;
+            }
+            EntryType::Link => {
+                let target_raw = entry
+                    .link_name()
+                    .map_err(|e| Error::Image(format!("hardlink {}: {e}", shown())))?
+                    .ok_or_else(|| Error::Image(format!("hardlink {} has no target", shown())))?
+                    .into_owned();
+                let target = clean_name(&target_raw)?
+                    .ok_or_else(|| Error::Image(format!("hardlink {} to the root", shown())))?;
+                if target == path {
+                    return Err(Error::Image(format!("hardlink {} to itself", shown())));
                 }
+                // The link itself, not what it may point to, and never outside.
+                let h = self
+                    .root
+                    .resolve_nofollow(Path::new("/").join(&target))
+                    .map_err(|e| {
+                        Error::Image(format!(
+                            "hardlink {} -> /{}: {e}",
+                            shown(),
+                            target.display()
+                        ))
+                    })?;
+                let hfd: OwnedFd = h.into();
+                self.create_at(&pfd, &name, &path, "hardlink", || {
+                    linkat(&hfd, "", &pfd, name.as_os_str(), AtFlags::AT_EMPTY_PATH)
+                })?;
+            }
+            EntryType::Char | EntryType::Block | EntryType::Fifo => {
+                let (ft, dev) = match kind {
+                    EntryType::Char => (SFlag::S_IFCHR, dev_of(entry)),
+                    EntryType::Block => (SFlag::S_IFBLK, dev_of(entry)),
+                    _ => (SFlag::S_IFIFO, 0),
+                };
+                self.create_at(&pfd, &name, &path, "mknod", || {
+                    mknodat(&pfd, name.as_os_str(), ft, mode, dev)
+                })?;
+                self.chown(&pfd, &name, &meta, &shown)?;
+                if special {
+                    fchmodat(&pfd, name.as_os_str(), mode, FchmodatFlags::FollowSymlink)
+                        .map_err(img(|| format!("chmod {}", shown())))?;
+                }
+                let t = TimeSpec::new(meta.mtime, 0);
+                utimensat(
+                    &pfd,
+                    name.as_os_str(),
+                    &t,
+                    &t,
+                    UtimensatFlags::NoFollowSymlink,
+                )
+                .map_err(img(|| format!("set times of {}", shown())))?;
+            }
+            other => {
+                return Err(Error::Image(format!(
+                    "layer entry {} has unsupported type {other:?}",
+                    shown()
+                )));
             }
         }
         self.layer.insert(path);
@@ -395,7 +522,7 @@ impl Applier {
                         ) => {}
                     Err(e) => return Err(Error::Image(format!("whiteout /{}: {e}", p.display()))),
                 }
-                self.forget_dirs();
+                self.forget(&p);
                 Ok(())
             }
         }
@@ -426,7 +553,7 @@ impl Applier {
                     ))
                 })?;
         }
-        self.forget_dirs();
+        self.forget_under(dir);
         self.layer.insert(dir.to_path_buf());
         Ok(())
     }
