@@ -39,18 +39,20 @@ pub fn load(bundle: &Path) -> Result<Bundle> {
         .root()
         .as_ref()
         .ok_or_else(|| Error::Spec(format!("{}: root is missing", path.display())))?;
-    let rootfs = dir.join(root.path());
-    let meta = std::fs::metadata(&rootfs).map_err(|e| {
+    // The rootfs path may be or contain symlinks (runc resolves them too):
+    // everything later works on the real directory.
+    let named = dir.join(root.path());
+    let rootfs = std::fs::canonicalize(&named).map_err(|e| {
         Error::Spec(format!(
             "rootfs {}: {}",
-            rootfs.display(),
+            named.display(),
             crate::error::io_text(&e)
         ))
     })?;
-    if !meta.is_dir() {
+    if !rootfs.is_dir() {
         return Err(Error::Spec(format!(
             "rootfs {} is not a directory",
-            rootfs.display()
+            named.display()
         )));
     }
     validate(&spec)?;
