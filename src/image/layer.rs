@@ -96,6 +96,8 @@ pub struct Applier {
     buf: Vec<u8>,
     /// The umask to restore when done (we apply modes with umask 0).
     old_umask: Mode,
+    /// When set, progress lines go to stderr with this prefix.
+    pub progress: Option<String>,
 }
 
 impl Drop for Applier {
@@ -149,6 +151,7 @@ impl Applier {
             deferred: Vec::new(),
             buf: vec![0; 256 << 10],
             old_umask,
+            progress: None,
         })
     }
 
@@ -238,10 +241,17 @@ impl Applier {
         let entries = archive
             .entries()
             .map_err(|e| Error::Image(format!("read layer: {e}")))?;
+        let mut shown = 0;
         for entry in entries {
             let mut entry = entry.map_err(|e| Error::Image(format!("read layer entry: {e}")))?;
             stats.entries += 1;
             stats.bytes += self.apply_entry(&mut entry, &mut stats)?;
+            if let Some(p) = &self.progress
+                && stats.bytes - shown >= 8 << 20
+            {
+                shown = stats.bytes;
+                eprint!("\r{p}: {} entries, {} MB", stats.entries, stats.bytes >> 20);
+            }
         }
         self.finish_dirs()?;
         Ok(stats)

@@ -282,6 +282,9 @@ fn unpack_into(
     let n = workers.len();
     for (i, (ahead, _)) in workers.iter_mut().enumerate() {
         let d = &layers[i];
+        if progress {
+            applier.progress = Some(format!("layer {}/{n}", i + 1));
+        }
         let stats = applier
             .apply(&mut *ahead)
             .map_err(|e| Error::Image(format!("layer {} ({}): {e}", i + 1, d.digest())))?;
