@@ -179,6 +179,28 @@ mod tests {
     }
 
     #[test]
+    fn sha512_blobs_verify() {
+        let data = b"sha512 content";
+        let d: Descriptor = serde_json::from_value(serde_json::json!({
+            "mediaType": "application/octet-stream",
+            "digest": format!("sha512:{}", hex(&Sha512::digest(data))),
+            "size": data.len()
+        }))
+        .unwrap();
+        let mut out = Vec::new();
+        Verified::new(&data[..], &d, "t".into())
+            .unwrap()
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, data);
+        let e = Verified::new(&b"sha512 contenT"[..], &d, "t".into())
+            .unwrap()
+            .read_to_end(&mut Vec::new())
+            .unwrap_err();
+        assert!(e.to_string().contains("digest mismatch"));
+    }
+
+    #[test]
     fn tampered_blob_fails_at_eof() {
         let d = desc(b"hello");
         let mut r = Verified::new(&b"hellO"[..], &d, "t".into()).unwrap();

@@ -772,3 +772,31 @@ fn mask_path(path: &str) -> Result<()> {
         Err(e) => Err(Error::Rootfs(format!("mask {path} with /dev/null: {e:?}"))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_destinations_that_climb_out_are_refused() {
+        let d = std::env::temp_dir().join(format!("ocirun-escape-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("etc")).unwrap();
+        std::os::unix::fs::symlink("../../../../outside", d.join("up")).unwrap();
+        std::os::unix::fs::symlink("/etc", d.join("abs")).unwrap();
+        std::os::unix::fs::symlink("../etc", d.join("etc/self")).unwrap();
+        let root = Root::open(&d).unwrap();
+        // Absolute and in-root relative links are the container's own paths.
+        check_no_escape(&root, Path::new("/abs/x")).unwrap();
+        check_no_escape(&root, Path::new("/etc/self/x")).unwrap();
+        check_no_escape(&root, Path::new("/not/there/yet")).unwrap();
+        // Climbing above the root, by a link or by the path itself, is refused.
+        let e = check_no_escape(&root, Path::new("/up/x")).unwrap_err();
+        assert!(
+            e.to_string().contains("escapes the rootfs via symlink /up"),
+            "{e}"
+        );
+        assert!(check_no_escape(&root, Path::new("/../x")).is_err());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}
