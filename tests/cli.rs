@@ -116,20 +116,6 @@ fn the_busybox_bundle_runs_and_greets() {
 }
 
 #[test]
-fn seccomp_is_refused_never_ignored() {
-    let t = tmp("seccomp");
-    let b = bundle(&t.0, &["true"]);
-    edit(&b, |v| {
-        v["linux"]["seccomp"] = serde_json::json!({"defaultAction": "SCMP_ACT_ERRNO"})
-    });
-    let root = t.0.join("state");
-    let o = create(&root, &b, "sc");
-    assert!(!o.status.success());
-    assert!(stderr(&o).contains("seccomp"), "{}", stderr(&o));
-    assert!(!root.join("sc").exists());
-}
-
-#[test]
 fn systemd_cgroup_flag_is_a_clear_error() {
     let t = tmp("systemd");
     let b = bundle(&t.0, &["true"]);

@@ -52,6 +52,13 @@ pub fn create(g: &Global, o: &CreateOpts) -> Result<()> {
 
 fn create_locked(g: &Global, o: &CreateOpts, detached: bool) -> Result<Created> {
     let bundle = spec::load(&o.bundle)?;
+    // A bad profile fails here, before anything of the container exists.
+    let linux = bundle.spec.linux().as_ref().expect("validated");
+    let seccomp = linux
+        .seccomp()
+        .as_ref()
+        .map(crate::security::seccomp::compile)
+        .transpose()?;
     let dir = StateDir::create(&g.root, &o.id)?;
     let mut saved = Saved {
         id: o.id.clone(),
@@ -75,6 +82,19 @@ fn create_locked(g: &Global, o: &CreateOpts, detached: bool) -> Result<Created> 
         })?;
         let fifo = open(&fifo_path, OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty())
             .ctx(Error::Container, || format!("open {}", fifo_path.display()))?;
+        let seccomp_listener = match linux
+            .seccomp()
+            .as_ref()
+            .and_then(|s| s.listener_path().as_ref())
+        {
+            Some(path) if seccomp.as_ref().is_some_and(|p| p.notify) => {
+                let s = UnixStream::connect(path).ctx(Error::Container, || {
+                    format!("connect to seccomp listener {}", path.display())
+                })?;
+                Some(OwnedFd::from(s))
+            }
+            _ => None,
+        };
         let pid = process::spawn(process::Spawn {
             bundle: &bundle,
             cgroup: cg.as_ref(),
@@ -82,6 +102,9 @@ fn create_locked(g: &Global, o: &CreateOpts, detached: bool) -> Result<Created> 
             console,
             preserve_fds: o.preserve_fds,
             no_pivot: o.no_pivot,
+            id: &o.id,
+            seccomp: seccomp.clone(),
+            seccomp_listener,
         })?;
         saved.pid = pid.as_raw();
         saved.pid_start = state::process_start_time(pid).ok_or_else(|| {

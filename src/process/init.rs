@@ -23,6 +23,12 @@ pub(super) fn run(s: &Spawn, cgroupns: bool, userns: bool, ch: &Channel) -> Resu
     let spec = &s.bundle.spec;
     let process = spec.process().as_ref().expect("validated");
     umask(Mode::empty());
+    // Our pid as the host sees it, while the host's /proc is still mounted
+    // here: a seccomp listener is told which process it serves.
+    let host_pid: i32 = std::fs::read_link("/proc/self")
+        .ok()
+        .and_then(|p| p.to_str()?.parse().ok())
+        .unwrap_or(0);
 
     rootfs::prepare(&rootfs::Plan {
         spec,
@@ -73,6 +79,12 @@ pub(super) fn run(s: &Spawn, cgroupns: bool, userns: bool, ch: &Channel) -> Resu
         .collect::<Result<_>>()?;
     let envp: Vec<CString> = env.iter().map(|e| cstring(e)).collect::<Result<_>>()?;
 
+    let nnp = process.no_new_privileges().unwrap_or(false);
+    // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it now,
+    // before the capabilities go (runc does the same).
+    if !nnp {
+        load_seccomp(s, host_pid)?;
+    }
     let caps = process.capabilities().as_ref();
     security::apply_bounding(caps)?;
     let cwd = process.cwd();
@@ -82,7 +94,7 @@ pub(super) fn run(s: &Spawn, cgroupns: bool, userns: bool, ch: &Channel) -> Resu
         chdir(cwd).ctx(Error::Process, || format!("chdir to cwd {}", cwd.display()))?;
     }
     security::apply_caps(caps)?;
-    if process.no_new_privileges().unwrap_or(false) {
+    if nnp {
         security::no_new_privs()?;
     }
     umask(Mode::from_bits_truncate(
@@ -102,6 +114,10 @@ pub(super) fn run(s: &Spawn, cgroupns: bool, userns: bool, ch: &Channel) -> Resu
     crate::sys::cloexec_from(3 + s.preserve_fds)
         .ctx(Error::Process, || "mark fds close-on-exec")?;
     crate::sys::reset_signals().ctx(Error::Process, || "reset signal dispositions")?;
+    // As late as it can be: nothing of our setup runs under the filter.
+    if nnp {
+        load_seccomp(s, host_pid)?;
+    }
     let e = execve(&exe, &argv, &envp).unwrap_err();
     Err(Error::Process(format!(
         "exec {}: {e:?}",
@@ -164,4 +180,40 @@ fn find_executable(p: &Process, env: &[String]) -> Result<CString> {
     Err(Error::Process(format!(
         "executable {arg0:?} not found in the container's PATH {path}"
     )))
+}
+
+/// Loads the seccomp filter; with SCMP_ACT_NOTIFY hands the listener fd to
+/// `listenerPath` with the container's process state, as runc does.
+fn load_seccomp(s: &Spawn, host_pid: i32) -> Result<()> {
+    let Some(prog) = &s.seccomp else {
+        return Ok(());
+    };
+    let Some(fd) = security::seccomp::load(prog)? else {
+        return Ok(());
+    };
+    let sock = s
+        .seccomp_listener
+        .as_ref()
+        .ok_or_else(|| Error::Security("seccomp: a listener fd but no listener socket".into()))?;
+    let seccomp = s
+        .bundle
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.seccomp().as_ref());
+    let state = serde_json::json!({
+        "ociVersion": crate::spec::OCI_VERSION,
+        "fds": ["seccompFd"],
+        "pid": host_pid,
+        "metadata": seccomp.and_then(|s| s.listener_metadata().clone()).unwrap_or_default(),
+        "state": {
+            "ociVersion": crate::spec::OCI_VERSION,
+            "id": s.id,
+            "status": "creating",
+            "pid": host_pid,
+            "bundle": s.bundle.dir,
+            "annotations": s.bundle.spec.annotations().clone().unwrap_or_default(),
+        }
+    });
+    crate::tty::send_fd(sock, &state.to_string(), &fd)
 }

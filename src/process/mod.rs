@@ -35,6 +35,11 @@ pub struct Spawn<'a> {
     pub console: Option<OwnedFd>,
     pub preserve_fds: u32,
     pub no_pivot: bool,
+    pub id: &'a str,
+    /// The compiled seccomp filter, if the spec has one.
+    pub seccomp: Option<crate::security::seccomp::Program>,
+    /// The connected `listenerPath` socket, for SCMP_ACT_NOTIFY.
+    pub seccomp_listener: Option<OwnedFd>,
 }
 
 fn ns_flag(t: LinuxNamespaceType) -> CloneFlags {

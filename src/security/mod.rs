@@ -1,6 +1,8 @@
 //! The process's identity and privileges: rlimits, user and groups,
 //! capabilities (all five sets) and no_new_privs.
 
+pub mod seccomp;
+
 use caps::{CapSet, CapsHashSet};
 use nix::sys::resource::{Resource, setrlimit};
 use nix::unistd::{Gid, Uid, setgroups, setresgid, setresuid};

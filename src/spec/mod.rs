@@ -139,11 +139,6 @@ pub fn validate(spec: &Spec) -> Result<()> {
             "linux.timeOffsets need a new time namespace".into(),
         ));
     }
-    if linux.seccomp().is_some() {
-        return Err(Error::Spec(
-            "linux.seccomp is not supported by this version of ocirun; refusing to run the container unfiltered".into(),
-        ));
-    }
     if let Some(hooks) = spec.hooks() {
         let any = [
             hooks.prestart(),
@@ -315,14 +310,6 @@ mod tests {
             .push(serde_json::json!({"type": "time"}));
         let s: Spec = serde_json::from_value(v).unwrap();
         validate(&s).unwrap();
-    }
-
-    #[test]
-    fn seccomp_is_refused_not_ignored() {
-        let mut v: serde_json::Value = serde_json::to_value(base()).unwrap();
-        v["linux"]["seccomp"] = serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW"});
-        let s: Spec = serde_json::from_value(v).unwrap();
-        assert!(validate(&s).unwrap_err().to_string().contains("seccomp"));
     }
 
     #[test]

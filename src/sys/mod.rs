@@ -194,3 +194,43 @@ pub fn lsetxattr(path: &std::ffi::CStr, name: &std::ffi::CStr, value: &[u8]) -> 
     };
     Errno::result(ret).map(drop)
 }
+
+/// seccomp(SECCOMP_SET_MODE_FILTER) with a BPF program of `struct sock_filter`
+/// instructions; returns the listener fd when `flags` asks for one.
+pub fn seccomp_set_filter(bpf: &[u8], flags: u32) -> Result<Option<OwnedFd>, Errno> {
+    const SECCOMP_SET_MODE_FILTER: libc::c_uint = 1;
+    const FLAG_NEW_LISTENER: u32 = 8;
+    if bpf.is_empty() || bpf.len() % std::mem::size_of::<libc::sock_filter>() != 0 {
+        return Err(Errno::EINVAL);
+    }
+    // Copy into properly aligned instructions.
+    let insns: Vec<libc::sock_filter> = bpf
+        .chunks_exact(8)
+        .map(|c| libc::sock_filter {
+            code: u16::from_ne_bytes([c[0], c[1]]),
+            jt: c[2],
+            jf: c[3],
+            k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
+        })
+        .collect();
+    let prog = libc::sock_fprog {
+        len: insns.len() as libc::c_ushort,
+        filter: insns.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: prog points to `insns`, which outlives the call; the kernel
+    // copies the program and keeps no pointer to our memory.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            SECCOMP_SET_MODE_FILTER,
+            flags as libc::c_uint,
+            &prog as *const libc::sock_fprog,
+        )
+    };
+    let ret = Errno::result(ret)?;
+    if flags & FLAG_NEW_LISTENER != 0 {
+        // SAFETY: with NEW_LISTENER the return value is a new fd that we own.
+        return Ok(Some(unsafe { OwnedFd::from_raw_fd(ret as RawFd) }));
+    }
+    Ok(None)
+}

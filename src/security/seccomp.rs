@@ -1,0 +1,256 @@
+//! seccomp: `linux.seccomp` compiled with libseccomp in the parent (before
+//! anything of the container exists, so a bad profile leaves nothing behind),
+//! exported as a BPF program, and loaded by the init with one seccomp(2) call
+//! as late as it can be: just before execve, or, without no_new_privileges,
+//! while CAP_SYS_ADMIN is still held.
+
+use std::io::{Read, Seek};
+use std::os::fd::OwnedFd;
+
+use libseccomp::{
+    ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall,
+};
+use oci_spec::runtime::{LinuxSeccomp, LinuxSeccompAction, LinuxSeccompOperator, LinuxSyscall};
+
+use crate::error::{Error, Result};
+
+/// A compiled filter, ready for seccomp(SECCOMP_SET_MODE_FILTER).
+#[derive(Debug, Clone)]
+pub struct Program {
+    /// `struct sock_filter` instructions, 8 bytes each.
+    pub bpf: Vec<u8>,
+    /// SECCOMP_FILTER_FLAG_* for seccomp(2).
+    pub flags: u32,
+    /// A rule uses SCMP_ACT_NOTIFY: the filter yields a listener fd.
+    pub notify: bool,
+}
+
+fn name<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
+}
+
+fn action(a: LinuxSeccompAction, errno: Option<u32>, default_errno: u32) -> ScmpAction {
+    use LinuxSeccompAction as A;
+    match a {
+        A::ScmpActKill | A::ScmpActKillThread => ScmpAction::KillThread,
+        A::ScmpActKillProcess => ScmpAction::KillProcess,
+        A::ScmpActTrap => ScmpAction::Trap,
+        A::ScmpActErrno => ScmpAction::Errno(errno.unwrap_or(default_errno) as i32),
+        A::ScmpActNotify => ScmpAction::Notify,
+        A::ScmpActTrace => ScmpAction::Trace(errno.unwrap_or(default_errno) as u16),
+        A::ScmpActLog => ScmpAction::Log,
+        A::ScmpActAllow => ScmpAction::Allow,
+    }
+}
+
+fn operator(op: LinuxSeccompOperator, value_two: Option<u64>, value: u64) -> (ScmpCompareOp, u64) {
+    use LinuxSeccompOperator as O;
+    match op {
+        O::ScmpCmpNe => (ScmpCompareOp::NotEqual, value),
+        O::ScmpCmpLt => (ScmpCompareOp::Less, value),
+        O::ScmpCmpLe => (ScmpCompareOp::LessOrEqual, value),
+        O::ScmpCmpEq => (ScmpCompareOp::Equal, value),
+        O::ScmpCmpGe => (ScmpCompareOp::GreaterEqual, value),
+        O::ScmpCmpGt => (ScmpCompareOp::Greater, value),
+        // valueTwo is compared with (arg & value).
+        O::ScmpCmpMaskedEq => (ScmpCompareOp::MaskedEqual(value), value_two.unwrap_or(0)),
+    }
+}
+
+const FLAG_TSYNC: u32 = 1;
+const FLAG_LOG: u32 = 2;
+const FLAG_SPEC_ALLOW: u32 = 4;
+const FLAG_NEW_LISTENER: u32 = 8;
+const FLAG_WAIT_KILLABLE_RECV: u32 = 32;
+
+fn lib(e: impl std::fmt::Display, what: impl std::fmt::Display) -> Error {
+    Error::Security(format!("seccomp: {what}: {e}"))
+}
+
+/// Compiles a runtime-spec seccomp profile.
+pub fn compile(s: &LinuxSeccomp) -> Result<Program> {
+    // defaultErrnoRet is for the default action only, and only for actions
+    // that return an errno; rules without errnoRet return EPERM.
+    let eperm = libc::EPERM as u32;
+    if s.default_errno_ret().is_some()
+        && !matches!(
+            s.default_action(),
+            LinuxSeccompAction::ScmpActErrno | LinuxSeccompAction::ScmpActTrace
+        )
+    {
+        return Err(Error::Security(format!(
+            "seccomp: defaultErrnoRet is set but defaultAction {} returns no errno",
+            name(&s.default_action())
+        )));
+    }
+    let default = action(s.default_action(), s.default_errno_ret(), eperm);
+    let mut ctx = ScmpFilterContext::new(default).map_err(|e| lib(e, "new filter"))?;
+    // no_new_privs is the spec's business (process.noNewPrivileges), not libseccomp's.
+    ctx.set_ctl_nnp(false)
+        .map_err(|e| lib(e, "set nnp control"))?;
+    for a in s.architectures().iter().flatten() {
+        let n = name(a);
+        let arch: ScmpArch = n.parse().map_err(|_| {
+            Error::Security(format!(
+                "seccomp: architecture {n} is not known to libseccomp"
+            ))
+        })?;
+        ctx.add_arch(arch)
+            .map_err(|e| lib(e, format!("add architecture {n}")))?;
+    }
+    let mut flags = 0;
+    for f in s.flags().iter().flatten() {
+        flags |= match name(f).as_str() {
+            "SECCOMP_FILTER_FLAG_TSYNC" => FLAG_TSYNC,
+            "SECCOMP_FILTER_FLAG_LOG" => FLAG_LOG,
+            "SECCOMP_FILTER_FLAG_SPEC_ALLOW" => FLAG_SPEC_ALLOW,
+            "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV" => FLAG_WAIT_KILLABLE_RECV,
+            other => {
+                return Err(Error::Security(format!(
+                    "seccomp: unknown filter flag {other}"
+                )));
+            }
+        };
+    }
+    let mut notify = s.default_action() == LinuxSeccompAction::ScmpActNotify;
+    for rule in s.syscalls().iter().flatten() {
+        notify |= rule.action() == LinuxSeccompAction::ScmpActNotify;
+        add_rule(&mut ctx, rule, default, eperm)?;
+    }
+    if notify {
+        if s.listener_path().is_none() {
+            return Err(Error::Security(
+                "seccomp: SCMP_ACT_NOTIFY needs linux.seccomp.listenerPath".into(),
+            ));
+        }
+        flags |= FLAG_NEW_LISTENER;
+    }
+    // Export through a memfd: libseccomp 2.5 has no in-memory export.
+    let fd =
+        nix::sys::memfd::memfd_create(c"ocirun-seccomp", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+            .map_err(|e| Error::Security(format!("seccomp: memfd_create: {e:?}")))?;
+    ctx.export_bpf(&fd).map_err(|e| lib(e, "export BPF"))?;
+    let mut f = std::fs::File::from(fd);
+    f.rewind()
+        .map_err(|e| Error::Security(format!("seccomp: read BPF: {e}")))?;
+    let mut bpf = Vec::new();
+    f.read_to_end(&mut bpf)
+        .map_err(|e| Error::Security(format!("seccomp: read BPF: {e}")))?;
+    Ok(Program { bpf, flags, notify })
+}
+
+fn add_rule(
+    ctx: &mut ScmpFilterContext,
+    rule: &LinuxSyscall,
+    default: ScmpAction,
+    default_errno: u32,
+) -> Result<()> {
+    let act = action(rule.action(), rule.errno_ret(), default_errno);
+    if act == default {
+        return Ok(()); // libseccomp refuses rules that repeat the default
+    }
+    let conds: Vec<ScmpArgCompare> = rule
+        .args()
+        .iter()
+        .flatten()
+        .map(|a| {
+            let (op, datum) = operator(a.op(), a.value_two(), a.value());
+            ScmpArgCompare::new(a.index() as u32, op, datum)
+        })
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    let same_arg_twice = rule
+        .args()
+        .iter()
+        .flatten()
+        .any(|a| !seen.insert(a.index()));
+    for n in rule.names() {
+        // Unknown on this kernel/arch: skipped, as runc does.
+        let Ok(sc) = ScmpSyscall::from_name(n) else {
+            continue;
+        };
+        let r = if conds.is_empty() {
+            ctx.add_rule(act, sc).map(drop)
+        } else if same_arg_twice {
+            // libseccomp cannot AND two conditions on one argument: like runc,
+            // each becomes a rule of its own (OR).
+            conds
+                .iter()
+                .try_for_each(|c| ctx.add_rule_conditional(act, sc, &[*c]).map(drop))
+        } else {
+            ctx.add_rule_conditional(act, sc, &conds).map(drop)
+        };
+        r.map_err(|e| lib(e, format!("rule for {n}")))?;
+    }
+    Ok(())
+}
+
+/// Loads a compiled program into the calling thread; returns the listener
+/// fd when the program asked for one.
+pub fn load(p: &Program) -> Result<Option<OwnedFd>> {
+    crate::sys::seccomp_set_filter(&p.bpf, p.flags)
+        .map_err(|e| Error::Security(format!("seccomp: load filter: {e:?}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn profile(v: serde_json::Value) -> LinuxSeccomp {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn compiles_actions_operators_and_skips_unknown_names() {
+        let p = compile(&profile(serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+            "flags": ["SECCOMP_FILTER_FLAG_LOG"],
+            "syscalls": [
+                {"names": ["mkdir", "mkdirat", "no_such_syscall_here"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13},
+                {"names": ["chmod"], "action": "SCMP_ACT_ERRNO", "args": [{"index": 1, "value": 2048, "valueTwo": 2048, "op": "SCMP_CMP_MASKED_EQ"}]},
+                {"names": ["kill"], "action": "SCMP_ACT_LOG", "args": [{"index": 1, "value": 0, "op": "SCMP_CMP_EQ"}, {"index": 1, "value": 9, "op": "SCMP_CMP_EQ"}]},
+                {"names": ["uname"], "action": "SCMP_ACT_KILL_PROCESS"},
+                {"names": ["getpid"], "action": "SCMP_ACT_ALLOW"}
+            ]
+        })))
+        .unwrap();
+        assert!(!p.bpf.is_empty() && p.bpf.len() % 8 == 0);
+        assert_eq!(p.flags, FLAG_LOG);
+        assert!(!p.notify);
+    }
+
+    #[test]
+    fn default_errno_ret_needs_an_errno_action() {
+        let e = compile(&profile(
+            serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW", "defaultErrnoRet": 1}),
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("defaultErrnoRet"), "{e}");
+        compile(&profile(
+            serde_json::json!({"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 38}),
+        ))
+        .unwrap();
+    }
+
+    #[test]
+    fn notify_needs_a_listener() {
+        let e = compile(&profile(serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]
+        })))
+        .unwrap_err();
+        assert!(e.to_string().contains("listenerPath"), "{e}");
+    }
+
+    #[test]
+    fn unknown_actions_fail_to_parse() {
+        let r: std::result::Result<LinuxSeccomp, _> = serde_json::from_value(serde_json::json!({
+            "defaultAction": "SCMP_ACT_EXPLODE"
+        }));
+        assert!(r.is_err());
+    }
+}
