@@ -218,7 +218,7 @@ mod tests {
             ]
         })))
         .unwrap();
-        assert!(!p.bpf.is_empty() && p.bpf.len() % 8 == 0);
+        assert!(!p.bpf.is_empty() && p.bpf.len().is_multiple_of(8));
         assert_eq!(p.flags, FLAG_LOG);
         assert!(!p.notify);
     }

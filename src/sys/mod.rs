@@ -200,7 +200,11 @@ pub fn lsetxattr(path: &std::ffi::CStr, name: &std::ffi::CStr, value: &[u8]) -> 
 pub fn seccomp_set_filter(bpf: &[u8], flags: u32) -> Result<Option<OwnedFd>, Errno> {
     const SECCOMP_SET_MODE_FILTER: libc::c_uint = 1;
     const FLAG_NEW_LISTENER: u32 = 8;
-    if bpf.is_empty() || bpf.len() % std::mem::size_of::<libc::sock_filter>() != 0 {
+    if bpf.is_empty()
+        || !bpf
+            .len()
+            .is_multiple_of(std::mem::size_of::<libc::sock_filter>())
+    {
         return Err(Errno::EINVAL);
     }
     // Copy into properly aligned instructions.
