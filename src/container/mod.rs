@@ -57,7 +57,7 @@ fn create_locked(g: &Global, o: &CreateOpts, detached: bool) -> Result<Created> 
     let seccomp = linux
         .seccomp()
         .as_ref()
-        .map(crate::security::seccomp::compile)
+        .map(|s| crate::security::seccomp::compile_cached(s, &g.root))
         .transpose()?;
     let dir = StateDir::create(&g.root, &o.id)?;
     let mut saved = Saved {

@@ -188,6 +188,43 @@ fn add_rule(
     Ok(())
 }
 
+/// `compile`, with the result cached in `<state root>/.cache/seccomp/`,
+/// keyed by the SHA-256 of the profile (and the libseccomp and ocirun
+/// versions): a large profile is compiled once, later containers read ~2 KiB.
+pub fn compile_cached(s: &LinuxSeccomp, state_root: &std::path::Path) -> Result<Program> {
+    use sha2::Digest as _;
+    let v = libseccomp::ScmpVersion::current()
+        .map(|v| format!("{}.{}.{}", v.major, v.minor, v.micro))
+        .unwrap_or_default();
+    let mut h = sha2::Sha256::new();
+    h.update(serde_json::to_vec(s).expect("profile serialises"));
+    h.update(v.as_bytes());
+    h.update(env!("CARGO_PKG_VERSION").as_bytes());
+    let key = crate::image::blob::hex(&h.finalize());
+    let dir = state_root.join(".cache/seccomp");
+    let path = dir.join(format!("{key}.bpf"));
+    if let Ok(data) = std::fs::read(&path)
+        && data.len() > 5
+    {
+        let flags = u32::from_le_bytes([data[0], data[1], data[2], data[3]]);
+        return Ok(Program {
+            bpf: data[5..].to_vec(),
+            flags,
+            notify: data[4] == 1,
+        });
+    }
+    let p = compile(s)?;
+    // Best effort: a cache that cannot be written only costs time.
+    let mut data = p.flags.to_le_bytes().to_vec();
+    data.push(p.notify as u8);
+    data.extend_from_slice(&p.bpf);
+    let tmp = dir.join(format!(".{key}.{}", std::process::id()));
+    if std::fs::create_dir_all(&dir).is_ok() && std::fs::write(&tmp, &data).is_ok() {
+        let _ = std::fs::rename(&tmp, &path);
+    }
+    Ok(p)
+}
+
 /// Loads a compiled program into the calling thread; returns the listener
 /// fd when the program asked for one.
 pub fn load(p: &Program) -> Result<Option<OwnedFd>> {
@@ -234,6 +271,27 @@ mod tests {
             serde_json::json!({"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 38}),
         ))
         .unwrap();
+    }
+
+    #[test]
+    fn cached_programs_equal_fresh_ones() {
+        let prof = profile(serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO"}]
+        }));
+        let root =
+            std::env::temp_dir().join(format!("ocirun-seccomp-cache-{}", std::process::id()));
+        let a = compile_cached(&prof, &root).unwrap();
+        let b = compile_cached(&prof, &root).unwrap();
+        assert_eq!(a.bpf, b.bpf);
+        assert_eq!(a.flags, b.flags);
+        assert_eq!(
+            std::fs::read_dir(root.join(".cache/seccomp"))
+                .unwrap()
+                .count(),
+            1
+        );
+        let _ = std::fs::remove_dir_all(&root);
     }
 
     #[test]
