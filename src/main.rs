@@ -64,6 +64,10 @@ fn dispatch(cli: Cli) -> ocirun::Result<i32> {
                 0
             })
         }
+        Command::Features => ocirun::spec::features().map(|v| {
+            println!("{}", serde_json::to_string_pretty(&v).expect("serialises"));
+            0
+        }),
         Command::Spec { bundle, rootless } => {
             container::write_spec(&bundle.unwrap_or_else(|| ".".into()), rootless).map(|()| 0)
         }

@@ -111,6 +111,8 @@ pub enum Command {
     /// Look at OCI images
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Print what this build of ocirun supports (runtime spec features.json)
+    Features,
     /// Write a default config.json
     Spec {
         /// Directory to write config.json into

@@ -82,6 +82,24 @@ pub fn propagation(word: &str) -> Option<MsFlags> {
     })
 }
 
+/// Every option word this parser understands, for `ocirun features`.
+pub fn known_words() -> Vec<&'static str> {
+    let mut v: Vec<&str> = FLAGS.iter().map(|(w, _, _)| *w).collect();
+    v.extend([
+        "private",
+        "shared",
+        "slave",
+        "unbindable",
+        "rprivate",
+        "rshared",
+        "rslave",
+        "runbindable",
+        "tmpcopyup",
+    ]);
+    v.sort_unstable();
+    v
+}
+
 pub fn parse(options: &[String]) -> Result<Parsed> {
     let mut p = Parsed::default();
     let mut data: Vec<&str> = Vec::new();
