@@ -168,3 +168,29 @@ fn bad_process_fails_create_and_leaves_nothing() {
     let o = c.create();
     assert_failed_cleanly(&c, &o, before, &["/no/such/binary"]);
 }
+
+#[test]
+fn a_fake_dev_null_is_never_used_for_masking() {
+    // The bundle binds its own /dev, where "null" is a plain file.
+    let mut c = Ctr::new("fakenull", &["true"]);
+    let dev = c.dir.join("fakedev");
+    std::fs::create_dir_all(&dev).unwrap();
+    std::fs::write(dev.join("null"), "not the null device").unwrap();
+    let mounts = c.config["mounts"].as_array_mut().unwrap();
+    mounts.retain(|m| !m["destination"].as_str().unwrap().starts_with("/dev"));
+    mounts
+        .push(json!({"destination": "/dev", "type": "bind", "source": dev, "options": ["rbind"]}));
+    let before = mount_count();
+    let o = c.create();
+    let out = c.output();
+    if runtime_name() == "ocirun" {
+        assert!(!o.status.success(), "created with a fake /dev/null");
+        assert!(out.contains("/dev/null"), "{out}");
+        assert_failed_cleanly(&c, &o, before, &["/dev/null"]);
+    }
+    // Whatever the runtime did, the file was not mounted over anything.
+    assert_eq!(
+        std::fs::read_to_string(dev.join("null")).unwrap(),
+        "not the null device"
+    );
+}

@@ -93,6 +93,17 @@ pub(super) fn run(s: &Spawn, cgroupns: bool, userns: bool, ch: &Channel) -> Resu
     if early_cd.is_err() {
         chdir(cwd).ctx(Error::Process, || format!("chdir to cwd {}", cwd.display()))?;
     }
+    // The cwd must be inside the container's root (the CVE-2024-21626 class:
+    // a directory fd leaked from the runtime would make it "(unreachable)").
+    match nix::unistd::getcwd() {
+        Ok(p) if p.is_absolute() => {}
+        other => {
+            return Err(Error::Process(format!(
+                "cwd {} is not inside the container root: {other:?}",
+                cwd.display()
+            )));
+        }
+    }
     security::apply_caps(caps)?;
     if nnp {
         security::no_new_privs()?;

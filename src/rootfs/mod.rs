@@ -727,11 +727,11 @@ pub fn finalize(spec: &Spec) -> Result<()> {
     {
         readonly_path(path)?;
     }
-    for path in linux
-        .and_then(|l| l.masked_paths().as_ref())
-        .into_iter()
-        .flatten()
-    {
+    let masked = linux.and_then(|l| l.masked_paths().as_ref());
+    if masked.is_some_and(|m| !m.is_empty()) {
+        check_dev_null()?;
+    }
+    for path in masked.into_iter().flatten() {
         mask_path(path)?;
     }
     if spec
@@ -759,6 +759,19 @@ fn readonly_path(path: &str) -> Result<()> {
     }
     remount_bind(path, MsFlags::MS_RDONLY | MsFlags::MS_REC)
         .ctx(Error::Rootfs, || format!("remount readonly path {path}"))
+}
+
+/// Masking binds /dev/null over paths: it must be the real null device, not
+/// a file or another device the rootfs put there (the CVE-2025-31133 class).
+fn check_dev_null() -> Result<()> {
+    let st = nix::sys::stat::lstat("/dev/null").ctx(Error::Rootfs, || "stat /dev/null")?;
+    let is_chr = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFCHR;
+    if !is_chr || st.st_rdev != libc::makedev(1, 3) {
+        return Err(Error::Rootfs(
+            "refusing to mask paths with /dev/null: it is not the 1:3 character device".into(),
+        ));
+    }
+    Ok(())
 }
 
 fn mask_path(path: &str) -> Result<()> {
