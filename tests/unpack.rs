@@ -224,6 +224,25 @@ fn layout(
     l
 }
 
+fn json_at(p: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+}
+
+/// Where a blob of the layout lives.
+fn blob_path(l: &Path, digest: &str) -> PathBuf {
+    l.join("blobs/sha256")
+        .join(digest.trim_start_matches("sha256:"))
+}
+
+/// The first manifest named by the layout's index.json.
+fn first_manifest(l: &Path) -> Value {
+    let idx = json_at(&l.join("index.json"));
+    json_at(&blob_path(
+        l,
+        idx["manifests"][0]["digest"].as_str().unwrap(),
+    ))
+}
+
 fn unpack(image: &str, bundle: &Path, extra: &[&str]) -> Output {
     Command::new(bin())
         .arg("unpack")
@@ -600,20 +619,8 @@ fn digest_and_diff_id_mismatches_leave_nothing() {
         &[],
     );
     // Tamper with the layer blob (keep its size).
-    let man: Value = serde_json::from_slice(&std::fs::read(l.join("index.json")).unwrap()).unwrap();
-    let md = man["manifests"][0]["digest"]
-        .as_str()
-        .unwrap()
-        .trim_start_matches("sha256:")
-        .to_string();
-    let m: Value =
-        serde_json::from_slice(&std::fs::read(l.join("blobs/sha256").join(&md)).unwrap()).unwrap();
-    let ld = m["layers"][0]["digest"]
-        .as_str()
-        .unwrap()
-        .trim_start_matches("sha256:")
-        .to_string();
-    let p = l.join("blobs/sha256").join(&ld);
+    let m = first_manifest(&l);
+    let p = blob_path(&l, m["layers"][0]["digest"].as_str().unwrap());
     let mut data = std::fs::read(&p).unwrap();
     let n = data.len();
     data[n - 5] ^= 0xff;
@@ -646,21 +653,8 @@ fn digest_and_diff_id_mismatches_leave_nothing() {
         json!({}),
         &[],
     );
-    let idx: Value = serde_json::from_slice(&std::fs::read(l.join("index.json")).unwrap()).unwrap();
-    let md = idx["manifests"][0]["digest"]
-        .as_str()
-        .unwrap()
-        .trim_start_matches("sha256:")
-        .to_string();
-    let mut m: Value =
-        serde_json::from_slice(&std::fs::read(l.join("blobs/sha256").join(&md)).unwrap()).unwrap();
-    let cd = m["config"]["digest"]
-        .as_str()
-        .unwrap()
-        .trim_start_matches("sha256:")
-        .to_string();
-    let mut cfg: Value =
-        serde_json::from_slice(&std::fs::read(l.join("blobs/sha256").join(&cd)).unwrap()).unwrap();
+    let mut m = first_manifest(&l);
+    let mut cfg = json_at(&blob_path(&l, m["config"]["digest"].as_str().unwrap()));
     cfg["rootfs"]["diff_ids"][0] = json!(format!("sha256:{}", "0".repeat(64)));
     let cb = serde_json::to_vec(&cfg).unwrap();
     let ncd = hexd(&cb);
@@ -720,7 +714,7 @@ fn platforms_and_references() {
     assert!(!b.exists());
     // A tag and a digest as REF.
     unpack_ok(&format!("{ls}:arm64"), &t.0.join("b2"));
-    let idx: Value = serde_json::from_slice(&std::fs::read(l.join("index.json")).unwrap()).unwrap();
+    let idx = json_at(&l.join("index.json"));
     let dg = idx["manifests"][2]["digest"].as_str().unwrap();
     let o = Command::new(bin())
         .args([
@@ -864,14 +858,7 @@ fn unsupported_layer_media_type_and_missing_blob_are_clear_errors() {
         &[],
     );
     // Rewrite the manifest's layer media type to something we do not read.
-    let idx: Value = serde_json::from_slice(&std::fs::read(l.join("index.json")).unwrap()).unwrap();
-    let md = idx["manifests"][0]["digest"]
-        .as_str()
-        .unwrap()
-        .trim_start_matches("sha256:")
-        .to_string();
-    let mut m: Value =
-        serde_json::from_slice(&std::fs::read(l.join("blobs/sha256").join(&md)).unwrap()).unwrap();
+    let mut m = first_manifest(&l);
     m["layers"][0]["mediaType"] = json!("application/vnd.oci.image.layer.v1.tar+bzip2");
     let mut nd = put_blob(&l, &serde_json::to_vec(&m).unwrap());
     nd["mediaType"] = json!("application/vnd.oci.image.manifest.v1+json");
@@ -897,21 +884,9 @@ fn unsupported_layer_media_type_and_missing_blob_are_clear_errors() {
         json!({}),
         &[],
     );
-    let idx: Value =
-        serde_json::from_slice(&std::fs::read(l2.join("index.json")).unwrap()).unwrap();
-    let md = idx["manifests"][0]["digest"]
-        .as_str()
-        .unwrap()
-        .trim_start_matches("sha256:")
-        .to_string();
-    let m: Value =
-        serde_json::from_slice(&std::fs::read(l2.join("blobs/sha256").join(&md)).unwrap()).unwrap();
+    let m = first_manifest(&l2);
     let ld = m["layers"][0]["digest"].as_str().unwrap().to_string();
-    std::fs::remove_file(
-        l2.join("blobs/sha256")
-            .join(ld.trim_start_matches("sha256:")),
-    )
-    .unwrap();
+    std::fs::remove_file(blob_path(&l2, &ld)).unwrap();
     let o = unpack(l2.to_str().unwrap(), &t2.0.join("bundle"), &[]);
     assert!(!o.status.success());
     assert!(
