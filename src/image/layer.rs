@@ -424,15 +424,7 @@ impl Applier {
                             .map_err(img(|| format!("set xattr {k:?} on {}", shown())))?;
                     }
                 }
-                let t = TimeSpec::new(meta.mtime, 0);
-                utimensat(
-                    &pfd,
-                    name.as_os_str(),
-                    &t,
-                    &t,
-                    UtimensatFlags::NoFollowSymlink,
-                )
-                .map_err(img(|| format!("set times of {}", shown())))?;
+                set_times_at(&pfd, &name, meta.mtime, &shown)?;
             }
             EntryType::Link => {
                 let target_raw = entry
@@ -475,15 +467,7 @@ impl Applier {
                     fchmodat(&pfd, name.as_os_str(), mode, FchmodatFlags::FollowSymlink)
                         .map_err(img(|| format!("chmod {}", shown())))?;
                 }
-                let t = TimeSpec::new(meta.mtime, 0);
-                utimensat(
-                    &pfd,
-                    name.as_os_str(),
-                    &t,
-                    &t,
-                    UtimensatFlags::NoFollowSymlink,
-                )
-                .map_err(img(|| format!("set times of {}", shown())))?;
+                set_times_at(&pfd, &name, meta.mtime, &shown)?;
             }
             other => {
                 return Err(Error::Image(format!(
@@ -584,18 +568,17 @@ impl Applier {
                 FchmodatFlags::FollowSymlink,
             )
             .map_err(img(|| format!("chmod /{}", p.display())))?;
-            let t = TimeSpec::new(mtime, 0);
-            utimensat(
-                &pfd,
-                name.as_os_str(),
-                &t,
-                &t,
-                UtimensatFlags::NoFollowSymlink,
-            )
-            .map_err(img(|| format!("set times of /{}", p.display())))?;
+            set_times_at(&pfd, &name, mtime, &|| format!("/{}", p.display()))?;
         }
         Ok(())
     }
+}
+
+/// Sets atime and mtime of `dir/name` without following a symlink.
+fn set_times_at(dir: &OwnedFd, name: &OsStr, mtime: i64, shown: &dyn Fn() -> String) -> Result<()> {
+    let t = TimeSpec::new(mtime, 0);
+    utimensat(dir, name, &t, &t, UtimensatFlags::NoFollowSymlink)
+        .map_err(img(|| format!("set times of {}", shown())))
 }
 
 fn fd_child_path(dir: &OwnedFd, name: &OsStr) -> CString {
