@@ -66,13 +66,6 @@ pub fn debug(msg: impl FnOnce() -> String) {
     }
 }
 
-pub fn warn(msg: &str) {
-    log("warning", msg);
-    if LOGGER.get().is_none_or(|l| l.file.is_none()) {
-        eprintln!("warning: {msg}");
-    }
-}
-
 fn format_record(format: Format, level: &str, msg: &str, now: SystemTime) -> String {
     let time = rfc3339(now);
     match format {

@@ -106,6 +106,7 @@ fn create_locked(g: &Global, o: &CreateOpts, detached: bool) -> Result<Created> 
             seccomp: seccomp.clone(),
             seccomp_listener,
         })?;
+        crate::logging::debug(|| format!("container {} init is pid {pid}", o.id));
         saved.pid = pid.as_raw();
         saved.pid_start = state::process_start_time(pid).ok_or_else(|| {
             Error::Container(format!("container init {pid} died right after setup"))

@@ -140,7 +140,7 @@ pub fn spawn(s: Spawn) -> Result<Pid> {
         }
         Forked::Parent(pid) => {
             drop(child);
-            let r = drive(&s, &plan, &parent, pid, two_stage);
+            let r = drive(&s, &parent, pid, two_stage);
             if r.is_err() {
                 let _ = kill(pid, Signal::SIGKILL);
                 let _ = waitpid(pid, None);
@@ -151,7 +151,7 @@ pub fn spawn(s: Spawn) -> Result<Pid> {
 }
 
 /// Parent side of the setup conversation.
-fn drive(s: &Spawn, plan: &NsPlan, ch: &Channel, child: Pid, two_stage: bool) -> Result<Pid> {
+fn drive(s: &Spawn, ch: &Channel, child: Pid, two_stage: bool) -> Result<Pid> {
     s.cgroup.apply(child)?;
     ch.send(&Msg::Go)?;
     let mut init = if two_stage { None } else { Some(child) };
@@ -187,7 +187,6 @@ fn drive(s: &Spawn, plan: &NsPlan, ch: &Channel, child: Pid, two_stage: bool) ->
             }
         }
     }
-    let _ = plan;
     if two_stage {
         // The intermediate child exits once it has forked the init.
         match waitpid(child, None) {

@@ -206,6 +206,7 @@ pub fn compile_cached(s: &LinuxSeccomp, state_root: &std::path::Path) -> Result<
     if let Ok(data) = std::fs::read(&path)
         && data.len() > 5
     {
+        crate::logging::debug(|| format!("seccomp: cached program {}", path.display()));
         let flags = u32::from_le_bytes([data[0], data[1], data[2], data[3]]);
         return Ok(Program {
             bpf: data[5..].to_vec(),

@@ -110,19 +110,6 @@ pub fn set_winsize(fd: BorrowedFd<'_>, rows: u16, cols: u16) -> Result<(), Errno
     Errno::result(ret).map(drop)
 }
 
-/// Reads a terminal's window size.
-pub fn get_winsize(fd: BorrowedFd<'_>) -> Result<(u16, u16), Errno> {
-    let mut ws = libc::winsize {
-        ws_row: 0,
-        ws_col: 0,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCGWINSZ writes one winsize struct into memory we own.
-    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) };
-    Errno::result(ret).map(|_| (ws.ws_row, ws.ws_col))
-}
-
 /// Resets every signal disposition to its default and unblocks all signals:
 /// the container process must not inherit what ocirun set for itself (Rust
 /// ignores SIGPIPE, `run` blocks the signals it forwards).
@@ -147,13 +134,6 @@ pub fn reset_signals() -> Result<(), Errno> {
 pub fn default_sigpipe() {
     // SAFETY: installing SIG_DFL runs no code of ours in a signal context.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
-}
-
-/// `personality(2)`.
-pub fn set_personality(persona: libc::c_ulong) -> Result<(), Errno> {
-    // SAFETY: plain integer argument.
-    let ret = unsafe { libc::personality(persona) };
-    Errno::result(ret).map(drop)
 }
 
 /// `_exit(2)`: leaves a forked child without running exit handlers or
