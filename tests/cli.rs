@@ -244,3 +244,23 @@ fn crashed_create_is_cleaned_by_delete_force() {
         assert!(!Path::new(d).exists(), "cgroup {d} left");
     }
 }
+
+#[test]
+fn a_symlinked_rootfs_path_is_followed() {
+    // runc 1.1 refuses this ("not an absolute path, or a symlink"); ocirun
+    // resolves the path once and works on the real directory.
+    let t = tmp("rootlink");
+    let b = bundle(&t.0, &["echo", "ok"]);
+    std::fs::rename(b.join("rootfs"), b.join("real-rootfs")).unwrap();
+    std::os::unix::fs::symlink("real-rootfs", b.join("rootfs")).unwrap();
+    let o = Command::new(bin())
+        .arg("--root")
+        .arg(t.0.join("state"))
+        .args(["run", "--bundle"])
+        .arg(&b)
+        .arg("rl")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "ok\n");
+}

@@ -448,12 +448,3 @@ fn cgroup_mount_shows_the_container_cgroup_with_and_without_cgroupns() {
         );
     }
 }
-
-#[test]
-fn a_symlinked_rootfs_path_is_followed() {
-    let mut c = Ctr::new("rootlink", &["sh", "-c", "echo ok"]);
-    std::fs::rename(c.rootfs(), c.dir.join("real-rootfs")).unwrap();
-    std::os::unix::fs::symlink("real-rootfs", c.rootfs()).unwrap();
-    c.config["root"]["path"] = json!("rootfs");
-    assert_eq!(c.run_ok(), "ok\n");
-}

@@ -39,8 +39,9 @@ pub fn load(bundle: &Path) -> Result<Bundle> {
         .root()
         .as_ref()
         .ok_or_else(|| Error::Spec(format!("{}: root is missing", path.display())))?;
-    // The rootfs path may be or contain symlinks (runc resolves them too):
-    // everything later works on the real directory.
+    // The rootfs path may be or contain symlinks (runc 1.1 refuses a
+    // symlinked rootfs; we resolve it once): everything later works on the
+    // real directory.
     let named = dir.join(root.path());
     let rootfs = std::fs::canonicalize(&named).map_err(|e| {
         Error::Spec(format!(
