@@ -5,6 +5,7 @@ pub mod cgroups;
 pub mod cli;
 pub mod container;
 pub mod error;
+pub mod hooks;
 pub mod image;
 pub mod logging;
 pub mod process;

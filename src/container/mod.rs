@@ -66,6 +66,7 @@ fn create_locked(g: &Global, o: &CreateOpts, detached: bool) -> Result<Created> 
         rootfs: bundle.rootfs.clone(),
         created: crate::logging::rfc3339(SystemTime::now()),
         annotations: bundle.spec.annotations().clone().unwrap_or_default(),
+        hooks: bundle.spec.hooks().clone(),
         ..Default::default()
     };
     let result = (|| {
@@ -198,7 +199,16 @@ fn start_locked(dir: &StateDir, saved: &Saved) -> Result<()> {
         e => Error::Container(format!("open {}: {e:?}", fifo.display())),
     })?;
     nix::unistd::write(&f, &[0]).ctx(Error::Container, || format!("write {}", fifo.display()))?;
-    std::fs::remove_file(&fifo).ctx(Error::Container, || format!("remove {}", fifo.display()))
+    std::fs::remove_file(&fifo).ctx(Error::Container, || format!("remove {}", fifo.display()))?;
+    let state = crate::hooks::state_json(
+        &saved.id,
+        "running",
+        saved.pid,
+        &saved.bundle,
+        &saved.annotations,
+    );
+    crate::hooks::run_logged(saved.hooks.as_ref(), crate::hooks::Kind::Poststart, &state);
+    Ok(())
 }
 
 /// `state` output: the runtime spec's state plus runc's extra fields.
@@ -334,6 +344,9 @@ fn destroy(dir: StateDir, saved: &Saved) -> Result<()> {
         wait_gone(&fds);
     }
     cg.destroy()?;
+    let state =
+        crate::hooks::state_json(&saved.id, "stopped", 0, &saved.bundle, &saved.annotations);
+    crate::hooks::run_logged(saved.hooks.as_ref(), crate::hooks::Kind::Poststop, &state);
     dir.remove()
 }
 

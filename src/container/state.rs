@@ -34,6 +34,9 @@ pub struct Saved {
     pub cgroups: Vec<Hierarchy>,
     #[serde(default)]
     pub owner: String,
+    /// The spec's hooks: poststart and poststop run from `start` and `delete`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hooks: Option<oci_spec::runtime::Hooks>,
 }
 
 /// Container status as runc reports it.

@@ -18,6 +18,10 @@ pub enum Msg {
     MapsDone,
     /// Intermediate child -> parent: the container init's host pid.
     Pid(i32),
+    /// Init -> parent: mounts are done, run the prestart and createRuntime hooks.
+    RuntimeHooks,
+    /// Parent -> init: those hooks succeeded.
+    HooksDone,
     /// Init -> parent: set up and waiting for `start`.
     Ready,
     /// Child -> parent: setup failed.

@@ -30,15 +30,31 @@ pub(super) fn run(s: &Spawn, cgroupns: bool, userns: bool, ch: &Channel) -> Resu
         .and_then(|p| p.to_str()?.parse().ok())
         .unwrap_or(0);
 
-    rootfs::prepare(&rootfs::Plan {
-        spec,
-        rootfs: &s.bundle.rootfs,
-        bundle: &s.bundle.dir,
-        userns,
-        cgroupns,
-        cgroups: s.cgroup.hierarchies(),
-        no_pivot: s.no_pivot,
-    })?;
+    let hooks = spec.hooks().as_ref();
+    let annotations = spec.annotations().clone().unwrap_or_default();
+    let state = |status: &str| {
+        crate::hooks::state_json(s.id, status, host_pid, &s.bundle.dir, &annotations)
+    };
+    rootfs::prepare(
+        &rootfs::Plan {
+            spec,
+            rootfs: &s.bundle.rootfs,
+            bundle: &s.bundle.dir,
+            userns,
+            cgroupns,
+            cgroups: s.cgroup.hierarchies(),
+            no_pivot: s.no_pivot,
+        },
+        &mut || {
+            use crate::hooks::Kind;
+            if crate::hooks::any(hooks, &[Kind::Prestart, Kind::CreateRuntime]) {
+                ch.send(&Msg::RuntimeHooks)?;
+                ch.expect(Msg::HooksDone)?;
+            }
+            // In the container's namespaces, before pivot_root.
+            crate::hooks::run(hooks, Kind::CreateContainer, &state("creating"))
+        },
+    )?;
 
     if let Some(h) = spec.hostname().as_deref().filter(|h| !h.is_empty()) {
         nix::unistd::sethostname(h).ctx(Error::Process, || format!("sethostname {h:?}"))?;
@@ -122,6 +138,8 @@ pub(super) fn run(s: &Spawn, cgroupns: bool, userns: bool, ch: &Channel) -> Resu
             Err(e) => return Err(Error::Process(format!("read the exec fifo: {e:?}"))),
         }
     }
+    // In the container, after `start`, before the process runs.
+    crate::hooks::run(hooks, crate::hooks::Kind::StartContainer, &state("created"))?;
     crate::sys::cloexec_from(3 + s.preserve_fds)
         .ctx(Error::Process, || "mark fds close-on-exec")?;
     crate::sys::reset_signals().ctx(Error::Process, || "reset signal dispositions")?;

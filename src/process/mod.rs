@@ -133,8 +133,12 @@ pub fn spawn(s: Spawn) -> Result<Pid> {
             } else {
                 direct_child(&s, &plan, &child)
             };
-            if let Err(e) = r {
-                let _ = child.send(&Msg::Error(e.to_string()));
+            if let Err(e) = r
+                && child.send(&Msg::Error(e.to_string())).is_err()
+            {
+                // Nobody listens any more (a startContainer hook after
+                // `create` returned): the container's stderr is all we have.
+                eprintln!("ocirun: {e}");
             }
             sys::exit_now(1);
         }
@@ -173,6 +177,28 @@ fn drive(s: &Spawn, ch: &Channel, child: Pid, two_stage: bool) -> Result<Pid> {
                 ch.send(&Msg::MapsDone)?;
             }
             Msg::Pid(p) => init = Some(Pid::from_raw(p)),
+            Msg::RuntimeHooks => {
+                let b = s.bundle;
+                let state = crate::hooks::state_json(
+                    s.id,
+                    "creating",
+                    init.unwrap_or(child).as_raw(),
+                    &b.dir,
+                    &b.spec.annotations().clone().unwrap_or_default(),
+                );
+                let hooks = b.spec.hooks().as_ref();
+                let r =
+                    crate::hooks::run(hooks, crate::hooks::Kind::Prestart, &state).and_then(|()| {
+                        crate::hooks::run(hooks, crate::hooks::Kind::CreateRuntime, &state)
+                    });
+                match r {
+                    Ok(()) => ch.send(&Msg::HooksDone)?,
+                    Err(e) => {
+                        let _ = ch.send(&Msg::Error(e.to_string()));
+                        return Err(e);
+                    }
+                }
+            }
             Msg::Ready => break,
             Msg::Error(e) => {
                 if let Some(p) = init.filter(|p| *p != child) {

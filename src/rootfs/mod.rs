@@ -62,8 +62,9 @@ fn mnt<P: ?Sized + nix::NixPath>(
     mount(src, target, fstype, flags, data)
 }
 
-/// Steps before and including pivot_root, in spec order.
-pub fn prepare(p: &Plan) -> Result<()> {
+/// Steps before and including pivot_root, in spec order. `before_pivot` runs
+/// once the mounts and devices are in place (the create hooks' moment).
+pub fn prepare(p: &Plan, before_pivot: &mut dyn FnMut() -> Result<()>) -> Result<()> {
     let rootfs = p.rootfs;
     let prop = match p
         .spec
@@ -113,6 +114,7 @@ pub fn prepare(p: &Plan) -> Result<()> {
             })?;
     }
     drop(root);
+    before_pivot()?;
     if p.no_pivot {
         move_root(rootfs)?;
     } else {

@@ -140,23 +140,6 @@ pub fn validate(spec: &Spec) -> Result<()> {
             "linux.timeOffsets need a new time namespace".into(),
         ));
     }
-    if let Some(hooks) = spec.hooks() {
-        let any = [
-            hooks.prestart(),
-            hooks.create_runtime(),
-            hooks.create_container(),
-            hooks.start_container(),
-            hooks.poststart(),
-            hooks.poststop(),
-        ]
-        .iter()
-        .any(|h| h.as_ref().is_some_and(|v| !v.is_empty()));
-        if any {
-            return Err(Error::Spec(
-                "hooks are not supported by this version of ocirun".into(),
-            ));
-        }
-    }
     for (key, _) in linux.sysctl().iter().flatten() {
         check_sysctl(key, &|t| has(t))?;
     }
@@ -280,7 +263,7 @@ pub fn features() -> Result<serde_json::Value> {
     let v = serde_json::json!({
         "ociVersionMin": "1.0.0",
         "ociVersionMax": "1.3.0",
-        "hooks": [],
+        "hooks": ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"],
         "mountOptions": options::known_words(),
         "linux": {
             "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "time", "user", "uts"],

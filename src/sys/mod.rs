@@ -218,3 +218,10 @@ pub fn seccomp_set_filter(bpf: &[u8], flags: u32) -> Result<Option<OwnedFd>, Err
     }
     Ok(None)
 }
+
+/// Ignores SIGPIPE, so a write to a pipe whose reader is gone fails with
+/// EPIPE instead of killing us (a hook need not read its stdin).
+pub fn ignore_sigpipe() {
+    // SAFETY: installing SIG_IGN runs no code of ours in a signal context.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+}

@@ -1,0 +1,146 @@
+//! The six hook kinds of the runtime spec: each hook runs with its path,
+//! args and env, the container state JSON on stdin, and its timeout;
+//! a failing createRuntime/createContainer/startContainer (or prestart) hook
+//! fails the container, a failing poststart/poststop hook is logged.
+
+use std::io::Write;
+use std::os::fd::AsFd;
+use std::process::{Command, Stdio};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::unistd::Pid;
+use oci_spec::runtime::{Hook, Hooks};
+
+use crate::error::{Error, Result};
+
+/// The state a hook reads on stdin.
+pub fn state_json(
+    id: &str,
+    status: &str,
+    pid: i32,
+    bundle: &std::path::Path,
+    annotations: &std::collections::HashMap<String, String>,
+) -> String {
+    serde_json::json!({
+        "ociVersion": crate::spec::OCI_VERSION,
+        "id": id,
+        "status": status,
+        "pid": pid,
+        "bundle": bundle,
+        "annotations": annotations,
+    })
+    .to_string()
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Prestart,
+    CreateRuntime,
+    CreateContainer,
+    StartContainer,
+    Poststart,
+    Poststop,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Prestart => "prestart",
+            Kind::CreateRuntime => "createRuntime",
+            Kind::CreateContainer => "createContainer",
+            Kind::StartContainer => "startContainer",
+            Kind::Poststart => "poststart",
+            Kind::Poststop => "poststop",
+        }
+    }
+
+    pub fn of(self, h: &Hooks) -> &[Hook] {
+        let v = match self {
+            Kind::Prestart => h.prestart(),
+            Kind::CreateRuntime => h.create_runtime(),
+            Kind::CreateContainer => h.create_container(),
+            Kind::StartContainer => h.start_container(),
+            Kind::Poststart => h.poststart(),
+            Kind::Poststop => h.poststop(),
+        };
+        v.as_deref().unwrap_or_default()
+    }
+}
+
+/// Whether `hooks` has any hook of these kinds.
+pub fn any(hooks: Option<&Hooks>, kinds: &[Kind]) -> bool {
+    hooks.is_some_and(|h| kinds.iter().any(|k| !k.of(h).is_empty()))
+}
+
+/// Runs every hook of `kind` in order; the first failure is returned.
+pub fn run(hooks: Option<&Hooks>, kind: Kind, state: &str) -> Result<()> {
+    let Some(h) = hooks else { return Ok(()) };
+    for (i, hook) in kind.of(h).iter().enumerate() {
+        run_one(hook, state).map_err(|e| {
+            Error::Process(format!(
+                "{} hook {i} ({}): {e}",
+                kind.name(),
+                hook.path().display()
+            ))
+        })?;
+    }
+    Ok(())
+}
+
+/// Runs the hooks of `kind`, logging failures instead of returning them.
+pub fn run_logged(hooks: Option<&Hooks>, kind: Kind, state: &str) {
+    if let Err(e) = run(hooks, kind, state) {
+        crate::logging::log("warning", &e.to_string());
+        eprintln!("ocirun: warning: {e}");
+    }
+}
+
+fn run_one(hook: &Hook, state: &str) -> std::result::Result<(), String> {
+    let mut cmd = Command::new(hook.path());
+    if let Some(args) = hook.args().as_ref().filter(|a| !a.is_empty()) {
+        std::os::unix::process::CommandExt::arg0(&mut cmd, &args[0]);
+        cmd.args(&args[1..]);
+    }
+    cmd.env_clear();
+    for kv in hook.env().iter().flatten() {
+        if let Some((k, v)) = kv.split_once('=') {
+            cmd.env(k, v);
+        }
+    }
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    let mut child = cmd.spawn().map_err(|e| format!("start: {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A hook that does not read its stdin is not an error.
+        crate::sys::ignore_sigpipe();
+        let _ = stdin.write_all(state.as_bytes());
+    }
+    let timeout = hook.timeout().filter(|t| *t > 0);
+    if let Some(secs) = timeout {
+        let pidfd = crate::sys::pidfd_open(Pid::from_raw(child.id() as i32))
+            .map_err(|e| format!("pidfd: {e:?}"))?;
+        let ms = (secs as u64).saturating_mul(1000).min(i32::MAX as u64) as i32;
+        let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+        let ready = loop {
+            match poll(
+                &mut fds,
+                PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+            ) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                r => break r.unwrap_or(0),
+            }
+        };
+        if ready == 0 {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("timed out after {secs}s"));
+        }
+    }
+    let st = child.wait().map_err(|e| format!("wait: {e}"))?;
+    if st.success() {
+        Ok(())
+    } else {
+        Err(format!("exited with {st}"))
+    }
+}
