@@ -39,6 +39,7 @@ fn dispatch(cli: Cli) -> ocirun::Result<i32> {
                 keep: r.keep,
             },
         ),
+        Command::Exec(a) => container::exec(&g, &a),
         Command::List { format, quiet } => container::list(&g, format == ListFormat::Json, quiet)
             .map(|s| {
                 print!("{s}");

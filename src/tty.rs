@@ -36,6 +36,16 @@ pub fn send_fd(socket: &impl AsFd, name: &str, fd: &impl AsFd) -> Result<()> {
 /// /dev/console, hands the master to the console socket and makes the slave
 /// our stdio and controlling terminal. The caller has already called setsid.
 pub fn setup_console(socket: &OwnedFd, size: Option<&ConsoleSize>) -> Result<()> {
+    open_console(socket, size, true)
+}
+
+/// As `setup_console`, for a process exec'd into a running container: its
+/// /dev/console is the init's and stays so.
+pub fn setup_console_exec(socket: &OwnedFd, size: Option<&ConsoleSize>) -> Result<()> {
+    open_console(socket, size, false)
+}
+
+fn open_console(socket: &OwnedFd, size: Option<&ConsoleSize>, bind: bool) -> Result<()> {
     let master = posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
         .ctx(Error::Process, || "open /dev/ptmx in the container")?;
     grantpt(&master).ctx(Error::Process, || "grantpt")?;
@@ -53,7 +63,9 @@ pub fn setup_console(socket: &OwnedFd, size: Option<&ConsoleSize>) -> Result<()>
                 format!("set console size {}x{}", s.width(), s.height())
             })?;
     }
-    bind_console(&name)?;
+    if bind {
+        bind_console(&name)?;
+    }
     send_fd(socket, "/dev/ptmx", &master)?;
     drop(master);
     crate::sys::set_controlling_tty(slave.as_fd()).ctx(Error::Process, || {

@@ -167,6 +167,18 @@ fn ctr_run_with_ocirun_as_the_runc_binary() {
     ]);
     let ls = c.ctr_ok(&["task", "ls"]);
     assert!(ls.contains("bg") && ls.contains("RUNNING"), "{ls}");
+    // exec through the shim (`ocirun exec --process FILE --detach ...`).
+    let out = c.ctr_ok(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "e1",
+        "bg",
+        "sh",
+        "-c",
+        "echo in-exec; id -u",
+    ]);
+    assert_eq!(out, "in-exec\n1000\n");
     c.ctr_ok(&["task", "kill", "-s", "KILL", "bg"]);
     let t0 = Instant::now();
     while !c.ctr_ok(&["task", "ls"]).contains("STOPPED") {

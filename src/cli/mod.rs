@@ -88,6 +88,8 @@ pub enum Command {
     },
     /// Create and start a container; without --detach wait for it and return its exit status
     Run(RunArgs),
+    /// Run a new process in a running container
+    Exec(ExecArgs),
     /// List containers under --root
     #[command(visible_alias = "ls")]
     List {
@@ -158,6 +160,50 @@ pub struct CreateArgs {
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub preserve_fds: u32,
     pub id: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ExecArgs {
+    /// A runtime-spec `process` JSON (as containerd and conmon send it)
+    #[arg(short, long, value_name = "FILE")]
+    pub process: Option<PathBuf>,
+    /// Return once the process runs instead of waiting for it
+    #[arg(short, long)]
+    pub detach: bool,
+    #[arg(long, value_name = "FILE")]
+    pub pid_file: Option<PathBuf>,
+    #[arg(long, value_name = "PATH")]
+    pub console_socket: Option<PathBuf>,
+    /// Allocate a pseudo-terminal
+    #[arg(short, long)]
+    pub tty: bool,
+    #[arg(long, value_name = "DIR")]
+    pub cwd: Option<PathBuf>,
+    /// K=V, added to the container's environment
+    #[arg(short, long, value_name = "K=V")]
+    pub env: Vec<String>,
+    /// UID[:GID]
+    #[arg(short, long, value_name = "UID[:GID]")]
+    pub user: Option<String>,
+    #[arg(short = 'g', long, value_name = "GID")]
+    pub additional_gids: Vec<u32>,
+    /// Add a capability (CAP_...)
+    #[arg(short, long, value_name = "CAP")]
+    pub cap: Vec<String>,
+    #[arg(long)]
+    pub no_new_privs: bool,
+    /// Accepted for runc compatibility; AppArmor is not supported
+    #[arg(long, value_name = "PROFILE")]
+    pub apparmor: Option<String>,
+    /// Accepted for runc compatibility; SELinux is not supported
+    #[arg(long, value_name = "LABEL")]
+    pub process_label: Option<String>,
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub preserve_fds: u32,
+    pub id: String,
+    /// The command and its arguments (unless --process is given)
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
 }
 
 #[derive(Args, Debug, Clone)]

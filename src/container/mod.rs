@@ -543,3 +543,146 @@ pub fn write_spec(bundle: &Path, rootless: bool) -> Result<()> {
         .and_then(|()| f.write_all(b"\n"))
         .ctx(Error::Usage, || format!("write {}", path.display()))
 }
+
+/// `exec`: a new process in a created or running container. Returns the
+/// process's exit status (or 0 with --detach).
+pub fn exec(g: &Global, a: &crate::cli::ExecArgs) -> Result<i32> {
+    let dir = StateDir::open(&g.root, &a.id)?;
+    let saved = dir.load()?;
+    match state::status(&dir.path, &saved) {
+        Status::Created | Status::Running => {}
+        s => {
+            return Err(Error::Container(format!(
+                "cannot exec in container {} in status {}",
+                a.id,
+                s.as_str()
+            )));
+        }
+    }
+    let bundle = spec::load(&saved.bundle)?;
+    let process = exec_process(&bundle.spec, a)?;
+    let linux = bundle.spec.linux().as_ref().expect("validated");
+    let seccomp = linux
+        .seccomp()
+        .as_ref()
+        .map(|s| crate::security::seccomp::compile_cached(s, &g.root))
+        .transpose()?;
+    let namespaces: Vec<_> = linux
+        .namespaces()
+        .iter()
+        .flatten()
+        .map(|n| n.typ())
+        .collect();
+    let console = match (process.terminal().unwrap_or(false), &a.console_socket) {
+        (true, Some(path)) => Some(OwnedFd::from(
+            UnixStream::connect(path).ctx(Error::Container, || {
+                format!("connect to console socket {}", path.display())
+            })?,
+        )),
+        (true, None) => {
+            return Err(Error::Container(
+                "a terminal needs --console-socket (ocirun cannot relay a terminal yet)".into(),
+            ));
+        }
+        (false, _) => None,
+    };
+    let cg = cgroups::from_hierarchies(saved.cgroups.clone());
+    let forwarded = forwarded_signals();
+    if !a.detach {
+        nix::sys::prctl::set_child_subreaper(true)
+            .ctx(Error::Container, || "prctl PR_SET_CHILD_SUBREAPER")?;
+        sigprocmask(SigmaskHow::SIG_BLOCK, Some(&forwarded), None)
+            .ctx(Error::Container, || "block signals")?;
+    }
+    let pid = process::exec::spawn(process::exec::ExecSpawn {
+        process: &process,
+        init_pid: Pid::from_raw(saved.pid),
+        namespaces,
+        cgroup: cg.as_ref(),
+        seccomp,
+        console,
+        preserve_fds: a.preserve_fds,
+    })?;
+    if let Some(pf) = &a.pid_file {
+        write_pid_file(pf, pid)?;
+    }
+    drop(dir);
+    if a.detach {
+        return Ok(0);
+    }
+    Ok(wait_forwarding(pid, &forwarded))
+}
+
+/// The process to exec: `--process FILE`, or the container's process with
+/// the command line's changes (as runc builds it).
+fn exec_process(
+    spec: &oci_spec::runtime::Spec,
+    a: &crate::cli::ExecArgs,
+) -> Result<oci_spec::runtime::Process> {
+    if let Some(f) = &a.process {
+        let text = std::fs::read(f).ctx(Error::Usage, || {
+            format!("read process file {}", f.display())
+        })?;
+        let p: oci_spec::runtime::Process = serde_json::from_slice(&text)
+            .map_err(|e| Error::Usage(format!("parse process file {}: {e}", f.display())))?;
+        if p.args().as_ref().is_none_or(|a| a.is_empty()) {
+            return Err(Error::Usage(format!(
+                "process file {}: args is empty",
+                f.display()
+            )));
+        }
+        return Ok(p);
+    }
+    if a.command.is_empty() {
+        return Err(Error::Usage("exec needs a command or --process".into()));
+    }
+    let mut p = spec.process().clone().expect("validated");
+    p.set_args(Some(a.command.clone()));
+    p.set_terminal(Some(a.tty));
+    if let Some(cwd) = &a.cwd {
+        p.set_cwd(cwd.clone());
+    }
+    let mut env = p.env().clone().unwrap_or_default();
+    env.extend(a.env.iter().cloned());
+    p.set_env(Some(env));
+    if let Some(u) = &a.user {
+        let (uid, gid) = match u.split_once(':') {
+            Some((u, g)) => (u, Some(g)),
+            None => (u.as_str(), None),
+        };
+        let num = |s: &str| {
+            s.parse::<u32>()
+                .map_err(|_| Error::Usage(format!("--user {u}: not UID[:GID]")))
+        };
+        let user = p.user_mut();
+        user.set_uid(num(uid)?);
+        if let Some(g) = gid {
+            user.set_gid(num(g)?);
+        }
+    }
+    if !a.additional_gids.is_empty() {
+        p.user_mut()
+            .set_additional_gids(Some(a.additional_gids.clone()));
+    }
+    if !a.cap.is_empty() {
+        let mut caps = p.capabilities().clone().unwrap_or_default();
+        for c in &a.cap {
+            let cap: oci_spec::runtime::Capability =
+                serde_json::from_value(serde_json::json!(c))
+                    .map_err(|_| Error::Usage(format!("unknown capability {c}")))?;
+            let add = |set: &Option<oci_spec::runtime::Capabilities>| {
+                let mut s = set.clone().unwrap_or_default();
+                s.insert(cap);
+                Some(s)
+            };
+            caps.set_bounding(add(caps.bounding()));
+            caps.set_effective(add(caps.effective()));
+            caps.set_permitted(add(caps.permitted()));
+        }
+        p.set_capabilities(Some(caps));
+    }
+    if a.no_new_privs {
+        p.set_no_new_privileges(Some(true));
+    }
+    Ok(p)
+}

@@ -154,12 +154,12 @@ pub(super) fn run(s: &Spawn, cgroupns: bool, userns: bool, ch: &Channel) -> Resu
     )))
 }
 
-fn cstring(s: &str) -> Result<CString> {
+pub(crate) fn cstring(s: &str) -> Result<CString> {
     CString::new(s).map_err(|_| Error::Spec(format!("{s:?} contains a NUL byte")))
 }
 
 /// process.env, plus HOME from the container's /etc/passwd when it is unset.
-fn environment(p: &Process) -> Vec<String> {
+pub(crate) fn environment(p: &Process) -> Vec<String> {
     let mut env = p.env().clone().unwrap_or_default();
     if !env.iter().any(|e| e.starts_with("HOME=")) {
         let home = home_of(p.user().uid()).unwrap_or_else(|| "/".into());
@@ -178,7 +178,7 @@ fn home_of(uid: u32) -> Option<String> {
 
 /// args[0] as exec will find it: a path, or a name looked up in the
 /// container's PATH (from process.env).
-fn find_executable(p: &Process, env: &[String]) -> Result<CString> {
+pub(crate) fn find_executable(p: &Process, env: &[String]) -> Result<CString> {
     let arg0 = p
         .args()
         .as_ref()

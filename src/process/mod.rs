@@ -7,6 +7,7 @@
 //! first, so the other namespaces belong to it) and forks the init.
 
 pub mod channel;
+pub mod exec;
 mod init;
 
 use std::fs;
