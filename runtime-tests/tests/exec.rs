@@ -127,3 +127,58 @@ fn exec_in_a_stopped_container_fails() {
     assert!(!o.status.success());
     assert!(!o.stderr.is_empty());
 }
+
+#[test]
+fn exec_tty_sends_the_pty_master_to_the_console_socket() {
+    use std::io::Read;
+    use std::os::unix::net::UnixListener;
+    let c = running("exec-tty");
+    let sock = c.dir.join("exec-console.sock");
+    let listener = UnixListener::bind(&sock).unwrap();
+    let mut child = c
+        .cmd()
+        .args([
+            "exec",
+            "--tty",
+            "--console-socket",
+            sock.to_str().unwrap(),
+            &c.id,
+            "sh",
+            "-c",
+            "tty; echo done",
+        ])
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let mut conn = None;
+    for _ in 0..500 {
+        if let Ok((s, _)) = listener.accept() {
+            conn = Some(s);
+            break;
+        }
+        if let Some(st) = child.try_wait().unwrap() {
+            // runc 1.1 refuses --console-socket without --detach for exec.
+            assert!(
+                runtime_name() != "ocirun",
+                "exec ended without a console: {st}"
+            );
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let conn = conn.expect("the runtime never connected to the console socket");
+    conn.set_nonblocking(false).unwrap();
+    let (_name, master) = runtime_tests::sys::recv_fd(&conn).unwrap();
+    let mut f = std::fs::File::from(master);
+    let mut out = String::new();
+    let mut chunk = [0u8; 1024];
+    while !out.contains("done") {
+        match f.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.push_str(&String::from_utf8_lossy(&chunk[..n])),
+        }
+    }
+    assert!(child.wait().unwrap().success());
+    assert!(out.contains("/dev/pts/"), "{out:?}");
+}
