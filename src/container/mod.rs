@@ -54,11 +54,7 @@ fn create_locked(g: &Global, o: &CreateOpts, detached: bool) -> Result<Created> 
     let bundle = spec::load(&o.bundle)?;
     // A bad profile fails here, before anything of the container exists.
     let linux = bundle.spec.linux().as_ref().expect("validated");
-    let seccomp = linux
-        .seccomp()
-        .as_ref()
-        .map(|s| crate::security::seccomp::compile_cached(s, &g.root))
-        .transpose()?;
+    let seccomp = compile_seccomp(linux, &g.root)?;
     let dir = StateDir::create(&g.root, &o.id)?;
     let mut saved = Saved {
         id: o.id.clone(),
@@ -125,6 +121,18 @@ fn create_locked(g: &Global, o: &CreateOpts, detached: bool) -> Result<Created> 
             Err(e)
         }
     }
+}
+
+/// The container's seccomp program, if it has a profile (cached by hash).
+fn compile_seccomp(
+    linux: &oci_spec::runtime::Linux,
+    root: &Path,
+) -> Result<Option<crate::security::seccomp::Program>> {
+    linux
+        .seccomp()
+        .as_ref()
+        .map(|s| crate::security::seccomp::compile_cached(s, root))
+        .transpose()
 }
 
 fn open_console(
@@ -562,11 +570,7 @@ pub fn exec(g: &Global, a: &crate::cli::ExecArgs) -> Result<i32> {
     let bundle = spec::load(&saved.bundle)?;
     let process = exec_process(&bundle.spec, a)?;
     let linux = bundle.spec.linux().as_ref().expect("validated");
-    let seccomp = linux
-        .seccomp()
-        .as_ref()
-        .map(|s| crate::security::seccomp::compile_cached(s, &g.root))
-        .transpose()?;
+    let seccomp = compile_seccomp(linux, &g.root)?;
     let namespaces: Vec<_> = linux
         .namespaces()
         .iter()

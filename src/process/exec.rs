@@ -4,7 +4,6 @@
 //! process's own rlimits, terminal, user, capabilities, no_new_privs and
 //! seccomp before execve.
 
-use std::ffi::CString;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
@@ -15,7 +14,7 @@ use nix::unistd::{Pid, chdir, execve, setsid};
 use oci_spec::runtime::{LinuxNamespaceType, Process};
 
 use super::channel::{self, Channel, Msg};
-use super::init::{cstring, environment, find_executable};
+use super::init::exec_args;
 use crate::cgroups::Manager;
 use crate::error::{Context, Error, Result};
 use crate::security;
@@ -148,15 +147,7 @@ fn finish(s: &ExecSpawn, ch: &Channel) -> Result<std::convert::Infallible> {
         })?;
         crate::tty::setup_console_exec(sock, p.console_size().as_ref())?;
     }
-    let env = environment(p);
-    let exe = find_executable(p, &env)?;
-    let argv: Vec<CString> = p
-        .args()
-        .iter()
-        .flatten()
-        .map(|a| cstring(a))
-        .collect::<Result<_>>()?;
-    let envp: Vec<CString> = env.iter().map(|e| cstring(e)).collect::<Result<_>>()?;
+    let (exe, argv, envp) = exec_args(p)?;
     let nnp = p.no_new_privileges().unwrap_or(false);
     if !nnp && let Some(prog) = &s.seccomp {
         security::seccomp::load(prog)?;

@@ -85,15 +85,7 @@ pub(super) fn run(s: &Spawn, cgroupns: bool, userns: bool, ch: &Channel) -> Resu
         crate::tty::setup_console(sock, process.console_size().as_ref())?;
     }
 
-    let env = environment(process);
-    let exe = find_executable(process, &env)?;
-    let argv: Vec<CString> = process
-        .args()
-        .iter()
-        .flatten()
-        .map(|a| cstring(a))
-        .collect::<Result<_>>()?;
-    let envp: Vec<CString> = env.iter().map(|e| cstring(e)).collect::<Result<_>>()?;
+    let (exe, argv, envp) = exec_args(process)?;
 
     let nnp = process.no_new_privileges().unwrap_or(false);
     // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it now,
@@ -154,12 +146,27 @@ pub(super) fn run(s: &Spawn, cgroupns: bool, userns: bool, ch: &Channel) -> Resu
     )))
 }
 
+/// The executable (looked up in the container's PATH), argv and envp of a
+/// process, checked before anything is reported ready.
+pub(crate) fn exec_args(p: &Process) -> Result<(CString, Vec<CString>, Vec<CString>)> {
+    let env = environment(p);
+    let exe = find_executable(p, &env)?;
+    let argv = p
+        .args()
+        .iter()
+        .flatten()
+        .map(|a| cstring(a))
+        .collect::<Result<_>>()?;
+    let envp = env.iter().map(|e| cstring(e)).collect::<Result<_>>()?;
+    Ok((exe, argv, envp))
+}
+
 pub(crate) fn cstring(s: &str) -> Result<CString> {
     CString::new(s).map_err(|_| Error::Spec(format!("{s:?} contains a NUL byte")))
 }
 
 /// process.env, plus HOME from the container's /etc/passwd when it is unset.
-pub(crate) fn environment(p: &Process) -> Vec<String> {
+fn environment(p: &Process) -> Vec<String> {
     let mut env = p.env().clone().unwrap_or_default();
     if !env.iter().any(|e| e.starts_with("HOME=")) {
         let home = home_of(p.user().uid()).unwrap_or_else(|| "/".into());
@@ -178,7 +185,7 @@ fn home_of(uid: u32) -> Option<String> {
 
 /// args[0] as exec will find it: a path, or a name looked up in the
 /// container's PATH (from process.env).
-pub(crate) fn find_executable(p: &Process, env: &[String]) -> Result<CString> {
+fn find_executable(p: &Process, env: &[String]) -> Result<CString> {
     let arg0 = p
         .args()
         .as_ref()
