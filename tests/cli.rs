@@ -1,38 +1,19 @@
 //! ocirun-specific behaviour through the real binary (root, real kernel):
 //! what the conformance suite cannot ask of every runtime.
 
+mod common;
+
+use common::{bin, script, tmp};
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_ocirun")
-}
-
-struct Tmp(PathBuf);
-impl Drop for Tmp {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn tmp(name: &str) -> Tmp {
-    let d = std::env::temp_dir().join(format!("ocirun-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    Tmp(d)
-}
 
 /// A busybox bundle made by the project's own script.
 fn bundle(dir: &Path, args: &[&str]) -> PathBuf {
     let b = dir.join("bundle");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/make-busybox-bundle");
-    let st = Command::new(script)
-        .arg(bin())
-        .arg(&b)
-        .args(args)
-        .status()
-        .unwrap();
-    assert!(st.success());
+    let mut all: Vec<&std::ffi::OsStr> = vec![bin().as_ref(), b.as_os_str()];
+    all.extend(args.iter().map(std::ffi::OsStr::new));
+    script("make-busybox-bundle", &all);
     b
 }
 

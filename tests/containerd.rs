@@ -2,13 +2,13 @@
 //! (the runc v2 shim calls create/start/state/kill/delete with containerd's
 //! global flags). A private containerd on a unix socket in a temp dir.
 
+mod common;
+
+use common::{bin, busybox_image};
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_ocirun")
-}
 
 struct Containerd {
     dir: PathBuf,
@@ -88,16 +88,7 @@ impl Containerd {
 }
 
 fn busybox_image_tar(dir: &Path) -> PathBuf {
-    let img = dir.join("image");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/make-busybox-image");
-    assert!(
-        Command::new(script)
-            .arg(&img)
-            .arg("latest")
-            .status()
-            .unwrap()
-            .success()
-    );
+    let img = busybox_image(dir);
     let tar = dir.join("image.tar");
     assert!(
         Command::new("tar")

@@ -1,6 +1,10 @@
 //! `ocirun unpack` on image layouts built here in code: layer semantics,
 //! whiteouts, hostile tars, digests, platforms, and a cross-check with umoci.
 
+mod common;
+
+use common::{bin, busybox_image, tmp};
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -10,28 +14,11 @@ use std::process::{Command, Output};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_ocirun")
-}
-
 fn hexd(b: &[u8]) -> String {
     Sha256::digest(b)
         .iter()
         .map(|x| format!("{x:02x}"))
         .collect()
-}
-
-struct Tmp(PathBuf);
-impl Drop for Tmp {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-fn tmp(name: &str) -> Tmp {
-    let d = std::env::temp_dir().join(format!("ocirun-unpack-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    Tmp(d)
 }
 
 /// One tar entry of a test layer.
@@ -779,16 +766,7 @@ fn config_json_from_the_image_config() {
 #[test]
 fn busybox_image_unpacks_and_runs() {
     let t = tmp("busybox");
-    let img = t.0.join("image");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/make-busybox-image");
-    assert!(
-        Command::new(script)
-            .arg(&img)
-            .arg("latest")
-            .status()
-            .unwrap()
-            .success()
-    );
+    let img = busybox_image(&t.0);
     let b = t.0.join("bundle");
     unpack_ok(&format!("{}:latest", img.display()), &b);
     let o = Command::new(bin())

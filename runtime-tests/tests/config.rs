@@ -386,7 +386,6 @@ fn oom_score_adj_is_set() {
 
 #[test]
 fn terminal_master_goes_to_the_console_socket() {
-    use std::io::Read;
     use std::os::unix::net::UnixListener;
     let mut c = Ctr::new("tty", &["sh", "-c", "tty; stty size; echo done"]);
     c.config["process"]["terminal"] = json!(true);
@@ -398,15 +397,7 @@ fn terminal_master_goes_to_the_console_socket() {
     let (conn, _) = listener.accept().unwrap();
     let (_name, master) = runtime_tests::sys::recv_fd(&conn).unwrap();
     c.op_ok(&["start", &c.id]);
-    let mut f = std::fs::File::from(master);
-    let mut out = String::new();
-    let mut chunk = [0u8; 1024];
-    while !out.contains("done") {
-        match f.read(&mut chunk) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => out.push_str(&String::from_utf8_lossy(&chunk[..n])),
-        }
-    }
+    let out = runtime_tests::sys::read_until(master, "done");
     assert!(out.contains("/dev/pts/"), "{out:?}");
     assert!(out.contains("30 100"), "{out:?}");
 }

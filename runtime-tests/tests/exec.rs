@@ -130,7 +130,6 @@ fn exec_in_a_stopped_container_fails() {
 
 #[test]
 fn exec_tty_sends_the_pty_master_to_the_console_socket() {
-    use std::io::Read;
     use std::os::unix::net::UnixListener;
     let c = running("exec-tty");
     let sock = c.dir.join("exec-console.sock");
@@ -170,15 +169,7 @@ fn exec_tty_sends_the_pty_master_to_the_console_socket() {
     let conn = conn.expect("the runtime never connected to the console socket");
     conn.set_nonblocking(false).unwrap();
     let (_name, master) = runtime_tests::sys::recv_fd(&conn).unwrap();
-    let mut f = std::fs::File::from(master);
-    let mut out = String::new();
-    let mut chunk = [0u8; 1024];
-    while !out.contains("done") {
-        match f.read(&mut chunk) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => out.push_str(&String::from_utf8_lossy(&chunk[..n])),
-        }
-    }
+    let out = runtime_tests::sys::read_until(master, "done");
     assert!(child.wait().unwrap().success());
     assert!(out.contains("/dev/pts/"), "{out:?}");
 }

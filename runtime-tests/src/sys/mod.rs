@@ -30,3 +30,19 @@ pub fn recv_fd(conn: &UnixStream) -> std::io::Result<(Vec<u8>, OwnedFd)> {
     let fd = fd.ok_or_else(|| std::io::Error::other("no fd in the console socket message"))?;
     Ok((buf[..n].to_vec(), fd))
 }
+
+/// Reads a pty master until `marker` appears (or the pty closes); returns
+/// what was read.
+pub fn read_until(master: OwnedFd, marker: &str) -> String {
+    use std::io::Read;
+    let mut f = std::fs::File::from(master);
+    let mut out = String::new();
+    let mut chunk = [0u8; 1024];
+    while !out.contains(marker) {
+        match f.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.push_str(&String::from_utf8_lossy(&chunk[..n])),
+        }
+    }
+    out
+}
