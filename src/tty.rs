@@ -6,6 +6,7 @@ use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
 
+use nix::errno::Errno;
 use nix::fcntl::{OFlag, open};
 use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt};
 use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
@@ -105,4 +106,171 @@ fn bind_console(name: &str) -> Result<()> {
         None::<&str>,
     )
     .ctx(Error::Process, || format!("bind {name} on /dev/console"))
+}
+
+/// Receives the pty master a container's process sent over `socket` (the
+/// other end of the pair ocirun passed as its console socket).
+pub fn recv_master(socket: &impl AsFd) -> Result<OwnedFd> {
+    use nix::sys::socket::{ControlMessageOwned, recvmsg};
+    let mut buf = [0u8; 4096];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = recvmsg::<()>(
+        socket.as_fd().as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .ctx(Error::Process, || "receive the pty master")?;
+    for c in msg
+        .cmsgs()
+        .ctx(Error::Process, || "receive the pty master")?
+    {
+        if let ControlMessageOwned::ScmRights(fds) = c
+            && let Some(&fd) = fds.first()
+        {
+            return Ok(crate::sys::own_received_fd(fd));
+        }
+    }
+    Err(Error::Process(
+        "receive the pty master: no fd in the message".into(),
+    ))
+}
+
+/// A foreground `run`/`exec` with a terminal and no console socket: ocirun
+/// relays between its own stdin/stdout and the container's pty master, with
+/// its terminal (when stdin is one) in raw mode until the relay ends, and the
+/// pty's window size following ours (as `runc run` does).
+pub struct Relay {
+    master: OwnedFd,
+    /// A dup of our stdin; None once it reached end of input.
+    stdin: Option<OwnedFd>,
+    saved: Option<nix::sys::termios::Termios>,
+    master_open: bool,
+}
+
+impl Relay {
+    pub fn new(master: OwnedFd) -> Relay {
+        use nix::sys::termios::{SetArg, cfmakeraw, tcgetattr, tcsetattr};
+        let stdin = std::io::stdin();
+        let saved = tcgetattr(&stdin).ok();
+        if let Some(t) = &saved {
+            let mut raw = t.clone();
+            cfmakeraw(&mut raw);
+            if let Err(e) = tcsetattr(&stdin, SetArg::TCSANOW, &raw) {
+                crate::logging::debug(|| format!("raw mode on stdin: {e:?}"));
+            }
+        }
+        let r = Relay {
+            master,
+            stdin: stdin.as_fd().try_clone_to_owned().ok(),
+            saved,
+            master_open: true,
+        };
+        r.resize();
+        r
+    }
+
+    /// Copies our terminal's window size to the pty (nothing when stdin is
+    /// not a terminal).
+    pub fn resize(&self) {
+        let stdin = std::io::stdin();
+        if let Ok((rows, cols)) = crate::sys::get_winsize(stdin.as_fd()) {
+            let _ = crate::sys::set_winsize(self.master.as_fd(), rows, cols);
+        }
+    }
+
+    /// The fds to poll: the master (output), then stdin (input) while open.
+    pub fn poll_fds(&self) -> Vec<std::os::fd::BorrowedFd<'_>> {
+        let mut v = Vec::new();
+        if self.master_open {
+            v.push(self.master.as_fd());
+        }
+        if let Some(s) = &self.stdin {
+            v.push(s.as_fd());
+        }
+        v
+    }
+
+    /// Handles readiness of the fd at `index` of `poll_fds`.
+    pub fn ready(&mut self, index: usize) {
+        if self.master_open && index == 0 {
+            if !self.copy_out() {
+                self.master_open = false;
+            }
+        } else if !self.copy_in() {
+            self.stdin = None;
+        }
+    }
+
+    /// Master -> stdout, one read; false once the pty has no writer left.
+    fn copy_out(&self) -> bool {
+        let mut buf = [0u8; 8192];
+        match nix::unistd::read(self.master.as_fd(), &mut buf) {
+            Ok(0) => false,
+            Ok(n) => {
+                write_all(std::io::stdout().as_fd(), &buf[..n]);
+                true
+            }
+            Err(Errno::EINTR | Errno::EAGAIN) => true,
+            Err(_) => false,
+        }
+    }
+
+    /// stdin -> master, one read; false at end of input.
+    fn copy_in(&self) -> bool {
+        let Some(stdin) = &self.stdin else {
+            return false;
+        };
+        let mut buf = [0u8; 8192];
+        match nix::unistd::read(stdin.as_fd(), &mut buf) {
+            Ok(0) => false,
+            Ok(n) => {
+                write_all(self.master.as_fd(), &buf[..n]);
+                true
+            }
+            Err(Errno::EINTR | Errno::EAGAIN) => true,
+            Err(_) => false,
+        }
+    }
+
+    /// After the process exited: whatever it wrote that is still in the pty.
+    pub fn drain(&mut self) {
+        use nix::fcntl::{FcntlArg, fcntl};
+        if !self.master_open {
+            return;
+        }
+        let _ = fcntl(&self.master, FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = nix::unistd::read(self.master.as_fd(), &mut buf) {
+            if n == 0 {
+                break;
+            }
+            write_all(std::io::stdout().as_fd(), &buf[..n]);
+        }
+        self.master_open = false;
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if let Some(t) = &self.saved {
+            let stdin = std::io::stdin();
+            let _ = nix::sys::termios::tcsetattr(&stdin, nix::sys::termios::SetArg::TCSADRAIN, t);
+        }
+    }
+}
+
+fn write_all(fd: std::os::fd::BorrowedFd<'_>, mut buf: &[u8]) {
+    while !buf.is_empty() {
+        match nix::unistd::write(fd, buf) {
+            Ok(n) => buf = &buf[n..],
+            Err(Errno::EINTR) => {}
+            Err(Errno::EAGAIN) => {
+                let mut p = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLOUT)];
+                let _ = nix::poll::poll(&mut p, nix::poll::PollTimeout::NONE);
+            }
+            Err(_) => return,
+        }
+    }
 }

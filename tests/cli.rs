@@ -120,7 +120,7 @@ fn systemd_cgroup_flag_is_a_clear_error() {
 }
 
 #[test]
-fn terminal_without_console_socket_is_a_clear_error() {
+fn create_with_a_terminal_needs_a_console_socket() {
     let t = tmp("tty");
     let b = bundle(&t.0, &["true"]);
     edit(&b, |v| v["process"]["terminal"] = true.into());

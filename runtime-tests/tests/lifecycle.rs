@@ -283,3 +283,107 @@ fn preserve_fds_passes_extra_fds() {
         "fds seen: {fds:?}"
     );
 }
+
+#[test]
+fn preserve_fds_passes_a_pipe() {
+    // The container writes into a pipe whose read end the test holds.
+    let c = Ctr::new("fds-pipe", &["sh", "-c", "echo through-the-pipe >&3"]);
+    c.write_config();
+    let (rx, tx) = nix::unistd::pipe().unwrap();
+    let script = format!(
+        "exec {} --root {} run --preserve-fds 1 --bundle {} {} 3>&{}",
+        runtime().display(),
+        c.root.display(),
+        c.bundle().display(),
+        c.id,
+        std::os::fd::AsRawFd::as_raw_fd(&tx),
+    );
+    let mut child = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    drop(tx);
+    let mut got = String::new();
+    std::io::Read::read_to_string(&mut std::fs::File::from(rx), &mut got).unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(got, "through-the-pipe\n");
+    c.assert_no_leftovers();
+}
+
+#[test]
+fn listen_fds_socket_activation_passes_fds_and_env() {
+    // systemd-style: LISTEN_FDS=2 for fds 3 and 4, LISTEN_PID naming the
+    // runtime; --preserve-fds 1 then passes fd 5 after them.
+    let c = Ctr::new(
+        "listen-fds",
+        &[
+            "sh",
+            "-c",
+            "echo fds=$LISTEN_FDS pid=$LISTEN_PID/$$; cat <&3; cat <&4; cat <&5; ls /proc/self/fd | tr '\\n' ' '",
+        ],
+    );
+    c.write_config();
+    for (n, text) in [(3, "three"), (4, "four"), (5, "five")] {
+        std::fs::write(c.dir.join(format!("fd{n}")), format!("{text}\n")).unwrap();
+    }
+    let script = format!(
+        "cd {dir} && LISTEN_PID=$$ LISTEN_FDS=2 exec {rt} --root {root} run --preserve-fds 1 --bundle {dir} {id} 3<fd3 4<fd4 5<fd5",
+        dir = c.dir.display(),
+        rt = runtime().display(),
+        root = c.root.display(),
+        id = c.id,
+    );
+    let o = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out} {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        out.starts_with("fds=2 pid=1/1\nthree\nfour\nfive\n"),
+        "{out:?}"
+    );
+    // stdio, the three passed fds, and the one ls opens: nothing else.
+    assert!(out.ends_with("0 1 2 3 4 5 6 "), "{out:?}");
+    c.assert_no_leftovers();
+}
+
+#[test]
+fn listen_fds_for_another_process_are_not_passed() {
+    // LISTEN_PID names some other process: the fds are not ours to pass.
+    let c = Ctr::new(
+        "listen-other",
+        &[
+            "sh",
+            "-c",
+            "echo fds=${LISTEN_FDS:-none}; ls /proc/self/fd | tr '\\n' ' '",
+        ],
+    );
+    c.write_config();
+    let script = format!(
+        "LISTEN_PID=1 LISTEN_FDS=1 exec {} --root {} run --bundle {} {} 3</dev/null",
+        runtime().display(),
+        c.root.display(),
+        c.bundle().display(),
+        c.id,
+    );
+    let o = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out} {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(out, "fds=none\n0 1 2 3 ", "{out:?}");
+    c.assert_no_leftovers();
+}

@@ -44,6 +44,8 @@ pub struct CreateOpts {
 struct Created {
     dir: StateDir,
     saved: Saved,
+    /// The pty master to relay, for a foreground `run` with a terminal.
+    master: Option<OwnedFd>,
 }
 
 pub fn create(g: &Global, o: &CreateOpts) -> Result<()> {
@@ -65,6 +67,7 @@ fn create_locked(g: &Global, o: &CreateOpts, detached: bool) -> Result<Created> 
         hooks: bundle.spec.hooks().clone(),
         ..Default::default()
     };
+    let mut master = None;
     let result = (|| {
         let linux = bundle.spec.linux().as_ref().expect("validated");
         let cg = cgroups::for_container(linux.cgroups_path().as_deref(), &o.id, g.systemd_cgroup)?;
@@ -72,7 +75,7 @@ fn create_locked(g: &Global, o: &CreateOpts, detached: bool) -> Result<Created> 
         // Saved before anything exists, so `delete --force` can clean up after a crash.
         dir.save(&saved)?;
         cg.create()?;
-        let console = open_console(&bundle, o.console_socket.as_deref(), detached)?;
+        let (console, relay) = open_console(&bundle, o.console_socket.as_deref(), detached)?;
         let fifo_path = dir.fifo();
         mkfifo(&fifo_path, Mode::from_bits_truncate(0o622)).ctx(Error::Container, || {
             format!("mkfifo {}", fifo_path.display())
@@ -98,12 +101,16 @@ fn create_locked(g: &Global, o: &CreateOpts, detached: bool) -> Result<Created> 
             fifo,
             console,
             preserve_fds: o.preserve_fds,
+            listen_fds: listen_fds(),
             no_pivot: o.no_pivot,
             id: &o.id,
             seccomp: seccomp.clone(),
             seccomp_listener,
         })?;
         crate::logging::debug(|| format!("container {} init is pid {pid}", o.id));
+        if let Some(r) = &relay {
+            master = Some(crate::tty::recv_master(r)?);
+        }
         saved.pid = pid.as_raw();
         saved.pid_start = state::process_start_time(pid).ok_or_else(|| {
             Error::Container(format!("container init {pid} died right after setup"))
@@ -115,12 +122,28 @@ fn create_locked(g: &Global, o: &CreateOpts, detached: bool) -> Result<Created> 
         Ok(())
     })();
     match result {
-        Ok(()) => Ok(Created { dir, saved }),
+        Ok(()) => Ok(Created { dir, saved, master }),
         Err(e) => {
             let _ = destroy(dir, &saved);
             Err(e)
         }
     }
+}
+
+/// How many socket-activation fds were passed to us (systemd's LISTEN_FDS,
+/// honoured only when LISTEN_PID names this process, as sd_listen_fds does).
+fn listen_fds() -> u32 {
+    let ours = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|p| p.parse::<i32>().ok())
+        .is_some_and(|p| p == std::process::id() as i32);
+    if !ours {
+        return 0;
+    }
+    std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }
 
 /// The container's seccomp program, if it has a profile (cached by hash).
@@ -135,11 +158,14 @@ fn compile_seccomp(
         .transpose()
 }
 
+/// The console socket the init sends its pty master to: the user's
+/// `--console-socket`, or for a foreground run one end of a pair whose other
+/// end (returned second) ocirun reads the master from to relay it.
 fn open_console(
     b: &spec::Bundle,
     socket: Option<&Path>,
     detached: bool,
-) -> Result<Option<OwnedFd>> {
+) -> Result<(Option<OwnedFd>, Option<UnixStream>)> {
     let terminal = b
         .spec
         .process()
@@ -148,22 +174,27 @@ fn open_console(
         .unwrap_or(false);
     match (terminal, socket) {
         (true, Some(path)) => {
-            let s = UnixStream::connect(path)
-                .ctx(Error::Container, || format!("connect to console socket {}", path.display()))?;
-            Ok(Some(OwnedFd::from(s)))
+            let s = UnixStream::connect(path).ctx(Error::Container, || {
+                format!("connect to console socket {}", path.display())
+            })?;
+            Ok((Some(OwnedFd::from(s)), None))
         }
         (true, None) if detached => Err(Error::Container(
             "process.terminal is true: --console-socket is required".into(),
         )),
-        (true, None) => Err(Error::Container(
-            "process.terminal is true: ocirun cannot relay a terminal yet, pass --console-socket or set terminal to false".into(),
-        )),
+        (true, None) => relay_pair().map(|(a, b)| (Some(a), Some(b))),
         (false, Some(path)) => Err(Error::Container(format!(
             "--console-socket {} given but process.terminal is false",
             path.display()
         ))),
-        (false, None) => Ok(None),
+        (false, None) => Ok((None, None)),
     }
+}
+
+fn relay_pair() -> Result<(OwnedFd, UnixStream)> {
+    let (a, b) =
+        UnixStream::pair().ctx(Error::Container, || "socketpair for the terminal relay")?;
+    Ok((OwnedFd::from(a), b))
 }
 
 fn write_pid_file(path: &Path, pid: Pid) -> Result<()> {
@@ -402,14 +433,16 @@ pub fn run(g: &Global, o: &RunOpts) -> Result<i32> {
     sigprocmask(SigmaskHow::SIG_BLOCK, Some(&forwarded), None)
         .ctx(Error::Container, || "block signals")?;
     let c = create_locked(g, &o.create, false)?;
-    if let Err(e) = start_locked(&c.dir, &c.saved) {
-        let _ = destroy(c.dir, &c.saved);
+    let Created { dir, saved, master } = c;
+    let relay = master.map(crate::tty::Relay::new);
+    if let Err(e) = start_locked(&dir, &saved) {
+        drop(relay);
+        let _ = destroy(dir, &saved);
         return Err(e);
     }
-    let init = Pid::from_raw(c.saved.pid);
-    let Created { dir, saved } = c;
+    let init = Pid::from_raw(saved.pid);
     drop(dir); // let `state`, `kill` and `exec` from others take the lock
-    let code = wait_forwarding(init, &forwarded);
+    let code = wait_forwarding(init, &forwarded, relay);
     if !o.keep {
         let dir = StateDir::open(&g.root, &o.create.id)?;
         destroy(dir, &saved)?;
@@ -443,23 +476,84 @@ fn forwarded_signals() -> SigSet {
     set
 }
 
-fn wait_forwarding(init: Pid, set: &SigSet) -> i32 {
+/// Waits for `init` to exit, forwarding the signals in `set` (blocked by the
+/// caller) to it and relaying its terminal if there is one. SIGWINCH resizes
+/// the relayed pty and is not forwarded (as runc does). Returns the exit
+/// status, 128+N for a signal.
+fn wait_forwarding(init: Pid, set: &SigSet, mut relay: Option<crate::tty::Relay>) -> i32 {
+    use nix::sys::signalfd::{SfdFlags, SignalFd};
+    let sfd = match SignalFd::with_flags(set, SfdFlags::SFD_CLOEXEC) {
+        Ok(f) => f,
+        Err(e) => {
+            crate::logging::log("error", &format!("signalfd: {e:?}"));
+            return wait_plain(init);
+        }
+    };
     loop {
-        let sig = match set.wait() {
-            Ok(s) => s,
-            Err(_) => continue,
-        };
-        if sig != Signal::SIGCHLD {
-            let _ = nix::sys::signal::kill(init, sig);
+        let relay_fds = relay.as_ref().map(|r| r.poll_fds()).unwrap_or_default();
+        let mut pfds = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
+        pfds.extend(relay_fds.iter().map(|f| PollFd::new(*f, PollFlags::POLLIN)));
+        match poll(&mut pfds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(Errno::EINTR) => continue,
+            Err(_) => return wait_plain(init),
+        }
+        let ready: Vec<bool> = pfds.iter().map(|p| p.any().unwrap_or(false)).collect();
+        drop(pfds);
+        drop(relay_fds);
+        if let Some(r) = relay.as_mut() {
+            for (i, _) in ready.iter().enumerate().skip(1).filter(|(_, r)| **r).rev() {
+                r.ready(i - 1);
+            }
+        }
+        if !ready[0] {
             continue;
         }
-        loop {
-            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(p, code)) if p == init => return code,
-                Ok(WaitStatus::Signaled(p, s, _)) if p == init => return 128 + s as i32,
-                Ok(WaitStatus::StillAlive) | Err(_) => break,
-                Ok(_) => continue,
+        let Ok(Some(info)) = sfd.read_signal() else {
+            continue;
+        };
+        match Signal::try_from(info.ssi_signo as i32) {
+            Ok(Signal::SIGCHLD) => {
+                if let Some(code) = reap(init) {
+                    if let Some(r) = relay.as_mut() {
+                        r.drain();
+                    }
+                    return code;
+                }
             }
+            Ok(Signal::SIGWINCH) => {
+                if let Some(r) = &relay {
+                    r.resize();
+                }
+            }
+            Ok(sig) => {
+                let _ = nix::sys::signal::kill(init, sig);
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// Reaps every exited child; `init`'s exit status once it is among them.
+fn reap(init: Pid) -> Option<i32> {
+    loop {
+        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(p, code)) if p == init => return Some(code),
+            Ok(WaitStatus::Signaled(p, s, _)) if p == init => return Some(128 + s as i32),
+            Ok(WaitStatus::StillAlive) | Err(_) => return None,
+            Ok(_) => continue,
+        }
+    }
+}
+
+/// Without a signalfd: wait for `init` only.
+fn wait_plain(init: Pid) -> i32 {
+    loop {
+        match waitpid(init, None) {
+            Ok(WaitStatus::Exited(_, code)) => return code,
+            Ok(WaitStatus::Signaled(_, s, _)) => return 128 + s as i32,
+            Err(Errno::EINTR) | Ok(_) => continue,
+            Err(_) => return 255,
         }
     }
 }
@@ -577,18 +671,22 @@ pub fn exec(g: &Global, a: &crate::cli::ExecArgs) -> Result<i32> {
         .flatten()
         .map(|n| n.typ())
         .collect();
-    let console = match (process.terminal().unwrap_or(false), &a.console_socket) {
-        (true, Some(path)) => Some(OwnedFd::from(
-            UnixStream::connect(path).ctx(Error::Container, || {
-                format!("connect to console socket {}", path.display())
-            })?,
-        )),
-        (true, None) => {
+    let (console, relay_rx) = match (process.terminal().unwrap_or(false), &a.console_socket) {
+        (true, Some(path)) => (
+            Some(OwnedFd::from(
+                UnixStream::connect(path).ctx(Error::Container, || {
+                    format!("connect to console socket {}", path.display())
+                })?,
+            )),
+            None,
+        ),
+        (true, None) if a.detach => {
             return Err(Error::Container(
-                "a terminal needs --console-socket (ocirun cannot relay a terminal yet)".into(),
+                "exec --detach with a terminal needs --console-socket".into(),
             ));
         }
-        (false, _) => None,
+        (true, None) => relay_pair().map(|(a, b)| (Some(a), Some(b)))?,
+        (false, _) => (None, None),
     };
     let cg = cgroups::from_hierarchies(saved.cgroups.clone());
     let forwarded = forwarded_signals();
@@ -607,6 +705,16 @@ pub fn exec(g: &Global, a: &crate::cli::ExecArgs) -> Result<i32> {
         console,
         preserve_fds: a.preserve_fds,
     })?;
+    let relay = match &relay_rx {
+        Some(rx) => match crate::tty::recv_master(rx) {
+            Ok(m) => Some(crate::tty::Relay::new(m)),
+            Err(e) => {
+                let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+                return Err(e);
+            }
+        },
+        None => None,
+    };
     if let Some(pf) = &a.pid_file {
         write_pid_file(pf, pid)?;
     }
@@ -614,7 +722,7 @@ pub fn exec(g: &Global, a: &crate::cli::ExecArgs) -> Result<i32> {
     if a.detach {
         return Ok(0);
     }
-    Ok(wait_forwarding(pid, &forwarded))
+    Ok(wait_forwarding(pid, &forwarded, relay))
 }
 
 /// The process to exec: `--process FILE`, or the container's process with

@@ -85,7 +85,13 @@ pub(super) fn run(s: &Spawn, cgroupns: bool, userns: bool, ch: &Channel) -> Resu
         crate::tty::setup_console(sock, process.console_size().as_ref())?;
     }
 
-    let (exe, argv, envp) = exec_args(process)?;
+    let (exe, argv, mut envp) = exec_args(process)?;
+    if s.listen_fds > 0 {
+        // The pid the process will have, as its own pid namespace sees it.
+        let pid = nix::unistd::getpid();
+        envp.push(cstring(&format!("LISTEN_FDS={}", s.listen_fds))?);
+        envp.push(cstring(&format!("LISTEN_PID={pid}"))?);
+    }
 
     let nnp = process.no_new_privileges().unwrap_or(false);
     // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it now,
@@ -132,7 +138,7 @@ pub(super) fn run(s: &Spawn, cgroupns: bool, userns: bool, ch: &Channel) -> Resu
     }
     // In the container, after `start`, before the process runs.
     crate::hooks::run(hooks, crate::hooks::Kind::StartContainer, &state("created"))?;
-    crate::sys::cloexec_from(3 + s.preserve_fds)
+    crate::sys::cloexec_from(3 + s.listen_fds + s.preserve_fds)
         .ctx(Error::Process, || "mark fds close-on-exec")?;
     crate::sys::reset_signals().ctx(Error::Process, || "reset signal dispositions")?;
     // As late as it can be: nothing of our setup runs under the filter.

@@ -35,6 +35,9 @@ pub struct Spawn<'a> {
     /// The connected `--console-socket`, when process.terminal is true.
     pub console: Option<OwnedFd>,
     pub preserve_fds: u32,
+    /// Socket-activation fds (LISTEN_FDS) passed to us: fds 3..3+N, before
+    /// the preserved ones, with LISTEN_FDS/LISTEN_PID set in the process env.
+    pub listen_fds: u32,
     pub no_pivot: bool,
     pub id: &'a str,
     /// The compiled seccomp filter, if the spec has one.

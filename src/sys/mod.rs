@@ -110,6 +110,28 @@ pub fn set_winsize(fd: BorrowedFd<'_>, rows: u16, cols: u16) -> Result<(), Errno
     Errno::result(ret).map(drop)
 }
 
+/// Takes ownership of an fd that recvmsg(2) just installed from an
+/// SCM_RIGHTS message.
+pub fn own_received_fd(fd: RawFd) -> OwnedFd {
+    // SAFETY: the kernel installed `fd` in our table for this message; no
+    // other owner exists, so this is its only OwnedFd.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// A terminal's window size as (rows, cols).
+pub fn get_winsize(fd: BorrowedFd<'_>) -> Result<(u16, u16), Errno> {
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one winsize struct into `ws`, which lives on
+    // our stack for the call.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) };
+    Errno::result(ret).map(|_| (ws.ws_row, ws.ws_col))
+}
+
 /// Resets every signal disposition to its default and unblocks all signals:
 /// the container process must not inherit what ocirun set for itself (Rust
 /// ignores SIGPIPE, `run` blocks the signals it forwards).

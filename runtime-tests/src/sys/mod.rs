@@ -1,5 +1,6 @@
 //! The suite's only `unsafe`: taking ownership of an fd received over
-//! SCM_RIGHTS (a console socket receiver, as containerd's and conmon's).
+//! SCM_RIGHTS (a console socket receiver, as containerd's and conmon's), and
+//! setting a test terminal's window size.
 
 use std::io::IoSliceMut;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -45,4 +46,21 @@ pub fn read_until(master: OwnedFd, marker: &str) -> String {
         }
     }
     out
+}
+
+/// Sets the window size of the terminal behind `fd` (TIOCSWINSZ).
+pub fn set_winsize(fd: &impl std::os::fd::AsFd, rows: u16, cols: u16) -> std::io::Result<()> {
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one winsize struct that lives on our stack
+    // for the duration of the call.
+    let r = unsafe { libc::ioctl(fd.as_fd().as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
