@@ -40,6 +40,22 @@ fn dispatch(cli: Cli) -> ocirun::Result<i32> {
             },
         ),
         Command::Exec(a) => container::exec(&g, &a),
+        Command::Pause { id } => container::control::pause(&g, &id).map(|()| 0),
+        Command::Resume { id } => container::control::resume(&g, &id).map(|()| 0),
+        Command::Update(a) => container::control::update(&g, &a).map(|()| 0),
+        Command::Events {
+            stats,
+            interval,
+            id,
+        } => container::control::events(&g, &id, stats, &interval).map(|()| 0),
+        Command::Ps {
+            format,
+            id,
+            ps_args,
+        } => container::control::ps(&g, &id, format == ListFormat::Json, &ps_args).map(|s| {
+            print!("{s}");
+            0
+        }),
         Command::List { format, quiet } => container::list(&g, format == ListFormat::Json, quiet)
             .map(|s| {
                 print!("{s}");

@@ -1,17 +1,24 @@
-//! Cgroup placement behind one `Manager` trait, with a v2 (unified) and a
-//! v1/hybrid back-end. Issue-2 scope: every container gets its own cgroup at
-//! `cgroupsPath` in every hierarchy, and it is removed on delete.
+//! Cgroups behind one `Manager` trait, with a v2 (unified) and a v1/hybrid
+//! back-end: every container gets its own cgroup at `cgroupsPath` in every
+//! hierarchy, its `linux.resources` written there (`resources.rs` translates,
+//! per version), freezing for pause/resume and `kill --all`, statistics and
+//! OOM notification for `events` (`stats.rs`); removed on delete.
 //!
-//! Why not cgroups-rs here: 0.5 pulls zbus (an async D-Bus stack) into every
-//! build, and its v1 hierarchy ignores the hybrid `unified` mount that
-//! containerd and runc expect a container to join too. Placement needs only
-//! mkdir, a write to `cgroup.procs` and rmdir, which is what this does.
+//! Why not cgroups-rs: 0.5 pulls zbus (an async D-Bus stack) into every
+//! build, its v1 hierarchy ignores the hybrid `unified` mount that containerd
+//! and runc expect a container to join too, and it has no v2 device program.
+//! What a runtime needs is mkdir, rmdir and writes of values whose
+//! translation (`resources.rs`) is the real work; that is what this does.
+
+pub mod resources;
+pub mod stats;
 
 use std::fs;
 use std::io::ErrorKind;
 use std::path::{Component, Path, PathBuf};
 
 use nix::unistd::Pid;
+use oci_spec::runtime::LinuxResources;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result, io_text};
@@ -41,6 +48,248 @@ pub trait Manager {
     fn destroy(&self) -> Result<()>;
     /// The hierarchies, for saving in state.json.
     fn hierarchies(&self) -> &[Hierarchy];
+    /// Writes `linux.resources`. Values are checked before anything is
+    /// written; if the kernel refuses one, the single-valued files already
+    /// written are put back, so a failed `update` leaves the old limits.
+    fn set(&self, r: &LinuxResources) -> Result<()>;
+}
+
+/// Freezes (`true`) or thaws every process of the container's cgroup and
+/// waits until the kernel reports the state reached: the v1 freezer when
+/// there is one, else cgroup.freeze of the unified hierarchy.
+pub fn freeze(hs: &[Hierarchy], on: bool) -> Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    if let Some(h) = v1_of(hs, "freezer") {
+        let state = h.dir.join("freezer.state");
+        let want = if on { "FROZEN" } else { "THAWED" };
+        let mut n = 0u32;
+        loop {
+            // Re-asked now and then: a fork while freezing can leave it FREEZING.
+            if n.is_multiple_of(50) {
+                write(&state, want)?;
+            }
+            let now = fs::read_to_string(&state).unwrap_or_default();
+            if now.trim() == want {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(Error::Cgroup(format!(
+                    "{} stays {} after asking for {want}",
+                    state.display(),
+                    now.trim()
+                )));
+            }
+            n += 1;
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+    let Some(h) = hs.iter().find(|h| h.v2) else {
+        return Err(Error::Cgroup(
+            "no freezer: neither a v1 freezer hierarchy nor cgroup v2".into(),
+        ));
+    };
+    write(&h.dir.join("cgroup.freeze"), if on { "1" } else { "0" })?;
+    let events = h.dir.join("cgroup.events");
+    let want = if on { "frozen 1" } else { "frozen 0" };
+    loop {
+        let now = fs::read_to_string(&events)
+            .map_err(|e| Error::Cgroup(format!("read {}: {}", events.display(), io_text(&e))))?;
+        if now.lines().any(|l| l.trim() == want) {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(Error::Cgroup(format!(
+                "{} never reported {want:?}",
+                events.display()
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+/// Whether the container's cgroup is frozen (status `paused`).
+pub fn frozen(hs: &[Hierarchy]) -> bool {
+    if let Some(h) = v1_of(hs, "freezer") {
+        return fs::read_to_string(h.dir.join("freezer.state"))
+            .is_ok_and(|s| s.trim() == "FROZEN" || s.trim() == "FREEZING");
+    }
+    hs.iter().find(|h| h.v2).is_some_and(|h| {
+        fs::read_to_string(h.dir.join("cgroup.freeze")).is_ok_and(|s| s.trim() == "1")
+    })
+}
+
+/// The v1 hierarchy that has `ctrl`.
+pub fn v1_of<'a>(hs: &'a [Hierarchy], ctrl: &str) -> Option<&'a Hierarchy> {
+    hs.iter()
+        .find(|h| !h.v2 && h.controllers.split(',').any(|c| c == ctrl))
+}
+
+/// Enables `ctrls` (all the parent offers, when None) in cgroup.subtree_control
+/// of every level down to the container's parent, so the container's own
+/// directory gets their files (cgroup v2). The hierarchy's root is included
+/// only on a pure v2 host (as runc); a hybrid host's unified root is the
+/// host's to configure.
+fn enable_controllers(h: &Hierarchy, ctrls: Option<&[&str]>, root_too: bool) {
+    let rel = h.dir.strip_prefix(&h.mount).unwrap_or(&h.dir);
+    let comps: Vec<_> = rel.components().collect();
+    let mut levels = vec![h.mount.clone()];
+    let mut cur = h.mount.clone();
+    for c in comps.iter().take(comps.len().saturating_sub(1)) {
+        cur.push(c);
+        levels.push(cur.clone());
+    }
+    for level in levels.into_iter().skip(usize::from(!root_too)) {
+        let offered = fs::read_to_string(level.join("cgroup.controllers")).unwrap_or_default();
+        let enabled = fs::read_to_string(level.join("cgroup.subtree_control")).unwrap_or_default();
+        let want: Vec<String> = offered
+            .split_whitespace()
+            .filter(|o| ctrls.is_none_or(|w| w.contains(o)))
+            .filter(|o| !enabled.split_whitespace().any(|e| e == *o))
+            .map(|c| format!("+{c}"))
+            .collect();
+        if want.is_empty() {
+            continue;
+        }
+        let file = level.join("cgroup.subtree_control");
+        if fs::write(&file, want.join(" ")).is_err() {
+            // One at a time: a controller that cannot be enabled here (a
+            // threaded subtree, processes in an inner node) is reported
+            // when a value for it is written.
+            for c in &want {
+                let _ = fs::write(&file, c);
+            }
+        }
+    }
+}
+
+/// Writes `writes`, each into the directory `dir_of` picks; on a failure the
+/// single-valued files already written get their old value back.
+fn apply_writes(
+    writes: &[resources::Write],
+    dir_of: impl Fn(&resources::Write) -> Result<PathBuf>,
+) -> Result<()> {
+    let mut undo: Vec<(PathBuf, String)> = Vec::new();
+    let mut done = vec![false; writes.len()];
+    let result = (|| {
+        for i in 0..writes.len() {
+            if done[i] {
+                continue;
+            }
+            let wr = &writes[i];
+            let mut path = dir_of(wr)?.join(&wr.file);
+            // v1 blkio without CFQ: BFQ's files take the same weights.
+            if !path.exists()
+                && let Some(alt) = bfq_file(&wr.file)
+                && path.with_file_name(alt).exists()
+            {
+                path = path.with_file_name(alt);
+            }
+            if !path.exists() {
+                return Err(Error::Cgroup(format!(
+                    "cannot set {} to {:?}: {} does not exist (controller {} not available there)",
+                    wr.file,
+                    wr.value,
+                    path.display(),
+                    if wr.ctrl.is_empty() {
+                        "cgroup"
+                    } else {
+                        wr.ctrl
+                    }
+                )));
+            }
+            let old = fs::read_to_string(&path)
+                .ok()
+                .filter(|o| restorable(&wr.file, o));
+            match fs::write(&path, &wr.value) {
+                Ok(()) => {}
+                // v1: memory+swap must stay >= memory; raising both means
+                // the swap limit first.
+                Err(e)
+                    if wr.file == "memory.limit_in_bytes"
+                        && e.raw_os_error() == Some(libc::EINVAL) =>
+                {
+                    let Some(j) = (i + 1..writes.len())
+                        .find(|j| writes[*j].file == "memory.memsw.limit_in_bytes")
+                    else {
+                        return Err(write_err(&path, &wr.value, &e));
+                    };
+                    let sw = path.with_file_name("memory.memsw.limit_in_bytes");
+                    let sw_old = fs::read_to_string(&sw).ok();
+                    fs::write(&sw, &writes[j].value)
+                        .map_err(|e| write_err(&sw, &writes[j].value, &e))?;
+                    if let Some(o) = sw_old {
+                        undo.push((sw, o));
+                    }
+                    done[j] = true;
+                    fs::write(&path, &wr.value).map_err(|e| write_err(&path, &wr.value, &e))?;
+                }
+                Err(e) => return Err(write_err(&path, &wr.value, &e)),
+            }
+            if let Some(o) = old {
+                undo.push((path, o));
+            }
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        for (path, old) in undo.into_iter().rev() {
+            let _ = fs::write(&path, old.trim());
+        }
+    }
+    result
+}
+
+fn bfq_file(file: &str) -> Option<&'static str> {
+    match file {
+        "blkio.weight" => Some("blkio.bfq.weight"),
+        "blkio.weight_device" => Some("blkio.bfq.weight_device"),
+        _ => None,
+    }
+}
+
+fn write_err(path: &Path, value: &str, e: &std::io::Error) -> Error {
+    Error::Cgroup(format!(
+        "write {value:?} to {}: {}",
+        path.display(),
+        io_text(e)
+    ))
+}
+
+/// Whether a file's old content can simply be written back (one value, not
+/// a per-device or per-key table).
+fn restorable(file: &str, old: &str) -> bool {
+    let keyed = file.contains("device")
+        || matches!(
+            file,
+            "io.max"
+                | "io.weight"
+                | "io.bfq.weight"
+                | "rdma.max"
+                | "net_prio.ifpriomap"
+                | "memory.oom_control"
+        );
+    !keyed && old.trim().lines().count() == 1
+}
+
+/// memory.checkBeforeUpdate: refuse a limit below what is in use now.
+fn check_memory_usage(r: &LinuxResources, dir: &Path, usage_file: &str) -> Result<()> {
+    let Some(m) = r.memory() else { return Ok(()) };
+    let (Some(true), Some(limit)) = (m.check_before_update(), m.limit()) else {
+        return Ok(());
+    };
+    if limit <= 0 {
+        return Ok(());
+    }
+    let usage: i64 = fs::read_to_string(dir.join(usage_file))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    if usage > limit {
+        return Err(Error::Cgroup(format!(
+            "memory.limit {limit} is below the current usage {usage} (checkBeforeUpdate)"
+        )));
+    }
+    Ok(())
 }
 
 /// cgroup v2 only (`/sys/fs/cgroup` is cgroup2).
@@ -276,7 +525,20 @@ fn rmdir(dir: &Path) -> Result<()> {
 
 impl Manager for V2 {
     fn create(&self) -> Result<()> {
-        mkdir_all(&self.h[0])
+        // As runc: every controller the hierarchy offers, so limits and
+        // statistics work whatever the spec asks later (`update`).
+        mkdir_all(&self.h[0])?;
+        enable_controllers(&self.h[0], None, true);
+        Ok(())
+    }
+    fn set(&self, r: &LinuxResources) -> Result<()> {
+        let dir = &self.h[0].dir;
+        let env = resources::V2Env {
+            bfq: dir.join("io.bfq.weight").exists(),
+        };
+        let writes = resources::v2(r, env)?;
+        check_memory_usage(r, dir, "memory.current")?;
+        apply_writes(&writes, |_| Ok(dir.clone()))
     }
     fn apply(&self, pid: Pid) -> Result<()> {
         write(&self.h[0].dir.join("cgroup.procs"), &pid.to_string())
@@ -295,6 +557,39 @@ impl Manager for V2 {
 impl Manager for V1 {
     fn create(&self) -> Result<()> {
         self.hs.iter().try_for_each(mkdir_all)
+    }
+    fn set(&self, r: &LinuxResources) -> Result<()> {
+        let mut writes = resources::v1(r)?;
+        // Hybrid hosts may have hugetlb only in the unified hierarchy.
+        let unified = self.hs.iter().find(|h| h.v2);
+        let mut v2_writes = Vec::new();
+        if v1_of(&self.hs, "hugetlb").is_none()
+            && let Some(u) = unified
+            && writes.iter().any(|w| w.ctrl == "hugetlb")
+        {
+            writes.retain(|w| w.ctrl != "hugetlb");
+            let mut only = LinuxResources::default();
+            only.set_hugepage_limits(r.hugepage_limits().clone());
+            v2_writes = resources::v2(&only, resources::V2Env::default())?;
+            enable_controllers(u, Some(&["hugetlb"]), false);
+        }
+        if let Some(h) = v1_of(&self.hs, "memory") {
+            check_memory_usage(r, &h.dir, "memory.usage_in_bytes")?;
+        }
+        apply_writes(&writes, |w| {
+            v1_of(&self.hs, w.ctrl)
+                .map(|h| h.dir.clone())
+                .ok_or_else(|| {
+                    Error::Cgroup(format!(
+                        "cannot set {} to {:?}: the cgroup v1 {} controller is not mounted",
+                        w.file, w.value, w.ctrl
+                    ))
+                })
+        })?;
+        if let Some(u) = unified {
+            apply_writes(&v2_writes, |_| Ok(u.dir.clone()))?;
+        }
+        Ok(())
     }
     fn apply(&self, pid: Pid) -> Result<()> {
         let p = pid.to_string();

@@ -99,6 +99,31 @@ pub enum Command {
         #[arg(short, long)]
         quiet: bool,
     },
+    /// Suspend every process in a container (cgroup freezer)
+    Pause { id: String },
+    /// Resume every process of a paused container
+    Resume { id: String },
+    /// Change the resource limits of a running container
+    Update(UpdateArgs),
+    /// Print a container's resource statistics and OOM events as JSON lines
+    Events {
+        /// Print the statistics once and exit
+        #[arg(long)]
+        stats: bool,
+        /// How often to print statistics (Go duration: 5s, 500ms, 1m)
+        #[arg(long, default_value = "5s", value_name = "DURATION")]
+        interval: String,
+        id: String,
+    },
+    /// List the processes running in a container
+    Ps {
+        #[arg(short, long, value_enum, default_value = "table")]
+        format: ListFormat,
+        id: String,
+        /// Options for ps(1) in table format (default -ef)
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        ps_args: Vec<String>,
+    },
     /// Unpack an OCI image layout into a runtime bundle (rootfs/ + config.json)
     Unpack {
         /// OCI image layout directory, with an optional tag or digest
@@ -124,6 +149,67 @@ pub enum Command {
         #[arg(long)]
         rootless: bool,
     },
+}
+
+/// `update`: runc's flags; --resources takes a runtime-spec
+/// linux.resources JSON file, or `-` for standard input.
+#[derive(Args, Debug, Default)]
+pub struct UpdateArgs {
+    /// linux.resources JSON to apply: a file, or - for standard input
+    #[arg(short, long, value_name = "FILE")]
+    pub resources: Option<PathBuf>,
+    /// Block IO weight (10 to 1000)
+    #[arg(long, value_name = "N")]
+    pub blkio_weight: Option<u16>,
+    /// CPU CFS period (microseconds)
+    #[arg(long, value_name = "N")]
+    pub cpu_period: Option<u64>,
+    /// CPU CFS quota (microseconds per period; -1 for none)
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub cpu_quota: Option<i64>,
+    /// CPU CFS burst (microseconds)
+    #[arg(long, value_name = "N")]
+    pub cpu_burst: Option<u64>,
+    /// CPU realtime period (microseconds)
+    #[arg(long, value_name = "N")]
+    pub cpu_rt_period: Option<u64>,
+    /// CPU realtime runtime (microseconds)
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub cpu_rt_runtime: Option<i64>,
+    /// CPU shares (relative weight)
+    #[arg(long, value_name = "N")]
+    pub cpu_share: Option<u64>,
+    /// CPUs to use (e.g. 0-2,4)
+    #[arg(long, value_name = "LIST")]
+    pub cpuset_cpus: Option<String>,
+    /// Memory nodes to use
+    #[arg(long, value_name = "LIST")]
+    pub cpuset_mems: Option<String>,
+    /// Memory limit (bytes, or with a unit: 512m, 1g; -1 for none)
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true)]
+    pub memory: Option<String>,
+    /// Memory reservation (soft limit)
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true)]
+    pub memory_reservation: Option<String>,
+    /// Memory plus swap limit (-1 for unlimited swap)
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true)]
+    pub memory_swap: Option<String>,
+    /// Obsolete in runc too; accepted and ignored
+    #[arg(long, value_name = "SIZE", hide = true, allow_hyphen_values = true)]
+    pub kernel_memory: Option<String>,
+    /// Obsolete in runc too; accepted and ignored
+    #[arg(long, value_name = "SIZE", hide = true, allow_hyphen_values = true)]
+    pub kernel_memory_tcp: Option<String>,
+    /// Maximum number of processes (-1 for none)
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub pids_limit: Option<i64>,
+    /// Intel RDT (not supported)
+    #[arg(long, value_name = "SCHEMA", hide = true)]
+    pub l3_cache_schema: Option<String>,
+    /// Intel RDT (not supported)
+    #[arg(long, value_name = "SCHEMA", hide = true)]
+    pub mem_bw_schema: Option<String>,
+    pub id: String,
 }
 
 #[derive(Subcommand, Debug)]

@@ -1,6 +1,7 @@
 //! The container as a state machine: create, start, state, kill, delete,
 //! run, list. Every operation on one id holds the state dir's lock.
 
+pub mod control;
 pub mod signal;
 pub mod state;
 
@@ -54,8 +55,11 @@ pub fn create(g: &Global, o: &CreateOpts) -> Result<()> {
 
 fn create_locked(g: &Global, o: &CreateOpts, detached: bool) -> Result<Created> {
     let bundle = spec::load(&o.bundle)?;
-    // A bad profile fails here, before anything of the container exists.
+    // A bad profile or limit fails here, before anything of the container exists.
     let linux = bundle.spec.linux().as_ref().expect("validated");
+    if let Some(r) = linux.resources() {
+        cgroups::resources::validate(r)?;
+    }
     let seccomp = compile_seccomp(linux, &g.root)?;
     let dir = StateDir::create(&g.root, &o.id)?;
     let mut saved = Saved {
@@ -65,6 +69,7 @@ fn create_locked(g: &Global, o: &CreateOpts, detached: bool) -> Result<Created> 
         created: crate::logging::rfc3339(SystemTime::now()),
         annotations: bundle.spec.annotations().clone().unwrap_or_default(),
         hooks: bundle.spec.hooks().clone(),
+        resources: linux.resources().clone(),
         ..Default::default()
     };
     let mut master = None;
@@ -75,6 +80,9 @@ fn create_locked(g: &Global, o: &CreateOpts, detached: bool) -> Result<Created> 
         // Saved before anything exists, so `delete --force` can clean up after a crash.
         dir.save(&saved)?;
         cg.create()?;
+        if let Some(r) = linux.resources() {
+            cg.set(r)?;
+        }
         let (console, relay) = open_console(&bundle, o.console_socket.as_deref(), detached)?;
         let fifo_path = dir.fifo();
         mkfifo(&fifo_path, Mode::from_bits_truncate(0o622)).ctx(Error::Container, || {
@@ -302,9 +310,16 @@ pub fn kill(g: &Global, id: &str, sig: &str, all: bool) -> Result<()> {
         };
     }
     if all {
+        // Frozen while signalled, so no process forks one that escapes.
         let cg = cgroups::from_hierarchies(saved.cgroups.clone());
+        let paused = status == Status::Paused;
+        let froze = !paused && cgroups::freeze(&saved.cgroups, true).is_ok();
         for pid in cg.procs()? {
             let _ = signal_pid(pid, None, signo);
+        }
+        // SIGKILL to a paused container takes effect only once thawed.
+        if froze || (paused && signo == libc::SIGKILL) {
+            cgroups::freeze(&saved.cgroups, false)?;
         }
         return Ok(());
     }
@@ -338,7 +353,7 @@ pub fn delete(g: &Global, id: &str, force: bool) -> Result<()> {
         Err(e) => return Err(e),
     };
     match state::status(&dir.path, &saved) {
-        Status::Running | Status::Creating if !force => {
+        Status::Running | Status::Paused | Status::Creating if !force => {
             return Err(Error::Container(format!(
                 "cannot delete container {id} that is not stopped: {}",
                 state::status(&dir.path, &saved).as_str()
@@ -365,6 +380,10 @@ fn destroy(dir: StateDir, saved: &Saved) -> Result<()> {
             let _ = crate::sys::pidfd_send_signal(fd.as_fd(), libc::SIGKILL);
             pidfds.push(fd);
         }
+    }
+    // A frozen cgroup holds its SIGKILLs until thawed.
+    if cgroups::frozen(&saved.cgroups) {
+        let _ = cgroups::freeze(&saved.cgroups, false);
     }
     wait_gone(&pidfds);
     // Processes forked while we were killing: the cgroup still holds them.

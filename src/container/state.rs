@@ -34,6 +34,9 @@ pub struct Saved {
     pub cgroups: Vec<Hierarchy>,
     #[serde(default)]
     pub owner: String,
+    /// linux.resources as the container runs with them (spec, then updates).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<oci_spec::runtime::LinuxResources>,
     /// The spec's hooks: poststart and poststop run from `start` and `delete`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hooks: Option<oci_spec::runtime::Hooks>,
@@ -45,6 +48,7 @@ pub enum Status {
     Creating,
     Created,
     Running,
+    Paused,
     Stopped,
 }
 
@@ -54,6 +58,7 @@ impl Status {
             Status::Creating => "creating",
             Status::Created => "created",
             Status::Running => "running",
+            Status::Paused => "paused",
             Status::Stopped => "stopped",
         }
     }
@@ -220,7 +225,9 @@ pub fn status(dir: &Path, s: &Saved) -> Status {
     }
     match process_start_time(Pid::from_raw(s.pid)) {
         Some(t) if t == s.pid_start => {
-            if dir.join(FIFO).exists() {
+            if crate::cgroups::frozen(&s.cgroups) {
+                Status::Paused
+            } else if dir.join(FIFO).exists() {
                 Status::Created
             } else {
                 Status::Running
