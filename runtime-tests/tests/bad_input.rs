@@ -194,3 +194,28 @@ fn a_fake_dev_null_is_never_used_for_masking() {
         "not the null device"
     );
 }
+
+/// An AppArmor profile or SELinux label this host cannot apply fails the
+/// container (runc fails too); it is never silently dropped. On a host with
+/// AppArmor or SELinux enabled there is nothing to check here.
+#[test]
+fn an_lsm_label_the_host_cannot_apply_fails_create() {
+    let aa = std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
+        .is_ok_and(|s| s.starts_with('Y'));
+    let se = std::path::Path::new("/sys/fs/selinux/enforce").exists();
+    let mut cases = Vec::new();
+    if !aa {
+        cases.push(("apparmorProfile", "ocirun-test-profile"));
+    }
+    if !se {
+        cases.push(("selinuxLabel", "system_u:system_r:container_t:s0"));
+    }
+    for (key, value) in cases {
+        let mut c = Ctr::new("lsm", &["true"]);
+        c.config["process"][key] = json!(value);
+        let o = c.run();
+        assert!(!o.status.success(), "{key} {value} was ignored");
+        assert!(!o.stderr.is_empty());
+        c.assert_no_leftovers();
+    }
+}

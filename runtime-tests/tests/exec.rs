@@ -173,3 +173,17 @@ fn exec_tty_sends_the_pty_master_to_the_console_socket() {
     assert!(child.wait().unwrap().success());
     assert!(out.contains("/dev/pts/"), "{out:?}");
 }
+
+#[test]
+fn exec_with_an_apparmor_profile_the_host_cannot_apply_fails() {
+    let aa = std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
+        .is_ok_and(|s| s.starts_with('Y'));
+    if aa {
+        return; // nothing to refuse on a host with AppArmor
+    }
+    let c = running("exec-aa");
+    let o = c.op(&["exec", "--apparmor", "ocirun-test-profile", &c.id, "true"]);
+    assert!(!o.status.success(), "the profile was ignored");
+    assert!(!o.stderr.is_empty());
+    assert_eq!(c.status(), "running");
+}

@@ -60,6 +60,7 @@ fn create_locked(g: &Global, o: &CreateOpts, detached: bool) -> Result<Created> 
     if let Some(r) = linux.resources() {
         cgroups::resources::validate(r)?;
     }
+    crate::security::lsm::check(bundle.spec.process().as_ref().expect("validated"))?;
     let seccomp = compile_seccomp(linux, &g.root)?;
     let dir = StateDir::create(&g.root, &o.id)?;
     let mut saved = Saved {
@@ -682,6 +683,7 @@ pub fn exec(g: &Global, a: &crate::cli::ExecArgs) -> Result<i32> {
     }
     let bundle = spec::load(&saved.bundle)?;
     let process = exec_process(&bundle.spec, a)?;
+    crate::security::lsm::check(&process)?;
     let linux = bundle.spec.linux().as_ref().expect("validated");
     let seccomp = compile_seccomp(linux, &g.root)?;
     let namespaces: Vec<_> = linux
@@ -814,6 +816,12 @@ fn exec_process(
     }
     if a.no_new_privs {
         p.set_no_new_privileges(Some(true));
+    }
+    if let Some(profile) = &a.apparmor {
+        p.set_apparmor_profile(Some(profile.clone()));
+    }
+    if let Some(label) = &a.process_label {
+        p.set_selinux_label(Some(label.clone()));
     }
     Ok(p)
 }

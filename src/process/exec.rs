@@ -168,6 +168,7 @@ fn finish(s: &ExecSpawn, ch: &Channel) -> Result<std::convert::Infallible> {
     ch.send(&Msg::Ready)?;
     sys::cloexec_from(3 + s.preserve_fds).ctx(Error::Process, || "mark fds close-on-exec")?;
     sys::reset_signals().ctx(Error::Process, || "reset signal dispositions")?;
+    security::lsm::apply_on_exec(p)?;
     if nnp && let Some(prog) = &s.seccomp {
         security::seccomp::load(prog)?;
     }

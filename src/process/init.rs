@@ -141,6 +141,7 @@ pub(super) fn run(s: &Spawn, cgroupns: bool, userns: bool, ch: &Channel) -> Resu
     crate::sys::cloexec_from(3 + s.listen_fds + s.preserve_fds)
         .ctx(Error::Process, || "mark fds close-on-exec")?;
     crate::sys::reset_signals().ctx(Error::Process, || "reset signal dispositions")?;
+    security::lsm::apply_on_exec(process)?;
     // As late as it can be: nothing of our setup runs under the filter.
     if nnp {
         load_seccomp(s, host_pid)?;
