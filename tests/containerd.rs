@@ -170,6 +170,18 @@ fn ctr_run_with_ocirun_as_the_runc_binary() {
         "echo in-exec; id -u",
     ]);
     assert_eq!(out, "in-exec\n1000\n");
+    // pause/resume (`ocirun pause|resume`), ps (`ocirun ps --format json`),
+    // metrics (the shim reads the cgroups ocirun placed the container in).
+    // ctr 1.6 has no `task update`; runtime-tests/tests/cgroups.rs sends
+    // `update --resources -` as the shim does.
+    c.ctr_ok(&["task", "pause", "bg"]);
+    assert!(c.ctr_ok(&["task", "ls"]).contains("PAUSED"));
+    c.ctr_ok(&["task", "resume", "bg"]);
+    assert!(c.ctr_ok(&["task", "ls"]).contains("RUNNING"));
+    let ps = c.ctr_ok(&["task", "ps", "bg"]);
+    assert!(ps.lines().count() >= 2, "{ps}");
+    let metrics = c.ctr_ok(&["task", "metrics", "bg"]);
+    assert!(metrics.contains("memory"), "{metrics}");
     c.ctr_ok(&["task", "kill", "-s", "KILL", "bg"]);
     let t0 = Instant::now();
     while !c.ctr_ok(&["task", "ls"]).contains("STOPPED") {
