@@ -318,6 +318,18 @@ fn a_failed_update_leaves_the_running_container_untouched() {
         assert_eq!(read(&pids), "30", "pids changed by {args:?}");
         assert_eq!(c.status(), "running");
     }
+    // memory.checkBeforeUpdate: a limit below the current usage is refused
+    // (without it, v1 answers EBUSY and v2 would OOM-kill the container).
+    let f = c.dir.join("below-usage.json");
+    fs::write(
+        &f,
+        r#"{"memory": {"limit": 4096, "checkBeforeUpdate": true}}"#,
+    )
+    .unwrap();
+    let o = c.op(&["update", "--resources", f.to_str().unwrap(), &c.id]);
+    assert!(!o.status.success(), "a limit below usage was taken");
+    assert_eq!(read(&mem), "67108864");
+    assert_eq!(c.status(), "running");
     c.op_ok(&["delete", "--force", &c.id]);
     c.assert_no_leftovers();
 }

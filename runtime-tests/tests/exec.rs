@@ -169,8 +169,12 @@ fn exec_tty_sends_the_pty_master_to_the_console_socket() {
     let conn = conn.expect("the runtime never connected to the console socket");
     conn.set_nonblocking(false).unwrap();
     let (_name, master) = runtime_tests::sys::recv_fd(&conn).unwrap();
+    // Held open until the process exits: closing the master hangs up the
+    // pty, and a process still on it would die of SIGHUP.
+    let keep = master.try_clone().unwrap();
     let out = runtime_tests::sys::read_until(master, "done");
     assert!(child.wait().unwrap().success());
+    drop(keep);
     assert!(out.contains("/dev/pts/"), "{out:?}");
 }
 
