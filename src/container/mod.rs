@@ -75,6 +75,7 @@ fn create_locked(g: &Global, o: &CreateOpts, detached: bool) -> Result<Created> 
         // Saved before anything exists, so `delete --force` can clean up after a crash.
         dir.save(&saved)?;
         cg.create()?;
+        cgroups::devices::apply_for(cg.hierarchies(), linux)?;
         let (console, relay) = open_console(&bundle, o.console_socket.as_deref(), detached)?;
         let fifo_path = dir.fifo();
         mkfifo(&fifo_path, Mode::from_bits_truncate(0o622)).ctx(Error::Container, || {
