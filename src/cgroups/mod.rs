@@ -23,6 +23,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result, io_text};
 
+pub mod devices;
+
 /// One mounted hierarchy and the container's directory in it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Hierarchy {

@@ -59,6 +59,7 @@ fn create_locked(g: &Global, o: &CreateOpts, detached: bool) -> Result<Created> 
     let linux = bundle.spec.linux().as_ref().expect("validated");
     if let Some(r) = linux.resources() {
         cgroups::resources::validate(r)?;
+        cgroups::devices::validate(r.devices().as_deref().unwrap_or_default())?;
     }
     crate::security::lsm::check(bundle.spec.process().as_ref().expect("validated"))?;
     let seccomp = compile_seccomp(linux, &g.root)?;
@@ -81,6 +82,7 @@ fn create_locked(g: &Global, o: &CreateOpts, detached: bool) -> Result<Created> 
         // Saved before anything exists, so `delete --force` can clean up after a crash.
         dir.save(&saved)?;
         cg.create()?;
+        cgroups::devices::apply_for(cg.hierarchies(), linux)?;
         if let Some(r) = linux.resources() {
             cg.set(r)?;
         }

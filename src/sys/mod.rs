@@ -1,6 +1,8 @@
 //! Thin safe wrappers for the system calls that nix does not cover.
 //! This module is the only place in ocirun with `unsafe`.
 
+pub mod bpf;
+
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
