@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::sys::stat::{Mode, umask};
-use nix::unistd::{AccessFlags, access, chdir, execve, setsid};
+use nix::unistd::{AccessFlags, access, execve, setsid};
 use oci_spec::runtime::Process;
 
 use super::Spawn;
@@ -96,22 +96,13 @@ pub(super) fn run(s: &Spawn, cgroupns: bool, userns: bool, ch: &Channel) -> Resu
     let caps = process.capabilities().as_ref();
     security::apply_bounding(caps)?;
     let cwd = process.cwd();
-    let early_cd = chdir(cwd);
+    // Resolved as root (a cwd only root can search still works), entered
+    // again as the user if that first attempt failed.
+    let cwd_handle = super::open_cwd(cwd)?;
+    let early_cd = nix::unistd::fchdir(&cwd_handle).is_ok();
     security::switch_user(process)?;
-    if early_cd.is_err() {
-        chdir(cwd).ctx(Error::Process, || format!("chdir to cwd {}", cwd.display()))?;
-    }
-    // The cwd must be inside the container's root (the CVE-2024-21626 class:
-    // a directory fd leaked from the runtime would make it "(unreachable)").
-    match nix::unistd::getcwd() {
-        Ok(p) if p.is_absolute() => {}
-        other => {
-            return Err(Error::Process(format!(
-                "cwd {} is not inside the container root: {other:?}",
-                cwd.display()
-            )));
-        }
-    }
+    super::enter_cwd(&cwd_handle, cwd, early_cd)?;
+    drop(cwd_handle);
     security::apply_caps(caps)?;
     if nnp {
         security::no_new_privs()?;
