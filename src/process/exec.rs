@@ -115,6 +115,10 @@ fn stage1(
     joins: &[(LinuxNamespaceType, OwnedFd, PathBuf)],
     ch: &Channel,
 ) -> Result<()> {
+    // As the init: nothing in the container may read or write our memory,
+    // fds or exe while our code runs there (execve undoes it).
+    nix::sys::prctl::set_dumpable(false)
+        .ctx(Error::Process, || "set the exec process non-dumpable")?;
     ch.expect(Msg::Go)?;
     for (t, fd, path) in joins {
         setns(fd, CloneFlags::from_bits_retain(*t as i32)).ctx(Error::Process, || {

@@ -22,6 +22,10 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 pub(super) fn run(s: &Spawn, cgroupns: bool, userns: bool, ch: &Channel) -> Result<()> {
     let spec = &s.bundle.spec;
     let process = spec.process().as_ref().expect("validated");
+    // No process of the container may read or write our memory, fds or exe
+    // while we run our code in its namespaces; execve makes the container's
+    // program dumpable again.
+    nix::sys::prctl::set_dumpable(false).ctx(Error::Process, || "set the init non-dumpable")?;
     umask(Mode::empty());
     // Our pid as the host sees it, while the host's /proc is still mounted
     // here: a seccomp listener is told which process it serves.
