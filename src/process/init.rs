@@ -67,18 +67,26 @@ pub(super) fn run(s: &Spawn, cgroupns: bool, userns: bool, ch: &Channel) -> Resu
         crate::sys::setdomainname(d).ctx(Error::Process, || format!("setdomainname {d:?}"))?;
     }
     let linux = spec.linux().as_ref().expect("validated");
-    for (key, value) in linux.sysctl().iter().flatten() {
-        let path = Path::new("/proc/sys").join(key.replace('.', "/"));
-        std::fs::write(&path, value).ctx(Error::Process, || {
-            format!("sysctl {key}={value} ({})", path.display())
-        })?;
+    let sysctls = linux.sysctl().as_ref().filter(|s| !s.is_empty());
+    // A private, verified procfs for our writes (CVE-2025-52881), only when
+    // there is something to write.
+    let procfs = if sysctls.is_some() || process.oom_score_adj().is_some() {
+        Some(rootfs::procfs::Procfs::open()?)
+    } else {
+        None
+    };
+    for (key, value) in sysctls.into_iter().flatten() {
+        procfs.as_ref().expect("opened").write_sysctl(key, value)?;
     }
     rootfs::finalize(spec)?;
 
     if let Some(adj) = process.oom_score_adj() {
-        std::fs::write("/proc/self/oom_score_adj", adj.to_string())
-            .ctx(Error::Process, || format!("set oom_score_adj to {adj}"))?;
+        procfs
+            .as_ref()
+            .expect("opened")
+            .write_self("oom_score_adj", &adj.to_string())?;
     }
+    drop(procfs);
     security::set_rlimits(process)?;
 
     setsid().ctx(Error::Process, || "setsid")?;

@@ -5,6 +5,7 @@
 //! rootfs can make a mount or a device node land outside it.
 
 pub mod options;
+pub mod procfs;
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
