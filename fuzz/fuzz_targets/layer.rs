@@ -119,7 +119,11 @@ fn check_outside(what: &str) {
         .map(|e| e.unwrap().file_name())
         .collect();
     top.sort();
-    assert_eq!(top, ["rootfs", "sentinel"], "{what}: something appeared beside the rootfs");
+    assert_eq!(
+        top,
+        ["rootfs", "sentinel"],
+        "{what}: something appeared beside the rootfs"
+    );
     let s = base().join("sentinel");
     let names: Vec<_> = fs::read_dir(&s)
         .unwrap()
@@ -128,7 +132,11 @@ fn check_outside(what: &str) {
     assert_eq!(names, ["keep"], "{what}: the sentinel directory changed");
     let m = fs::symlink_metadata(s.join("keep")).unwrap();
     assert!(m.is_file(), "{what}: sentinel file replaced");
-    assert_eq!(fs::read(s.join("keep")).unwrap(), b"keep", "{what}: sentinel written");
+    assert_eq!(
+        fs::read(s.join("keep")).unwrap(),
+        b"keep",
+        "{what}: sentinel written"
+    );
 }
 
 fuzz_target!(|input: Input| {
