@@ -22,6 +22,13 @@ fn dispatch(cli: Cli) -> ocirun::Result<i32> {
         root: cli.root,
         systemd_cgroup: cli.systemd_cgroup,
     };
+    if matches!(
+        cli.command,
+        Command::Create(_) | Command::Run(_) | Command::Exec(_)
+    ) {
+        // Before anything is forked into a container (CVE-2019-5736).
+        ocirun::security::exe::run_from_read_only_binary()?;
+    }
     match cli.command {
         Command::Create(a) => container::create(&g, &create_opts(a)).map(|()| 0),
         Command::Start { id } => container::start(&g, &id).map(|()| 0),

@@ -4,14 +4,13 @@
 
 use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::path::Path;
 
 use nix::errno::Errno;
-use nix::fcntl::{OFlag, open};
+use nix::fcntl::OFlag;
 use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt};
 use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
-use nix::sys::stat::Mode;
 use oci_spec::runtime::Box as ConsoleSize;
+use pathrs::flags::OpenFlags;
 
 use crate::error::{Context, Error, Result};
 
@@ -52,12 +51,11 @@ fn open_console(socket: &OwnedFd, size: Option<&ConsoleSize>, bind: bool) -> Res
     grantpt(&master).ctx(Error::Process, || "grantpt")?;
     unlockpt(&master).ctx(Error::Process, || "unlockpt")?;
     let name = ptsname_r(&master).ctx(Error::Process, || "ptsname")?;
-    let slave = open(
-        Path::new(&name),
-        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .ctx(Error::Process, || format!("open {name}"))?;
+    // The slave straight from the master (no /dev/pts/N lookup a rootfs or a
+    // racing mount could redirect: CVE-2025-52565), checked to be a pty.
+    let slave = crate::sys::pty_peer(master.as_fd())
+        .ctx(Error::Process, || format!("open the peer of {name}"))?;
+    check_pty_slave(&slave, &name)?;
     if let Some(s) = size {
         crate::sys::set_winsize(master.as_fd(), s.height() as u16, s.width() as u16)
             .ctx(Error::Process, || {
@@ -65,7 +63,7 @@ fn open_console(socket: &OwnedFd, size: Option<&ConsoleSize>, bind: bool) -> Res
             })?;
     }
     if bind {
-        bind_console(&name)?;
+        bind_console(&slave, &name)?;
     }
     send_fd(socket, "/dev/ptmx", &master)?;
     drop(master);
@@ -83,29 +81,63 @@ fn open_console(socket: &OwnedFd, size: Option<&ConsoleSize>, bind: bool) -> Res
     Ok(())
 }
 
-/// /dev/console in the container is the pty slave (as runc does it).
-fn bind_console(name: &str) -> Result<()> {
-    use nix::mount::{MsFlags, mount};
-    let console = Path::new("/dev/console");
-    match std::fs::symlink_metadata(console) {
-        Ok(m) if m.file_type().is_symlink() || m.is_dir() => {
-            return Err(Error::Process(
-                "/dev/console in the container is not a plain file".into(),
-            ));
-        }
-        Ok(_) => {}
-        Err(_) => {
-            std::fs::File::create(console).ctx(Error::Process, || "create /dev/console")?;
-        }
+/// A devpts file that is a pty slave (majors 136-143).
+fn check_pty_slave(slave: &OwnedFd, name: &str) -> Result<()> {
+    const DEVPTS_SUPER_MAGIC: i64 = 0x1cd1;
+    let fs = nix::sys::statfs::fstatfs(slave).ctx(Error::Process, || format!("statfs {name}"))?;
+    let st = nix::sys::stat::fstat(slave).ctx(Error::Process, || format!("stat {name}"))?;
+    let is_chr = st.st_mode & libc::S_IFMT == libc::S_IFCHR;
+    let major = libc::major(st.st_rdev);
+    if fs.filesystem_type().0 as i64 != DEVPTS_SUPER_MAGIC
+        || !is_chr
+        || !(136..=143).contains(&major)
+    {
+        return Err(Error::Process(format!(
+            "{name} is not a pty slave on devpts"
+        )));
     }
-    mount(
-        Some(name),
-        console,
-        None::<&str>,
-        MsFlags::MS_BIND,
-        None::<&str>,
-    )
-    .ctx(Error::Process, || format!("bind {name} on /dev/console"))
+    Ok(())
+}
+
+/// /dev/console in the container is the pty slave (as runc does it). The
+/// target is resolved inside the container root without following a final
+/// symlink, must be a regular file (made here, O_EXCL, when missing), and
+/// the bind goes from the slave's fd to the target's fd (CVE-2025-52565).
+fn bind_console(slave: &OwnedFd, name: &str) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let root = pathrs::Root::open("/").ctx(Error::Process, || "open the container root")?;
+    let console = "/dev/console";
+    let target = match root.resolve_nofollow(console) {
+        Ok(h) => h,
+        Err(e)
+            if matches!(
+                e.kind(),
+                pathrs::error::ErrorKind::OsError(Some(libc::ENOENT))
+            ) =>
+        {
+            root.create_file(
+                console,
+                OpenFlags::O_CREAT
+                    | OpenFlags::O_EXCL
+                    | OpenFlags::O_NOFOLLOW
+                    | OpenFlags::O_WRONLY
+                    | OpenFlags::O_CLOEXEC,
+                &std::fs::Permissions::from_mode(0o600),
+            )
+            .ctx(Error::Process, || format!("create {console}"))?;
+            root.resolve_nofollow(console)
+                .ctx(Error::Process, || format!("resolve {console}"))?
+        }
+        Err(e) => return Err(Error::Process(format!("resolve {console}: {e}"))),
+    };
+    let st = nix::sys::stat::fstat(&target).ctx(Error::Process, || format!("stat {console}"))?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(Error::Process(format!(
+            "{console} in the container is not a regular file"
+        )));
+    }
+    crate::rootfs::bind_fd(slave.as_fd(), target.as_fd())
+        .ctx(Error::Process, || format!("bind {name} on {console}"))
 }
 
 /// Receives the pty master a container's process sent over `socket` (the

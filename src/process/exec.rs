@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use nix::sched::{CloneFlags, setns};
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::waitpid;
-use nix::unistd::{Pid, chdir, execve, setsid};
+use nix::unistd::{Pid, execve, setsid};
 use oci_spec::runtime::{LinuxNamespaceType, Process};
 
 use super::channel::{self, Channel, Msg};
@@ -115,6 +115,10 @@ fn stage1(
     joins: &[(LinuxNamespaceType, OwnedFd, PathBuf)],
     ch: &Channel,
 ) -> Result<()> {
+    // As the init: nothing in the container may read or write our memory,
+    // fds or exe while our code runs there (execve undoes it).
+    nix::sys::prctl::set_dumpable(false)
+        .ctx(Error::Process, || "set the exec process non-dumpable")?;
     ch.expect(Msg::Go)?;
     for (t, fd, path) in joins {
         setns(fd, CloneFlags::from_bits_retain(*t as i32)).ctx(Error::Process, || {
@@ -154,10 +158,10 @@ fn finish(s: &ExecSpawn, ch: &Channel) -> Result<std::convert::Infallible> {
     }
     let caps = p.capabilities().as_ref();
     security::apply_bounding(caps)?;
+    let cwd_handle = super::open_cwd(p.cwd())?;
     security::switch_user(p)?;
-    chdir(p.cwd()).ctx(Error::Process, || {
-        format!("chdir to cwd {}", p.cwd().display())
-    })?;
+    super::enter_cwd(&cwd_handle, p.cwd(), false)?;
+    drop(cwd_handle);
     security::apply_caps(caps)?;
     if nnp {
         security::no_new_privs()?;

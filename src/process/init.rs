@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::sys::stat::{Mode, umask};
-use nix::unistd::{AccessFlags, access, chdir, execve, setsid};
+use nix::unistd::{AccessFlags, access, execve, setsid};
 use oci_spec::runtime::Process;
 
 use super::Spawn;
@@ -22,6 +22,10 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 pub(super) fn run(s: &Spawn, cgroupns: bool, userns: bool, ch: &Channel) -> Result<()> {
     let spec = &s.bundle.spec;
     let process = spec.process().as_ref().expect("validated");
+    // No process of the container may read or write our memory, fds or exe
+    // while we run our code in its namespaces; execve makes the container's
+    // program dumpable again.
+    nix::sys::prctl::set_dumpable(false).ctx(Error::Process, || "set the init non-dumpable")?;
     umask(Mode::empty());
     // Our pid as the host sees it, while the host's /proc is still mounted
     // here: a seccomp listener is told which process it serves.
@@ -63,18 +67,26 @@ pub(super) fn run(s: &Spawn, cgroupns: bool, userns: bool, ch: &Channel) -> Resu
         crate::sys::setdomainname(d).ctx(Error::Process, || format!("setdomainname {d:?}"))?;
     }
     let linux = spec.linux().as_ref().expect("validated");
-    for (key, value) in linux.sysctl().iter().flatten() {
-        let path = Path::new("/proc/sys").join(key.replace('.', "/"));
-        std::fs::write(&path, value).ctx(Error::Process, || {
-            format!("sysctl {key}={value} ({})", path.display())
-        })?;
+    let sysctls = linux.sysctl().as_ref().filter(|s| !s.is_empty());
+    // A private, verified procfs for our writes (CVE-2025-52881), only when
+    // there is something to write.
+    let procfs = if sysctls.is_some() || process.oom_score_adj().is_some() {
+        Some(rootfs::procfs::Procfs::open()?)
+    } else {
+        None
+    };
+    for (key, value) in sysctls.into_iter().flatten() {
+        procfs.as_ref().expect("opened").write_sysctl(key, value)?;
     }
     rootfs::finalize(spec)?;
 
     if let Some(adj) = process.oom_score_adj() {
-        std::fs::write("/proc/self/oom_score_adj", adj.to_string())
-            .ctx(Error::Process, || format!("set oom_score_adj to {adj}"))?;
+        procfs
+            .as_ref()
+            .expect("opened")
+            .write_self("oom_score_adj", &adj.to_string())?;
     }
+    drop(procfs);
     security::set_rlimits(process)?;
 
     setsid().ctx(Error::Process, || "setsid")?;
@@ -102,22 +114,13 @@ pub(super) fn run(s: &Spawn, cgroupns: bool, userns: bool, ch: &Channel) -> Resu
     let caps = process.capabilities().as_ref();
     security::apply_bounding(caps)?;
     let cwd = process.cwd();
-    let early_cd = chdir(cwd);
+    // Resolved as root (a cwd only root can search still works), entered
+    // again as the user if that first attempt failed.
+    let cwd_handle = super::open_cwd(cwd)?;
+    let early_cd = nix::unistd::fchdir(&cwd_handle).is_ok();
     security::switch_user(process)?;
-    if early_cd.is_err() {
-        chdir(cwd).ctx(Error::Process, || format!("chdir to cwd {}", cwd.display()))?;
-    }
-    // The cwd must be inside the container's root (the CVE-2024-21626 class:
-    // a directory fd leaked from the runtime would make it "(unreachable)").
-    match nix::unistd::getcwd() {
-        Ok(p) if p.is_absolute() => {}
-        other => {
-            return Err(Error::Process(format!(
-                "cwd {} is not inside the container root: {other:?}",
-                cwd.display()
-            )));
-        }
-    }
+    super::enter_cwd(&cwd_handle, cwd, early_cd)?;
+    drop(cwd_handle);
     security::apply_caps(caps)?;
     if nnp {
         security::no_new_privs()?;

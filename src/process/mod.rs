@@ -46,6 +46,32 @@ pub struct Spawn<'a> {
     pub seccomp_listener: Option<OwnedFd>,
 }
 
+/// The process's cwd resolved inside the container's root (`/` after
+/// pivot_root, or after joining its mount namespace) by libpathrs: no
+/// symlink, `..` or /proc magic link (CVE-2024-21626's /proc/self/fd/N) can
+/// take it outside.
+pub(crate) fn open_cwd(cwd: &std::path::Path) -> Result<pathrs::Handle> {
+    let root = pathrs::Root::open("/").ctx(Error::Process, || "open the container root")?;
+    root.resolve(cwd).ctx(Error::Process, || {
+        format!("resolve cwd {} inside the container", cwd.display())
+    })
+}
+
+/// Makes `h` the cwd (unless `entered` already) and checks that the kernel
+/// sees it inside the container's root.
+pub(crate) fn enter_cwd(h: &pathrs::Handle, cwd: &std::path::Path, entered: bool) -> Result<()> {
+    if !entered {
+        nix::unistd::fchdir(h).ctx(Error::Process, || format!("chdir to cwd {}", cwd.display()))?;
+    }
+    match nix::unistd::getcwd() {
+        Ok(p) if p.is_absolute() => Ok(()),
+        other => Err(Error::Process(format!(
+            "cwd {} is not inside the container root: {other:?}",
+            cwd.display()
+        ))),
+    }
+}
+
 fn ns_flag(t: LinuxNamespaceType) -> CloneFlags {
     CloneFlags::from_bits_retain(t as i32)
 }

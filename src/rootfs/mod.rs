@@ -5,11 +5,12 @@
 //! rootfs can make a mount or a device node land outside it.
 
 pub mod options;
+pub mod procfs;
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::fs::Permissions;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
@@ -730,11 +731,12 @@ pub fn finalize(spec: &Spec) -> Result<()> {
         readonly_path(path)?;
     }
     let masked = linux.and_then(|l| l.masked_paths().as_ref());
-    if masked.is_some_and(|m| !m.is_empty()) {
-        check_dev_null()?;
-    }
-    for path in masked.into_iter().flatten() {
-        mask_path(path)?;
+    if let Some(masked) = masked.filter(|m| !m.is_empty()) {
+        let null = open_dev_null()?;
+        let root = Root::open("/").ctx(Error::Rootfs, || "open the container root")?;
+        for path in masked {
+            mask_path(&root, &null, path)?;
+        }
     }
     if spec
         .root()
@@ -764,27 +766,102 @@ fn readonly_path(path: &str) -> Result<()> {
 }
 
 /// Masking binds /dev/null over paths: it must be the real null device, not
-/// a file or another device the rootfs put there (the CVE-2025-31133 class).
-fn check_dev_null() -> Result<()> {
-    let st = nix::sys::stat::lstat("/dev/null").ctx(Error::Rootfs, || "stat /dev/null")?;
+/// a file, a symlink or another device the rootfs put there (the
+/// CVE-2025-31133 class). Opened without following a symlink and checked
+/// through that fd, which is what gets bound.
+fn open_dev_null() -> Result<std::os::fd::OwnedFd> {
+    let fd = open(
+        "/dev/null",
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .ctx(Error::Rootfs, || "open /dev/null")?;
+    let st = nix::sys::stat::fstat(&fd).ctx(Error::Rootfs, || "stat /dev/null")?;
     let is_chr = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFCHR;
     if !is_chr || st.st_rdev != libc::makedev(1, 3) {
         return Err(Error::Rootfs(
             "refusing to mask paths with /dev/null: it is not the 1:3 character device".into(),
         ));
     }
-    Ok(())
+    Ok(fd)
 }
 
-fn mask_path(path: &str) -> Result<()> {
-    match mnt(Some("/dev/null"), path, None, MsFlags::MS_BIND, None) {
-        Ok(()) => Ok(()),
-        Err(Errno::ENOENT) => Ok(()),
-        Err(Errno::ENOTDIR) => mnt(Some("tmpfs"), path, Some("tmpfs"), MsFlags::MS_RDONLY, None)
-            .ctx(Error::Rootfs, || {
-                format!("mask {path} with a read-only tmpfs")
-            }),
-        Err(e) => Err(Error::Rootfs(format!("mask {path} with /dev/null: {e:?}"))),
+/// Binds the file or directory `src` (any fd on it) onto `target` with the
+/// new mount API: no path is looked up again, so nothing can be swapped in
+/// between the checks on these fds and the mount.
+pub(crate) fn bind_fd(
+    src: BorrowedFd<'_>,
+    target: BorrowedFd<'_>,
+) -> std::result::Result<(), Errno> {
+    use rustix::mount::{MoveMountFlags, OpenTreeFlags, move_mount, open_tree};
+    let errno = |e: rustix::io::Errno| Errno::from_raw(e.raw_os_error());
+    let tree = open_tree(
+        src,
+        "",
+        OpenTreeFlags::OPEN_TREE_CLONE
+            | OpenTreeFlags::OPEN_TREE_CLOEXEC
+            | OpenTreeFlags::AT_EMPTY_PATH,
+    )
+    .map_err(errno)?;
+    move_mount(
+        &tree,
+        "",
+        target,
+        "",
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
+    )
+    .map_err(errno)
+}
+
+/// A fresh read-only tmpfs onto `target` (a masked directory).
+fn ro_tmpfs_on(target: BorrowedFd<'_>) -> std::result::Result<(), Errno> {
+    use rustix::mount::{
+        FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, fsconfig_create, fsmount,
+        fsopen, move_mount,
+    };
+    let errno = |e: rustix::io::Errno| Errno::from_raw(e.raw_os_error());
+    let fs = fsopen("tmpfs", FsOpenFlags::FSOPEN_CLOEXEC).map_err(errno)?;
+    fsconfig_create(&fs).map_err(errno)?;
+    let m = fsmount(
+        &fs,
+        FsMountFlags::FSMOUNT_CLOEXEC,
+        MountAttrFlags::MOUNT_ATTR_RDONLY,
+    )
+    .map_err(errno)?;
+    move_mount(
+        &m,
+        "",
+        target,
+        "",
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
+    )
+    .map_err(errno)
+}
+
+/// Masks `path` (resolved inside the container root): the verified
+/// /dev/null over a file, a read-only tmpfs over a directory.
+fn mask_path(root: &Root, null: &impl AsFd, path: &str) -> Result<()> {
+    let target = match root.resolve(path) {
+        Ok(h) => h,
+        Err(e)
+            if matches!(
+                e.kind(),
+                pathrs::error::ErrorKind::OsError(Some(libc::ENOENT))
+            ) =>
+        {
+            return Ok(());
+        }
+        Err(e) => return Err(Error::Rootfs(format!("resolve masked path {path}: {e}"))),
+    };
+    let st =
+        nix::sys::stat::fstat(&target).ctx(Error::Rootfs, || format!("stat masked path {path}"))?;
+    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR {
+        ro_tmpfs_on(target.as_fd()).ctx(Error::Rootfs, || {
+            format!("mask {path} with a read-only tmpfs")
+        })
+    } else {
+        bind_fd(null.as_fd(), target.as_fd())
+            .ctx(Error::Rootfs, || format!("mask {path} with /dev/null"))
     }
 }
 

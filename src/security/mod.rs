@@ -1,6 +1,7 @@
 //! The process's identity and privileges: rlimits, user and groups,
 //! capabilities (all five sets) and no_new_privs.
 
+pub mod exe;
 pub mod lsm;
 pub mod seccomp;
 
