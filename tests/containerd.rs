@@ -21,6 +21,15 @@ impl Drop for Containerd {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
+        // The namespace's parent cgroup (`/<ns>/<id>` paths): the runtime
+        // removes each container's own, the parent is the test's to remove.
+        for h in std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let _ = std::fs::remove_dir(h.path().join(&self.ns));
+        }
     }
 }
 
