@@ -539,6 +539,17 @@ pub fn v2(r: &LinuxResources, env: V2Env) -> Result<Vec<Write>> {
         ));
     }
     out.extend(rdma(r.rdma()));
+    if r.network()
+        .as_ref()
+        .is_some_and(|n| n.class_id().is_some() || n.priorities().is_some())
+    {
+        // cgroup v2 has no net_cls/net_prio (eBPF took their place); runc
+        // ignores the field there too. Said in the log, not silently.
+        crate::logging::log(
+            "warning",
+            "linux.resources.network (classID, priorities) has no cgroup v2 controller: ignored",
+        );
+    }
     let mut unified: Vec<_> = r.unified().iter().flatten().collect();
     unified.sort();
     for (k, v) in unified {
