@@ -439,3 +439,20 @@ fn cgroup_mount_shows_the_container_cgroup_with_and_without_cgroupns() {
         );
     }
 }
+
+/// A read-only path is read-only with what is mounted under it (/dev/shm
+/// under /dev). runc 1.1 fails this one: its remount with MS_REC changes only
+/// the top mount, leaving submounts writable.
+#[test]
+fn readonly_paths_cover_their_submounts() {
+    let mut c = Ctr::new(
+        "ro-sub",
+        &[
+            "sh",
+            "-c",
+            "touch /dev/x 2>/dev/null && echo top-writable || echo top-readonly; touch /dev/shm/x 2>/dev/null && echo sub-writable || echo sub-readonly; echo ok > /dev/null && echo null-works",
+        ],
+    );
+    c.config["linux"]["readonlyPaths"] = json!(["/dev"]);
+    assert_eq!(c.run_ok(), "top-readonly\nsub-readonly\nnull-works\n");
+}

@@ -723,19 +723,18 @@ fn make_device(
 /// After pivot_root: readonly paths, masked paths, then a read-only root.
 pub fn finalize(spec: &Spec) -> Result<()> {
     let linux = spec.linux().as_ref();
-    for path in linux
-        .and_then(|l| l.readonly_paths().as_ref())
-        .into_iter()
-        .flatten()
-    {
-        readonly_path(path)?;
-    }
+    let readonly = linux.and_then(|l| l.readonly_paths().as_ref());
     let masked = linux.and_then(|l| l.masked_paths().as_ref());
-    if let Some(masked) = masked.filter(|m| !m.is_empty()) {
-        let null = open_dev_null()?;
+    if readonly.is_some_and(|r| !r.is_empty()) || masked.is_some_and(|m| !m.is_empty()) {
         let root = Root::open("/").ctx(Error::Rootfs, || "open the container root")?;
-        for path in masked {
-            mask_path(&root, &null, path)?;
+        for path in readonly.into_iter().flatten() {
+            readonly_path(&root, path)?;
+        }
+        if let Some(masked) = masked.filter(|m| !m.is_empty()) {
+            let null = open_dev_null()?;
+            for path in masked {
+                mask_path(&root, &null, path)?;
+            }
         }
     }
     if spec
@@ -749,20 +748,50 @@ pub fn finalize(spec: &Spec) -> Result<()> {
     Ok(())
 }
 
-fn readonly_path(path: &str) -> Result<()> {
-    match mnt(
-        Some(path),
-        path,
-        None,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None,
-    ) {
-        Ok(()) => {}
-        Err(Errno::ENOENT) => return Ok(()),
-        Err(e) => return Err(Error::Rootfs(format!("bind readonly path {path}: {e:?}"))),
-    }
-    remount_bind(path, MsFlags::MS_RDONLY | MsFlags::MS_REC)
-        .ctx(Error::Rootfs, || format!("remount readonly path {path}"))
+/// Makes `path` (resolved inside the container root, no symlink leaving it)
+/// read-only with everything mounted under it: a detached clone of the tree
+/// there (`open_tree`), made read-only (`mount_setattr`, recursive) and
+/// moved back onto the same handle. Nothing is looked up by name between
+/// the resolution and the mount, so a swap cannot redirect it.
+fn readonly_path(root: &Root, path: &str) -> Result<()> {
+    use rustix::mount::{MoveMountFlags, OpenTreeFlags, move_mount, open_tree};
+    let target = match root.resolve(path) {
+        Ok(h) => h,
+        Err(e)
+            if matches!(
+                e.kind(),
+                pathrs::error::ErrorKind::OsError(Some(libc::ENOENT))
+            ) =>
+        {
+            return Ok(());
+        }
+        Err(e) => return Err(Error::Rootfs(format!("resolve readonly path {path}: {e}"))),
+    };
+    let errno = |e: rustix::io::Errno| Errno::from_raw(e.raw_os_error());
+    let tree = open_tree(
+        &target,
+        "",
+        OpenTreeFlags::OPEN_TREE_CLONE
+            | OpenTreeFlags::OPEN_TREE_CLOEXEC
+            | OpenTreeFlags::AT_EMPTY_PATH
+            | OpenTreeFlags::AT_RECURSIVE,
+    )
+    .map_err(errno)
+    .ctx(Error::Rootfs, || {
+        format!("clone the mounts at readonly path {path}")
+    })?;
+    crate::sys::mount_set_readonly_recursive(tree.as_fd()).ctx(Error::Rootfs, || {
+        format!("make readonly path {path} read-only")
+    })?;
+    move_mount(
+        &tree,
+        "",
+        &target,
+        "",
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
+    )
+    .map_err(errno)
+    .ctx(Error::Rootfs, || format!("mount readonly path {path}"))
 }
 
 /// Masking binds /dev/null over paths: it must be the real null device, not

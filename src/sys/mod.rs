@@ -253,6 +253,15 @@ pub fn ignore_sigpipe() {
 /// `mount_setattr(2)` on a mount fd (from `open_tree`): makes that mount
 /// read-only.
 pub fn mount_set_readonly(mnt: BorrowedFd<'_>) -> Result<(), Errno> {
+    mount_set_readonly_flags(mnt, false)
+}
+
+/// As `mount_set_readonly`, for the whole tree of mounts under `mnt`.
+pub fn mount_set_readonly_recursive(mnt: BorrowedFd<'_>) -> Result<(), Errno> {
+    mount_set_readonly_flags(mnt, true)
+}
+
+fn mount_set_readonly_flags(mnt: BorrowedFd<'_>, recursive: bool) -> Result<(), Errno> {
     #[repr(C)]
     struct MountAttr {
         attr_set: u64,
@@ -274,7 +283,7 @@ pub fn mount_set_readonly(mnt: BorrowedFd<'_>) -> Result<(), Errno> {
             libc::SYS_mount_setattr,
             mnt.as_raw_fd(),
             c"".as_ptr(),
-            libc::AT_EMPTY_PATH as libc::c_uint,
+            (libc::AT_EMPTY_PATH | if recursive { libc::AT_RECURSIVE } else { 0 }) as libc::c_uint,
             &attr as *const MountAttr,
             std::mem::size_of::<MountAttr>(),
         )
