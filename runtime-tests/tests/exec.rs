@@ -191,3 +191,28 @@ fn exec_with_an_apparmor_profile_the_host_cannot_apply_fails() {
     assert!(!o.stderr.is_empty());
     assert_eq!(c.status(), "running");
 }
+
+#[test]
+fn exec_into_a_no_pivot_container_sees_the_container_root() {
+    // With --no-pivot the init's root is a chroot over a moved mount; exec
+    // must land in the init's root (ocirun enters /proc/<init>/root).
+    let c = Ctr::new("exec-nopivot", &["sleep", "100"]);
+    std::fs::write(c.rootfs().join("marker"), "inside\n").unwrap();
+    let o = c.create_with(&["--no-pivot"]);
+    assert!(o.status.success(), "{}", c.output());
+    c.op_ok(&["start", &c.id]);
+    let out = c.op_ok(&["exec", &c.id, "cat", "/marker"]);
+    assert_eq!(out, "inside\n");
+    let out = c.op_ok(&[
+        "exec",
+        "--cwd",
+        "/bin",
+        &c.id,
+        "sh",
+        "-c",
+        "pwd; ls /marker",
+    ]);
+    assert_eq!(out, "/bin\n/marker\n");
+    c.op_ok(&["delete", "--force", &c.id]);
+    c.assert_no_leftovers();
+}

@@ -63,11 +63,18 @@ pub fn spawn(s: ExecSpawn) -> Result<Pid> {
         LinuxNamespaceType::Mount => 2,
         _ => 1,
     });
+    let root_path = format!("/proc/{}/root", s.init_pid);
+    let init_root = nix::fcntl::open(
+        root_path.as_str(),
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .ctx(Error::Process, || format!("open {root_path}"))?;
     let (parent, child) = channel::pair()?;
     match sys::fork().ctx(Error::Process, || "fork the exec process")? {
         Forked::Child => {
             drop(parent);
-            if let Err(e) = stage1(&s, &joins, &child)
+            if let Err(e) = stage1(&s, &joins, &init_root, &child)
                 && child.send(&Msg::Error(e.to_string())).is_err()
             {
                 eprintln!("ocirun: {e}");
@@ -113,6 +120,7 @@ fn drive(s: &ExecSpawn, ch: &Channel, child: Pid) -> Result<Pid> {
 fn stage1(
     s: &ExecSpawn,
     joins: &[(LinuxNamespaceType, OwnedFd, PathBuf)],
+    init_root: &OwnedFd,
     ch: &Channel,
 ) -> Result<()> {
     // As the init: nothing in the container may read or write our memory,
@@ -128,6 +136,15 @@ fn stage1(
             super::become_root()?;
         }
     }
+    // Joining the mount namespace put us at its root, which is not the
+    // container's root when the init did not pivot (`--no-pivot`: a chroot
+    // over a moved mount): take the init's root itself.
+    nix::unistd::fchdir(init_root).ctx(Error::Process, || {
+        format!("enter the root of container init {}", s.init_pid)
+    })?;
+    nix::unistd::chroot(".").ctx(Error::Process, || {
+        format!("chroot into the root of container init {}", s.init_pid)
+    })?;
     match sys::fork().ctx(Error::Process, || "fork into the container's pid namespace")? {
         Forked::Child => {
             let e = finish(s, ch).unwrap_err();
