@@ -109,12 +109,7 @@ fn bind_console(slave: &OwnedFd, name: &str) -> Result<()> {
     let console = "/dev/console";
     let target = match root.resolve_nofollow(console) {
         Ok(h) => h,
-        Err(e)
-            if matches!(
-                e.kind(),
-                pathrs::error::ErrorKind::OsError(Some(libc::ENOENT))
-            ) =>
-        {
+        Err(e) if crate::rootfs::is_enoent(&e) => {
             root.create_file(
                 console,
                 OpenFlags::O_CREAT

@@ -258,16 +258,7 @@ fn preserve_fds_passes_extra_fds() {
     );
     c.write_config();
     let f = c.dir.join("fd3.txt");
-    let script = format!(
-        "exec 3>{}; exec {} --root {} run --preserve-fds 1 --bundle {} {}",
-        f.display(),
-        runtime().display(),
-        c.root.display(),
-        c.bundle().display(),
-        c.id
-    );
-    let o = std::process::Command::new("sh")
-        .args(["-c", &script])
+    let o = run_from_sh(&c, "", "--preserve-fds 1", "3>fd3.txt")
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -284,23 +275,30 @@ fn preserve_fds_passes_extra_fds() {
     );
 }
 
+/// `run` started by a shell in the bundle dir, so the test can set up fds
+/// and environment as a service manager would: `env` before the command,
+/// `flags` after `run`, `redirects` at the end.
+fn run_from_sh(c: &Ctr, env: &str, flags: &str, redirects: &str) -> std::process::Command {
+    let script = format!(
+        "cd {dir} && {env} exec {rt} --root {root} run {flags} --bundle {dir} {id} {redirects}",
+        dir = c.dir.display(),
+        rt = runtime().display(),
+        root = c.root.display(),
+        id = c.id,
+    );
+    let mut cmd = std::process::Command::new("sh");
+    cmd.args(["-c", &script]).stdin(std::process::Stdio::null());
+    cmd
+}
+
 #[test]
 fn preserve_fds_passes_a_pipe() {
     // The container writes into a pipe whose read end the test holds.
     let c = Ctr::new("fds-pipe", &["sh", "-c", "echo through-the-pipe >&3"]);
     c.write_config();
     let (rx, tx) = nix::unistd::pipe().unwrap();
-    let script = format!(
-        "exec {} --root {} run --preserve-fds 1 --bundle {} {} 3>&{}",
-        runtime().display(),
-        c.root.display(),
-        c.bundle().display(),
-        c.id,
-        std::os::fd::AsRawFd::as_raw_fd(&tx),
-    );
-    let mut child = std::process::Command::new("sh")
-        .args(["-c", &script])
-        .stdin(std::process::Stdio::null())
+    let redirect = format!("3>&{}", std::os::fd::AsRawFd::as_raw_fd(&tx));
+    let mut child = run_from_sh(&c, "", "--preserve-fds 1", &redirect)
         .spawn()
         .unwrap();
     drop(tx);
@@ -327,18 +325,14 @@ fn listen_fds_socket_activation_passes_fds_and_env() {
     for (n, text) in [(3, "three"), (4, "four"), (5, "five")] {
         std::fs::write(c.dir.join(format!("fd{n}")), format!("{text}\n")).unwrap();
     }
-    let script = format!(
-        "cd {dir} && LISTEN_PID=$$ LISTEN_FDS=2 exec {rt} --root {root} run --preserve-fds 1 --bundle {dir} {id} 3<fd3 4<fd4 5<fd5",
-        dir = c.dir.display(),
-        rt = runtime().display(),
-        root = c.root.display(),
-        id = c.id,
-    );
-    let o = std::process::Command::new("sh")
-        .args(["-c", &script])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
+    let o = run_from_sh(
+        &c,
+        "LISTEN_PID=$$ LISTEN_FDS=2",
+        "--preserve-fds 1",
+        "3<fd3 4<fd4 5<fd5",
+    )
+    .output()
+    .unwrap();
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(
         o.status.success(),
@@ -366,16 +360,7 @@ fn listen_fds_for_another_process_are_not_passed() {
         ],
     );
     c.write_config();
-    let script = format!(
-        "LISTEN_PID=1 LISTEN_FDS=1 exec {} --root {} run --bundle {} {} 3</dev/null",
-        runtime().display(),
-        c.root.display(),
-        c.bundle().display(),
-        c.id,
-    );
-    let o = std::process::Command::new("sh")
-        .args(["-c", &script])
-        .stdin(std::process::Stdio::null())
+    let o = run_from_sh(&c, "LISTEN_PID=1 LISTEN_FDS=1", "", "3</dev/null")
         .output()
         .unwrap();
     let out = String::from_utf8_lossy(&o.stdout);

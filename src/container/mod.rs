@@ -169,9 +169,8 @@ fn compile_seccomp(
         .transpose()
 }
 
-/// The console socket the init sends its pty master to: the user's
-/// `--console-socket`, or for a foreground run one end of a pair whose other
-/// end (returned second) ocirun reads the master from to relay it.
+/// The console socket the init sends its pty master to, from
+/// process.terminal and `--console-socket` (which needs the terminal).
 fn open_console(
     b: &spec::Bundle,
     socket: Option<&Path>,
@@ -183,7 +182,26 @@ fn open_console(
         .as_ref()
         .and_then(|p| p.terminal())
         .unwrap_or(false);
+    if let (false, Some(path)) = (terminal, socket) {
+        return Err(Error::Container(format!(
+            "--console-socket {} given but process.terminal is false",
+            path.display()
+        )));
+    }
+    console_channel(terminal, socket, detached)
+}
+
+/// Where a process with a terminal sends its pty master: the caller's
+/// `--console-socket`, or, for a foreground run/exec, one end of a pair
+/// whose other end (returned second) ocirun reads the master from to relay
+/// it. Nothing without a terminal.
+fn console_channel(
+    terminal: bool,
+    socket: Option<&Path>,
+    detached: bool,
+) -> Result<(Option<OwnedFd>, Option<UnixStream>)> {
     match (terminal, socket) {
+        (false, _) => Ok((None, None)),
         (true, Some(path)) => {
             let s = UnixStream::connect(path).ctx(Error::Container, || {
                 format!("connect to console socket {}", path.display())
@@ -191,21 +209,14 @@ fn open_console(
             Ok((Some(OwnedFd::from(s)), None))
         }
         (true, None) if detached => Err(Error::Container(
-            "process.terminal is true: --console-socket is required".into(),
+            "a detached process with a terminal needs --console-socket".into(),
         )),
-        (true, None) => relay_pair().map(|(a, b)| (Some(a), Some(b))),
-        (false, Some(path)) => Err(Error::Container(format!(
-            "--console-socket {} given but process.terminal is false",
-            path.display()
-        ))),
-        (false, None) => Ok((None, None)),
+        (true, None) => {
+            let (a, b) =
+                UnixStream::pair().ctx(Error::Container, || "socketpair for the terminal relay")?;
+            Ok((Some(OwnedFd::from(a)), Some(b)))
+        }
     }
-}
-
-fn relay_pair() -> Result<(OwnedFd, UnixStream)> {
-    let (a, b) =
-        UnixStream::pair().ctx(Error::Container, || "socketpair for the terminal relay")?;
-    Ok((OwnedFd::from(a), b))
 }
 
 fn write_pid_file(path: &Path, pid: Pid) -> Result<()> {
@@ -694,23 +705,11 @@ pub fn exec(g: &Global, a: &crate::cli::ExecArgs) -> Result<i32> {
         .flatten()
         .map(|n| n.typ())
         .collect();
-    let (console, relay_rx) = match (process.terminal().unwrap_or(false), &a.console_socket) {
-        (true, Some(path)) => (
-            Some(OwnedFd::from(
-                UnixStream::connect(path).ctx(Error::Container, || {
-                    format!("connect to console socket {}", path.display())
-                })?,
-            )),
-            None,
-        ),
-        (true, None) if a.detach => {
-            return Err(Error::Container(
-                "exec --detach with a terminal needs --console-socket".into(),
-            ));
-        }
-        (true, None) => relay_pair().map(|(a, b)| (Some(a), Some(b)))?,
-        (false, _) => (None, None),
-    };
+    let (console, relay_rx) = console_channel(
+        process.terminal().unwrap_or(false),
+        a.console_socket.as_deref(),
+        a.detach,
+    )?;
     let cg = cgroups::from_hierarchies(saved.cgroups.clone());
     let forwarded = forwarded_signals();
     if !a.detach {

@@ -509,11 +509,7 @@ impl Applier {
                 }
                 match self.root.remove_all(Path::new("/").join(&p)) {
                     Ok(()) => {}
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            pathrs::error::ErrorKind::OsError(Some(libc::ENOENT))
-                        ) => {}
+                    Err(e) if crate::rootfs::is_enoent(&e) => {}
                     Err(e) => return Err(Error::Image(format!("whiteout /{}: {e}", p.display()))),
                 }
                 self.forget(&p);

@@ -754,44 +754,73 @@ pub fn finalize(spec: &Spec) -> Result<()> {
 /// moved back onto the same handle. Nothing is looked up by name between
 /// the resolution and the mount, so a swap cannot redirect it.
 fn readonly_path(root: &Root, path: &str) -> Result<()> {
-    use rustix::mount::{MoveMountFlags, OpenTreeFlags, move_mount, open_tree};
-    let target = match root.resolve(path) {
-        Ok(h) => h,
-        Err(e)
-            if matches!(
-                e.kind(),
-                pathrs::error::ErrorKind::OsError(Some(libc::ENOENT))
-            ) =>
-        {
-            return Ok(());
-        }
-        Err(e) => return Err(Error::Rootfs(format!("resolve readonly path {path}: {e}"))),
+    let Some(target) = resolve_if_exists(root, path)
+        .map_err(|e| Error::Rootfs(format!("resolve readonly path {path}: {e}")))?
+    else {
+        return Ok(());
     };
-    let errno = |e: rustix::io::Errno| Errno::from_raw(e.raw_os_error());
-    let tree = open_tree(
-        &target,
-        "",
-        OpenTreeFlags::OPEN_TREE_CLONE
-            | OpenTreeFlags::OPEN_TREE_CLOEXEC
-            | OpenTreeFlags::AT_EMPTY_PATH
-            | OpenTreeFlags::AT_RECURSIVE,
-    )
-    .map_err(errno)
-    .ctx(Error::Rootfs, || {
+    let tree = clone_tree(target.as_fd(), true).ctx(Error::Rootfs, || {
         format!("clone the mounts at readonly path {path}")
     })?;
     crate::sys::mount_set_readonly_recursive(tree.as_fd()).ctx(Error::Rootfs, || {
         format!("make readonly path {path} read-only")
     })?;
+    move_onto(tree.as_fd(), target.as_fd())
+        .ctx(Error::Rootfs, || format!("mount readonly path {path}"))
+}
+
+/// `root.resolve(path)`, with a missing path as None (readonly and masked
+/// paths that an image does not have are skipped, as runc does).
+fn resolve_if_exists(
+    root: &Root,
+    path: &str,
+) -> std::result::Result<Option<Handle>, pathrs::error::Error> {
+    match root.resolve(path) {
+        Ok(h) => Ok(Some(h)),
+        Err(e) if is_enoent(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether a libpathrs error is ENOENT.
+pub(crate) fn is_enoent(e: &pathrs::error::Error) -> bool {
+    matches!(
+        e.kind(),
+        pathrs::error::ErrorKind::OsError(Some(libc::ENOENT))
+    )
+}
+
+fn rustix_errno(e: rustix::io::Errno) -> Errno {
+    Errno::from_raw(e.raw_os_error())
+}
+
+/// A detached clone of the mount at `src` (with the mounts under it when
+/// `recursive`), to be moved somewhere with `move_onto`.
+fn clone_tree(
+    src: BorrowedFd<'_>,
+    recursive: bool,
+) -> std::result::Result<std::os::fd::OwnedFd, Errno> {
+    use rustix::mount::{OpenTreeFlags, open_tree};
+    let mut flags = OpenTreeFlags::OPEN_TREE_CLONE
+        | OpenTreeFlags::OPEN_TREE_CLOEXEC
+        | OpenTreeFlags::AT_EMPTY_PATH;
+    if recursive {
+        flags |= OpenTreeFlags::AT_RECURSIVE;
+    }
+    open_tree(src, "", flags).map_err(rustix_errno)
+}
+
+/// Mounts the detached mount `tree` onto `target`, both fds.
+fn move_onto(tree: BorrowedFd<'_>, target: BorrowedFd<'_>) -> std::result::Result<(), Errno> {
+    use rustix::mount::{MoveMountFlags, move_mount};
     move_mount(
-        &tree,
+        tree,
         "",
-        &target,
+        target,
         "",
         MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
     )
-    .map_err(errno)
-    .ctx(Error::Rootfs, || format!("mount readonly path {path}"))
+    .map_err(rustix_errno)
 }
 
 /// Masking binds /dev/null over paths: it must be the real null device, not
@@ -822,65 +851,32 @@ pub(crate) fn bind_fd(
     src: BorrowedFd<'_>,
     target: BorrowedFd<'_>,
 ) -> std::result::Result<(), Errno> {
-    use rustix::mount::{MoveMountFlags, OpenTreeFlags, move_mount, open_tree};
-    let errno = |e: rustix::io::Errno| Errno::from_raw(e.raw_os_error());
-    let tree = open_tree(
-        src,
-        "",
-        OpenTreeFlags::OPEN_TREE_CLONE
-            | OpenTreeFlags::OPEN_TREE_CLOEXEC
-            | OpenTreeFlags::AT_EMPTY_PATH,
-    )
-    .map_err(errno)?;
-    move_mount(
-        &tree,
-        "",
-        target,
-        "",
-        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
-    )
-    .map_err(errno)
+    move_onto(clone_tree(src, false)?.as_fd(), target)
 }
 
 /// A fresh read-only tmpfs onto `target` (a masked directory).
 fn ro_tmpfs_on(target: BorrowedFd<'_>) -> std::result::Result<(), Errno> {
     use rustix::mount::{
-        FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, fsconfig_create, fsmount,
-        fsopen, move_mount,
+        FsMountFlags, FsOpenFlags, MountAttrFlags, fsconfig_create, fsmount, fsopen,
     };
-    let errno = |e: rustix::io::Errno| Errno::from_raw(e.raw_os_error());
-    let fs = fsopen("tmpfs", FsOpenFlags::FSOPEN_CLOEXEC).map_err(errno)?;
-    fsconfig_create(&fs).map_err(errno)?;
+    let fs = fsopen("tmpfs", FsOpenFlags::FSOPEN_CLOEXEC).map_err(rustix_errno)?;
+    fsconfig_create(&fs).map_err(rustix_errno)?;
     let m = fsmount(
         &fs,
         FsMountFlags::FSMOUNT_CLOEXEC,
         MountAttrFlags::MOUNT_ATTR_RDONLY,
     )
-    .map_err(errno)?;
-    move_mount(
-        &m,
-        "",
-        target,
-        "",
-        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
-    )
-    .map_err(errno)
+    .map_err(rustix_errno)?;
+    move_onto(m.as_fd(), target)
 }
 
 /// Masks `path` (resolved inside the container root): the verified
 /// /dev/null over a file, a read-only tmpfs over a directory.
 fn mask_path(root: &Root, null: &impl AsFd, path: &str) -> Result<()> {
-    let target = match root.resolve(path) {
-        Ok(h) => h,
-        Err(e)
-            if matches!(
-                e.kind(),
-                pathrs::error::ErrorKind::OsError(Some(libc::ENOENT))
-            ) =>
-        {
-            return Ok(());
-        }
-        Err(e) => return Err(Error::Rootfs(format!("resolve masked path {path}: {e}"))),
+    let Some(target) = resolve_if_exists(root, path)
+        .map_err(|e| Error::Rootfs(format!("resolve masked path {path}: {e}")))?
+    else {
+        return Ok(());
     };
     let st =
         nix::sys::stat::fstat(&target).ctx(Error::Rootfs, || format!("stat masked path {path}"))?;
