@@ -47,6 +47,10 @@ pub struct Plan<'a> {
     pub cgroupns: bool,
     pub cgroups: &'a [Hierarchy],
     pub no_pivot: bool,
+    /// The container has a mount namespace of its own (new or joined).
+    /// Without one it runs in the runtime's, as with runc: its mounts are
+    /// made there (and `delete` takes them down), the root is a chroot.
+    pub mountns: bool,
 }
 
 fn fd_path(h: &impl AsFd) -> String {
@@ -76,23 +80,26 @@ pub fn prepare(p: &Plan, before_pivot: &mut dyn FnMut() -> Result<()>) -> Result
         Some(w) => propagation_flag(&w)?,
         None => MsFlags::MS_SLAVE | MsFlags::MS_REC,
     };
-    mnt(None, "/", None, prop | MsFlags::MS_REC, None).ctx(
-        Error::Rootfs,
-        || "set propagation of / in the container's mount namespace",
-    )?;
-    if prop.contains(MsFlags::MS_SHARED) {
-        make_parent_private(rootfs)?;
+    // The host's mounts are not ours to change.
+    if p.mountns {
+        mnt(None, "/", None, prop | MsFlags::MS_REC, None).ctx(
+            Error::Rootfs,
+            || "set propagation of / in the container's mount namespace",
+        )?;
+        if prop.contains(MsFlags::MS_SHARED) {
+            make_parent_private(rootfs)?;
+        }
+        mnt(
+            Some(&rootfs.to_string_lossy()),
+            rootfs,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+        )
+        .ctx(Error::Rootfs, || {
+            format!("bind rootfs {} onto itself", rootfs.display())
+        })?;
     }
-    mnt(
-        Some(&rootfs.to_string_lossy()),
-        rootfs,
-        None,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None,
-    )
-    .ctx(Error::Rootfs, || {
-        format!("bind rootfs {} onto itself", rootfs.display())
-    })?;
     let root = Root::open(rootfs).ctx(Error::Rootfs, || {
         format!("open rootfs {}", rootfs.display())
     })?;
@@ -116,6 +123,9 @@ pub fn prepare(p: &Plan, before_pivot: &mut dyn FnMut() -> Result<()>) -> Result
     }
     drop(root);
     before_pivot()?;
+    if !p.mountns {
+        return chroot_into(rootfs);
+    }
     if p.no_pivot {
         move_root(rootfs)?;
     } else {
@@ -164,6 +174,38 @@ fn do_pivot(rootfs: &Path) -> Result<()> {
         .ctx(Error::Rootfs, || "make the old root rslave")?;
     umount2(".", MntFlags::MNT_DETACH).ctx(Error::Rootfs, || "unmount the old root")?;
     chdir("/").ctx(Error::Rootfs, || "chdir /")
+}
+
+/// The root of a container without a mount namespace: a plain chroot.
+fn chroot_into(rootfs: &Path) -> Result<()> {
+    chdir(rootfs).ctx(Error::Rootfs, || format!("chdir {}", rootfs.display()))?;
+    nix::unistd::chroot(".").ctx(Error::Rootfs, || format!("chroot {}", rootfs.display()))?;
+    chdir("/").ctx(Error::Rootfs, || "chdir /")
+}
+
+/// Takes down whatever is mounted at or below `rootfs` in our mount
+/// namespace (a container that had none of its own left its mounts there),
+/// deepest first, each detached.
+pub fn unmount_below(rootfs: &Path) -> Result<()> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo")
+        .ctx(Error::Rootfs, || "read /proc/self/mountinfo")?;
+    let mut points: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|mp| PathBuf::from(mp.replace("\\040", " ")))
+        .filter(|mp| mp.starts_with(rootfs) && mp != rootfs)
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    points.dedup();
+    for mp in points {
+        match umount2(&mp, MntFlags::MNT_DETACH) {
+            Ok(()) | Err(Errno::EINVAL | Errno::ENOENT) => {}
+            Err(e) => {
+                return Err(Error::Rootfs(format!("unmount {}: {e:?}", mp.display())));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn move_root(rootfs: &Path) -> Result<()> {
