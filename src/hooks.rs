@@ -13,6 +13,38 @@ use oci_spec::runtime::{Hook, Hooks};
 
 use crate::error::{Error, Result};
 
+/// The container state of the runtime spec, as hooks read it on stdin and
+/// a seccomp agent receives it.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct State<'a> {
+    pub oci_version: &'static str,
+    pub id: &'a str,
+    pub status: &'a str,
+    pub pid: i32,
+    pub bundle: &'a std::path::Path,
+    pub annotations: &'a std::collections::HashMap<String, String>,
+}
+
+impl<'a> State<'a> {
+    pub fn new(
+        id: &'a str,
+        status: &'a str,
+        pid: i32,
+        bundle: &'a std::path::Path,
+        annotations: &'a std::collections::HashMap<String, String>,
+    ) -> State<'a> {
+        State {
+            oci_version: crate::spec::OCI_VERSION,
+            id,
+            status,
+            pid,
+            bundle,
+            annotations,
+        }
+    }
+}
+
 /// The state a hook reads on stdin.
 pub fn state_json(
     id: &str,
@@ -21,15 +53,8 @@ pub fn state_json(
     bundle: &std::path::Path,
     annotations: &std::collections::HashMap<String, String>,
 ) -> String {
-    serde_json::json!({
-        "ociVersion": crate::spec::OCI_VERSION,
-        "id": id,
-        "status": status,
-        "pid": pid,
-        "bundle": bundle,
-        "annotations": annotations,
-    })
-    .to_string()
+    serde_json::to_string(&State::new(id, status, pid, bundle, annotations))
+        .expect("state serialises")
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,9 +99,22 @@ pub fn any(hooks: Option<&Hooks>, kinds: &[Kind]) -> bool {
 
 /// Runs every hook of `kind` in order; the first failure is returned.
 pub fn run(hooks: Option<&Hooks>, kind: Kind, state: &str) -> Result<()> {
+    run_as(hooks, kind, state, None)
+}
+
+/// As `run`; with `identity`, each hook first takes the bounding set, user,
+/// groups, capabilities and no_new_privs of that process (the init's
+/// startContainer hooks run with the identity the container's program gets,
+/// as runc runs them, while the init itself keeps its own until execve).
+pub fn run_as(
+    hooks: Option<&Hooks>,
+    kind: Kind,
+    state: &str,
+    identity: Option<&oci_spec::runtime::Process>,
+) -> Result<()> {
     let Some(h) = hooks else { return Ok(()) };
     for (i, hook) in kind.of(h).iter().enumerate() {
-        run_one(hook, state).map_err(|e| {
+        run_one(hook, state, identity).map_err(|e| {
             Error::Process(format!(
                 "{} hook {i} ({}): {e}",
                 kind.name(),
@@ -87,16 +125,31 @@ pub fn run(hooks: Option<&Hooks>, kind: Kind, state: &str) -> Result<()> {
     Ok(())
 }
 
-/// Runs the hooks of `kind`, logging failures instead of returning them.
+/// Runs every hook of `kind`, each even when one before it failed, logging
+/// failures as warnings (poststart and poststop: runtime.md's lifecycle).
 pub fn run_logged(hooks: Option<&Hooks>, kind: Kind, state: &str) {
-    if let Err(e) = run(hooks, kind, state) {
-        crate::logging::log("warning", &e.to_string());
-        eprintln!("ocirun: warning: {e}");
+    let Some(h) = hooks else { return };
+    for (i, hook) in kind.of(h).iter().enumerate() {
+        if let Err(e) = run_one(hook, state, None) {
+            let msg = format!("{} hook {i} ({}): {e}", kind.name(), hook.path().display());
+            crate::logging::log("warning", &msg);
+            eprintln!("ocirun: warning: {msg}");
+        }
     }
 }
 
-fn run_one(hook: &Hook, state: &str) -> std::result::Result<(), String> {
+fn run_one(
+    hook: &Hook,
+    state: &str,
+    identity: Option<&oci_spec::runtime::Process>,
+) -> std::result::Result<(), String> {
     let mut cmd = Command::new(hook.path());
+    if let Some(p) = identity {
+        let p = p.clone();
+        crate::sys::pre_exec_single_threaded(&mut cmd, move || {
+            take_identity(&p).map_err(|e| std::io::Error::other(e.to_string()))
+        });
+    }
     if let Some(args) = hook.args().as_ref().filter(|a| !a.is_empty()) {
         std::os::unix::process::CommandExt::arg0(&mut cmd, &args[0]);
         cmd.args(&args[1..]);
@@ -143,4 +196,18 @@ fn run_one(hook: &Hook, state: &str) -> std::result::Result<(), String> {
     } else {
         Err(format!("exited with {st}"))
     }
+}
+
+/// The container process's identity, for a hook that runs in its place.
+fn take_identity(p: &oci_spec::runtime::Process) -> Result<()> {
+    let caps = p.capabilities().as_ref();
+    crate::security::apply_bounding(caps)?;
+    nix::sys::prctl::set_keepcaps(true)
+        .map_err(|e| Error::Security(format!("prctl PR_SET_KEEPCAPS: {e:?}")))?;
+    crate::security::switch_user(p)?;
+    crate::security::apply_caps(caps)?;
+    if p.no_new_privileges().unwrap_or(false) {
+        crate::security::no_new_privs()?;
+    }
+    Ok(())
 }

@@ -61,7 +61,9 @@ fn create_locked(g: &Global, o: &CreateOpts, detached: bool) -> Result<Created> 
         cgroups::resources::validate(r)?;
         cgroups::devices::validate(r.devices().as_deref().unwrap_or_default())?;
     }
-    crate::security::lsm::check(bundle.spec.process().as_ref().expect("validated"))?;
+    if let Some(p) = bundle.spec.process() {
+        crate::security::lsm::check(p)?;
+    }
     let seccomp = compile_seccomp(linux, &g.root)?;
     let dir = StateDir::create(&g.root, &o.id)?;
     let mut saved = Saved {
@@ -72,6 +74,11 @@ fn create_locked(g: &Global, o: &CreateOpts, detached: bool) -> Result<Created> 
         annotations: bundle.spec.annotations().clone().unwrap_or_default(),
         hooks: bundle.spec.hooks().clone(),
         resources: linux.resources().clone(),
+        host_mounts: !linux
+            .namespaces()
+            .iter()
+            .flatten()
+            .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Mount),
         ..Default::default()
     };
     let mut master = None;
@@ -93,6 +100,18 @@ fn create_locked(g: &Global, o: &CreateOpts, detached: bool) -> Result<Created> 
         })?;
         let fifo = open(&fifo_path, OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty())
             .ctx(Error::Container, || format!("open {}", fifo_path.display()))?;
+        let result_path = dir.path.join(state::RESULT);
+        mkfifo(&result_path, Mode::from_bits_truncate(0o600)).ctx(Error::Container, || {
+            format!("mkfifo {}", result_path.display())
+        })?;
+        let result = open(
+            &result_path,
+            OFlag::O_RDWR | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .ctx(Error::Container, || {
+            format!("open {}", result_path.display())
+        })?;
         let seccomp_listener = match linux
             .seccomp()
             .as_ref()
@@ -110,6 +129,7 @@ fn create_locked(g: &Global, o: &CreateOpts, detached: bool) -> Result<Created> 
             bundle: &bundle,
             cgroup: cg.as_ref(),
             fifo,
+            result,
             console,
             preserve_fds: o.preserve_fds,
             listen_fds: listen_fds(),
@@ -249,6 +269,22 @@ fn start_locked(dir: &StateDir, saved: &Saved) -> Result<()> {
             )));
         }
     }
+    // Opened before the init is released, so its error cannot be missed.
+    let result_path = dir.path.join(state::RESULT);
+    let result = match open(
+        &result_path,
+        OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => Some(fd),
+        Err(Errno::ENOENT) => None, // made by an older ocirun
+        Err(e) => {
+            return Err(Error::Container(format!(
+                "open {}: {e:?}",
+                result_path.display()
+            )));
+        }
+    };
     let fifo = dir.fifo();
     let f = open(
         &fifo,
@@ -261,6 +297,11 @@ fn start_locked(dir: &StateDir, saved: &Saved) -> Result<()> {
     })?;
     nix::unistd::write(&f, &[0]).ctx(Error::Container, || format!("write {}", fifo.display()))?;
     std::fs::remove_file(&fifo).ctx(Error::Container, || format!("remove {}", fifo.display()))?;
+    if let Some(result) = result {
+        let outcome = wait_exec(&result);
+        let _ = std::fs::remove_file(&result_path);
+        outcome.map_err(|e| Error::Container(format!("start container {}: {e}", saved.id)))?;
+    }
     let state = crate::hooks::state_json(
         &saved.id,
         "running",
@@ -270,6 +311,31 @@ fn start_locked(dir: &StateDir, saved: &Saved) -> Result<()> {
     );
     crate::hooks::run_logged(saved.hooks.as_ref(), crate::hooks::Kind::Poststart, &state);
     Ok(())
+}
+
+/// Waits until the init has exec'd the process (the result fifo's last
+/// writer closes on execve) or reported why it could not.
+fn wait_exec(result: &OwnedFd) -> std::result::Result<(), String> {
+    let mut msg = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let mut pfd = [PollFd::new(result.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut pfd, PollTimeout::NONE) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => return Err(format!("poll the exec result: {e:?}")),
+        }
+        match nix::unistd::read(result, &mut buf) {
+            Ok(0) => break,
+            Ok(n) => msg.extend_from_slice(&buf[..n]),
+            Err(Errno::EAGAIN | Errno::EINTR) => {}
+            Err(e) => return Err(format!("read the exec result: {e:?}")),
+        }
+    }
+    if msg.is_empty() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&msg).trim_end().to_string())
+    }
 }
 
 /// `state` output: the runtime spec's state plus runc's extra fields.
@@ -416,6 +482,9 @@ fn destroy(dir: StateDir, saved: &Saved) -> Result<()> {
         wait_gone(&fds);
     }
     cg.destroy()?;
+    if saved.host_mounts {
+        crate::rootfs::unmount_below(&saved.rootfs)?;
+    }
     let state =
         crate::hooks::state_json(&saved.id, "stopped", 0, &saved.bundle, &saved.annotations);
     crate::hooks::run_logged(saved.hooks.as_ref(), crate::hooks::Kind::Poststop, &state);
@@ -710,6 +779,26 @@ pub fn exec(g: &Global, a: &crate::cli::ExecArgs) -> Result<i32> {
         a.console_socket.as_deref(),
         a.detach,
     )?;
+    let seccomp_listener = match (linux.seccomp().as_ref(), &seccomp) {
+        (Some(sc), Some(prog)) if prog.notify => {
+            let path = sc.listener_path().as_ref().expect("compile checks it");
+            let sock = UnixStream::connect(path).ctx(Error::Container, || {
+                format!("connect to seccomp listener {}", path.display())
+            })?;
+            let state = crate::hooks::State::new(
+                &saved.id,
+                "running",
+                saved.pid,
+                &saved.bundle,
+                &saved.annotations,
+            );
+            Some((
+                OwnedFd::from(sock),
+                crate::security::seccomp::listener_state(sc, 0, &state),
+            ))
+        }
+        _ => None,
+    };
     let cg = cgroups::from_hierarchies(saved.cgroups.clone());
     let forwarded = forwarded_signals();
     if !a.detach {
@@ -726,6 +815,7 @@ pub fn exec(g: &Global, a: &crate::cli::ExecArgs) -> Result<i32> {
         seccomp,
         console,
         preserve_fds: a.preserve_fds,
+        seccomp_listener,
     })?;
     let relay = match &relay_rx {
         Some(rx) => match crate::tty::recv_master(rx) {
@@ -770,7 +860,9 @@ fn exec_process(
     if a.command.is_empty() {
         return Err(Error::Usage("exec needs a command or --process".into()));
     }
-    let mut p = spec.process().clone().expect("validated");
+    let mut p = spec.process().clone().ok_or_else(|| {
+        Error::Usage("config.json has no process to start from: give --process".into())
+    })?;
     p.set_args(Some(a.command.clone()));
     p.set_terminal(Some(a.tty));
     if let Some(cwd) = &a.cwd {

@@ -15,6 +15,8 @@ use crate::error::{Error, Result, io_text};
 
 pub const STATE_FILE: &str = "state.json";
 pub const FIFO: &str = "exec.fifo";
+/// The init writes an error here, or closes it by exec'ing: `start` waits on it.
+pub const RESULT: &str = "exec.result";
 
 /// What ocirun keeps about a container between invocations.
 #[derive(Clone, Debug, Serialize, Deserialize, Default)]
@@ -40,6 +42,9 @@ pub struct Saved {
     /// The spec's hooks: poststart and poststop run from `start` and `delete`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hooks: Option<oci_spec::runtime::Hooks>,
+    /// No mount namespace of its own: its mounts are in ours until `delete`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub host_mounts: bool,
 }
 
 /// Container status as runc reports it.

@@ -51,16 +51,20 @@ impl Channel {
 
     /// Receives one message; EOF (the other side exited) is an error.
     pub fn recv(&self) -> Result<Msg> {
+        self.recv_or_eof()?.ok_or_else(|| {
+            Error::Process("the container's init exited during setup without a word".into())
+        })
+    }
+
+    /// Receives one message, or None once every process holding the other
+    /// end has closed it (exited, or exec'd: the socket is close-on-exec).
+    pub fn recv_or_eof(&self) -> Result<Option<Msg>> {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             match recv(self.0.as_raw_fd(), &mut buf, MsgFlags::empty()) {
-                Ok(0) => {
-                    return Err(Error::Process(
-                        "the container's init exited during setup without a word".into(),
-                    ));
-                }
+                Ok(0) => return Ok(None),
                 Ok(n) => {
-                    return serde_json::from_slice(&buf[..n]).map_err(|e| {
+                    return serde_json::from_slice(&buf[..n]).map(Some).map_err(|e| {
                         Error::Process(format!("bad message on the init channel: {e}"))
                     });
                 }
@@ -84,4 +88,21 @@ impl Channel {
             ))),
         }
     }
+}
+
+/// Makes a panic in a child one line on the channel (and in `also`, the
+/// result fifo `start` reads) before the process aborts: the waiting side
+/// reports it like any other error.
+pub fn report_panics(ch: &Channel, also: Option<&OwnedFd>) {
+    let fd = ch.0.as_raw_fd();
+    let also = also.map(|f| f.as_raw_fd());
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = format!("internal error: {info}").replace('\n', ": ");
+        let data = serde_json::to_vec(&Msg::Error(msg.clone())).unwrap_or_default();
+        let _ = send(fd, &data, MsgFlags::MSG_NOSIGNAL);
+        if let Some(r) = also {
+            crate::sys::write_raw(r, msg.as_bytes());
+        }
+        eprintln!("ocirun: {msg}");
+    }));
 }

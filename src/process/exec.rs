@@ -1,8 +1,9 @@
 //! `exec`: a new process in a running (or created) container. It joins every
 //! namespace of the container's init (user first, mount last), its cgroup,
-//! then forks once more so a joined pid namespace applies, and applies the
-//! process's own rlimits, terminal, user, capabilities, no_new_privs and
-//! seccomp before execve.
+//! then forks once more so a joined pid namespace applies, sets its rlimits
+//! and terminal, and ends in the same `finalize` sequence as the init. The
+//! caller learns the outcome from the channel: an error, or EOF once the
+//! process has exec'd (the socket is close-on-exec).
 
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
@@ -10,11 +11,11 @@ use std::path::PathBuf;
 use nix::sched::{CloneFlags, setns};
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::waitpid;
-use nix::unistd::{Pid, execve, setsid};
+use nix::unistd::{Pid, setsid};
 use oci_spec::runtime::{LinuxNamespaceType, Process};
 
 use super::channel::{self, Channel, Msg};
-use super::init::exec_args;
+use super::finalize::{self, Filter};
 use crate::cgroups::Manager;
 use crate::error::{Context, Error, Result};
 use crate::security;
@@ -29,6 +30,9 @@ pub struct ExecSpawn<'a> {
     pub seccomp: Option<security::seccomp::Program>,
     pub console: Option<OwnedFd>,
     pub preserve_fds: u32,
+    /// The connected `listenerPath` socket, for SCMP_ACT_NOTIFY, and the
+    /// container state sent with the listener fd.
+    pub seccomp_listener: Option<(OwnedFd, serde_json::Value)>,
 }
 
 fn proc_name(t: LinuxNamespaceType) -> &'static str {
@@ -74,6 +78,7 @@ pub fn spawn(s: ExecSpawn) -> Result<Pid> {
     match sys::fork().ctx(Error::Process, || "fork the exec process")? {
         Forked::Child => {
             drop(parent);
+            channel::report_panics(&child, None);
             if let Err(e) = stage1(&s, &joins, &init_root, &child)
                 && child.send(&Msg::Error(e.to_string())).is_err()
             {
@@ -90,6 +95,8 @@ pub fn spawn(s: ExecSpawn) -> Result<Pid> {
     }
 }
 
+/// Reads the channel until EOF: the intermediate's `Pid`, then `Ready` and
+/// EOF once the process has exec'd, or an `Error` at any step.
 fn drive(s: &ExecSpawn, ch: &Channel, child: Pid) -> Result<Pid> {
     if let Err(e) = s.cgroup.apply(child) {
         let _ = kill(child, Signal::SIGKILL);
@@ -97,24 +104,38 @@ fn drive(s: &ExecSpawn, ch: &Channel, child: Pid) -> Result<Pid> {
     }
     ch.send(&Msg::Go)?;
     let mut pid = None;
+    let mut ready = false;
+    let fail = |pid: Option<Pid>, e: Error| {
+        if let Some(p) = pid {
+            let _ = kill(p, Signal::SIGKILL);
+        }
+        Err(e)
+    };
     loop {
-        match ch.recv()? {
-            Msg::Pid(p) => pid = Some(Pid::from_raw(p)),
-            Msg::Ready => break,
-            Msg::Error(e) => {
-                if let Some(p) = pid {
-                    let _ = kill(p, Signal::SIGKILL);
-                }
-                return Err(Error::Process(e));
+        match ch.recv_or_eof() {
+            Ok(Some(Msg::Pid(p))) => pid = Some(Pid::from_raw(p)),
+            Ok(Some(Msg::Ready)) => ready = true,
+            Ok(Some(Msg::Error(e))) => return fail(pid, Error::Process(e)),
+            Ok(Some(m)) => {
+                return fail(
+                    pid,
+                    Error::Process(format!("unexpected {m:?} on the exec channel")),
+                );
             }
-            m => {
-                return Err(Error::Process(format!(
-                    "unexpected {m:?} on the exec channel"
-                )));
-            }
+            Ok(None) => break,
+            Err(e) => return fail(pid, e),
         }
     }
-    pid.ok_or_else(|| Error::Process("the exec process pid was never reported".into()))
+    match pid {
+        Some(p) if ready => Ok(p),
+        Some(p) => fail(
+            Some(p),
+            Error::Process("the exec process exited during setup without a word".into()),
+        ),
+        None => Err(Error::Process(
+            "the exec process pid was never reported".into(),
+        )),
+    }
 }
 
 fn stage1(
@@ -145,12 +166,31 @@ fn stage1(
     nix::unistd::chroot(".").ctx(Error::Process, || {
         format!("chroot into the root of container init {}", s.init_pid)
     })?;
+    // The process learns its host pid (for a seccomp listener) from us.
+    let pid_pipe = match &s.seccomp_listener {
+        Some(_) => {
+            Some(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ctx(Error::Process, || "pipe")?)
+        }
+        None => None,
+    };
     match sys::fork().ctx(Error::Process, || "fork into the container's pid namespace")? {
         Forked::Child => {
-            let e = finish(s, ch).unwrap_err();
+            let host_pid = match pid_pipe {
+                Some((r, w)) => {
+                    drop(w);
+                    let mut b = [0u8; 4];
+                    nix::unistd::read(&r, &mut b).ctx(Error::Process, || "read our host pid")?;
+                    i32::from_ne_bytes(b)
+                }
+                None => 0,
+            };
+            let Err(e) = finish(s, ch, host_pid);
             Err(e)
         }
         Forked::Parent(pid) => {
+            if let Some((_, w)) = &pid_pipe {
+                let _ = nix::unistd::write(w, &pid.as_raw().to_ne_bytes());
+            }
             ch.send(&Msg::Pid(pid.as_raw()))?;
             sys::exit_now(0);
         }
@@ -158,7 +198,7 @@ fn stage1(
 }
 
 /// In every namespace of the container: set the process up and exec it.
-fn finish(s: &ExecSpawn, ch: &Channel) -> Result<std::convert::Infallible> {
+fn finish(s: &ExecSpawn, ch: &Channel, host_pid: i32) -> Result<std::convert::Infallible> {
     let p = s.process;
     security::set_rlimits(p)?;
     setsid().ctx(Error::Process, || "setsid")?;
@@ -168,34 +208,17 @@ fn finish(s: &ExecSpawn, ch: &Channel) -> Result<std::convert::Infallible> {
         })?;
         crate::tty::setup_console_exec(sock, p.console_size().as_ref())?;
     }
-    let (exe, argv, envp) = exec_args(p)?;
-    let nnp = p.no_new_privileges().unwrap_or(false);
-    if !nnp && let Some(prog) = &s.seccomp {
-        security::seccomp::load(prog)?;
-    }
-    let caps = p.capabilities().as_ref();
-    security::apply_bounding(caps)?;
-    let cwd_handle = super::open_cwd(p.cwd())?;
-    security::switch_user(p)?;
-    super::enter_cwd(&cwd_handle, p.cwd(), false)?;
-    drop(cwd_handle);
-    security::apply_caps(caps)?;
-    if nnp {
-        security::no_new_privs()?;
-    }
-    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(
-        p.user().umask().unwrap_or(0o022),
-    ));
+    let prepared = finalize::prepare(p, &[])?;
+    let filter = s.seccomp.as_ref().map(|program| Filter {
+        program,
+        listener: s.seccomp_listener.as_ref().map(|(sock, state)| {
+            let mut state = state.clone();
+            state["pid"] = host_pid.into();
+            (sock, state.to_string())
+        }),
+    });
+    // Set up; what fails from here still reaches the caller, which reads
+    // until the channel closes on execve.
     ch.send(&Msg::Ready)?;
-    sys::cloexec_from(3 + s.preserve_fds).ctx(Error::Process, || "mark fds close-on-exec")?;
-    sys::reset_signals().ctx(Error::Process, || "reset signal dispositions")?;
-    security::lsm::apply_on_exec(p)?;
-    if nnp && let Some(prog) = &s.seccomp {
-        security::seccomp::load(prog)?;
-    }
-    let e = execve(&exe, &argv, &envp).unwrap_err();
-    Err(Error::Process(format!(
-        "exec {}: {e:?}",
-        exe.to_string_lossy()
-    )))
+    finalize::exec(p, prepared, s.preserve_fds, filter.as_ref())
 }

@@ -1,27 +1,25 @@
 //! The container init, top-down in spec order: root filesystem, hostname,
-//! sysctl, readonly/masked paths, rlimits, terminal, user and capabilities,
-//! then wait for `start` and exec.
+//! sysctl, readonly/masked paths, rlimits, terminal, the process prepared
+//! (`finalize::prepare`), `Ready`; then wait for `start`, the
+//! startContainer hooks, and `finalize::exec` (identity, seccomp, execve).
 
-use std::ffi::CString;
-use std::os::fd::AsFd;
-use std::path::{Path, PathBuf};
+use std::os::fd::{AsFd, OwnedFd};
 
 use nix::errno::Errno;
 use nix::sys::stat::{Mode, umask};
-use nix::unistd::{AccessFlags, access, execve, setsid};
+use nix::unistd::setsid;
 use oci_spec::runtime::Process;
 
 use super::Spawn;
 use super::channel::{Channel, Msg};
+use super::finalize::{self, Filter};
 use crate::error::{Context, Error, Result};
 use crate::rootfs;
 use crate::security;
 
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
 pub(super) fn run(s: &Spawn, cgroupns: bool, userns: bool, ch: &Channel) -> Result<()> {
     let spec = &s.bundle.spec;
-    let process = spec.process().as_ref().expect("validated");
+    let process = spec.process().as_ref();
     // No process of the container may read or write our memory, fds or exe
     // while we run our code in its namespaces; execve makes the container's
     // program dumpable again.
@@ -48,6 +46,12 @@ pub(super) fn run(s: &Spawn, cgroupns: bool, userns: bool, ch: &Channel) -> Resu
             cgroupns,
             cgroups: s.cgroup.hierarchies(),
             no_pivot: s.no_pivot,
+            mountns: spec.linux().as_ref().is_some_and(|l| {
+                l.namespaces()
+                    .iter()
+                    .flatten()
+                    .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Mount)
+            }),
         },
         &mut || {
             use crate::hooks::Kind;
@@ -70,7 +74,8 @@ pub(super) fn run(s: &Spawn, cgroupns: bool, userns: bool, ch: &Channel) -> Resu
     let sysctls = linux.sysctl().as_ref().filter(|s| !s.is_empty());
     // A private, verified procfs for our writes (CVE-2025-52881), only when
     // there is something to write.
-    let procfs = if sysctls.is_some() || process.oom_score_adj().is_some() {
+    let oom_score_adj = process.and_then(|p| p.oom_score_adj());
+    let procfs = if sysctls.is_some() || oom_score_adj.is_some() {
         Some(rootfs::procfs::Procfs::open()?)
     } else {
         None
@@ -80,57 +85,69 @@ pub(super) fn run(s: &Spawn, cgroupns: bool, userns: bool, ch: &Channel) -> Resu
     }
     rootfs::finalize(spec)?;
 
-    if let Some(adj) = process.oom_score_adj() {
+    if let Some(adj) = oom_score_adj {
         procfs
             .as_ref()
             .expect("opened")
             .write_self("oom_score_adj", &adj.to_string())?;
     }
     drop(procfs);
-    security::set_rlimits(process)?;
+    if let Some(p) = process {
+        security::set_rlimits(p)?;
+    }
 
     setsid().ctx(Error::Process, || "setsid")?;
-    if process.terminal().unwrap_or(false) {
+    if process.is_some_and(|p| p.terminal().unwrap_or(false)) {
         let sock = s.console.as_ref().ok_or_else(|| {
             Error::Process("process.terminal is true but no --console-socket was given".into())
         })?;
-        crate::tty::setup_console(sock, process.console_size().as_ref())?;
+        let size = process.and_then(|p| p.console_size());
+        crate::tty::setup_console(sock, size.as_ref())?;
     }
 
-    let (exe, argv, mut envp) = exec_args(process)?;
+    // Everything the runtime needs for itself, while unconfined.
+    let mut extra_env = Vec::new();
     if s.listen_fds > 0 {
         // The pid the process will have, as its own pid namespace sees it.
         let pid = nix::unistd::getpid();
-        envp.push(cstring(&format!("LISTEN_FDS={}", s.listen_fds))?);
-        envp.push(cstring(&format!("LISTEN_PID={pid}"))?);
+        extra_env.push(format!("LISTEN_FDS={}", s.listen_fds));
+        extra_env.push(format!("LISTEN_PID={pid}"));
     }
-
-    let nnp = process.no_new_privileges().unwrap_or(false);
-    // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it now,
-    // before the capabilities go (runc does the same).
-    if !nnp {
-        load_seccomp(s, host_pid)?;
+    let prepared = process
+        .map(|p| finalize::prepare(p, &extra_env))
+        .transpose()?;
+    let filter = s.seccomp.as_ref().map(|program| Filter {
+        program,
+        listener: s
+            .seccomp_listener
+            .as_ref()
+            .map(|sock| (sock, listener_state(s, host_pid))),
+    });
+    // A notify listener must reach listenerPath during `create` (its agent
+    // may wait for it before calling `start`): such a filter goes in now.
+    let (early, late) = match filter {
+        Some(f) if f.program.notify => (Some(f), None),
+        f => (None, f),
+    };
+    if let Some(f) = &early {
+        f.load()?;
     }
-    let caps = process.capabilities().as_ref();
-    security::apply_bounding(caps)?;
-    let cwd = process.cwd();
-    // Resolved as root (a cwd only root can search still works), entered
-    // again as the user if that first attempt failed.
-    let cwd_handle = super::open_cwd(cwd)?;
-    let early_cd = nix::unistd::fchdir(&cwd_handle).is_ok();
-    security::switch_user(process)?;
-    super::enter_cwd(&cwd_handle, cwd, early_cd)?;
-    drop(cwd_handle);
-    security::apply_caps(caps)?;
-    if nnp {
-        security::no_new_privs()?;
-    }
-    umask(Mode::from_bits_truncate(
-        process.user().umask().unwrap_or(0o022),
-    ));
 
     ch.send(&Msg::Ready)?;
-    // Block until `start` writes a byte into the fifo.
+    // From here the parent is gone: what goes wrong is told to `start`.
+    let Err(e) = after_start(s, process, prepared, late.as_ref(), &state("created"));
+    report_to_start(&s.result, &e);
+    crate::sys::exit_now(1)
+}
+
+/// Blocks until `start`, runs the startContainer hooks and execs.
+fn after_start(
+    s: &Spawn,
+    process: Option<&Process>,
+    prepared: Option<finalize::Prepared>,
+    filter: Option<&Filter>,
+    state: &str,
+) -> Result<std::convert::Infallible> {
     let mut b = [0u8; 1];
     loop {
         match nix::unistd::read(s.fifo.as_fd(), &mut b) {
@@ -139,127 +156,39 @@ pub(super) fn run(s: &Spawn, cgroupns: bool, userns: bool, ch: &Channel) -> Resu
             Err(e) => return Err(Error::Process(format!("read the exec fifo: {e:?}"))),
         }
     }
-    // In the container, after `start`, before the process runs.
-    crate::hooks::run(hooks, crate::hooks::Kind::StartContainer, &state("created"))?;
-    crate::sys::cloexec_from(3 + s.listen_fds + s.preserve_fds)
-        .ctx(Error::Process, || "mark fds close-on-exec")?;
-    crate::sys::reset_signals().ctx(Error::Process, || "reset signal dispositions")?;
-    security::lsm::apply_on_exec(process)?;
-    // As late as it can be: nothing of our setup runs under the filter.
-    if nnp {
-        load_seccomp(s, host_pid)?;
-    }
-    let e = execve(&exe, &argv, &envp).unwrap_err();
-    Err(Error::Process(format!(
-        "exec {}: {e:?}",
-        exe.to_string_lossy()
-    )))
-}
-
-/// The executable (looked up in the container's PATH), argv and envp of a
-/// process, checked before anything is reported ready.
-pub(crate) fn exec_args(p: &Process) -> Result<(CString, Vec<CString>, Vec<CString>)> {
-    let env = environment(p);
-    let exe = find_executable(p, &env)?;
-    let argv = p
-        .args()
-        .iter()
-        .flatten()
-        .map(|a| cstring(a))
-        .collect::<Result<_>>()?;
-    let envp = env.iter().map(|e| cstring(e)).collect::<Result<_>>()?;
-    Ok((exe, argv, envp))
-}
-
-pub(crate) fn cstring(s: &str) -> Result<CString> {
-    CString::new(s).map_err(|_| Error::Spec(format!("{s:?} contains a NUL byte")))
-}
-
-/// process.env, plus HOME from the container's /etc/passwd when it is unset.
-fn environment(p: &Process) -> Vec<String> {
-    let mut env = p.env().clone().unwrap_or_default();
-    if !env.iter().any(|e| e.starts_with("HOME=")) {
-        let home = home_of(p.user().uid()).unwrap_or_else(|| "/".into());
-        env.push(format!("HOME={home}"));
-    }
-    env
-}
-
-fn home_of(uid: u32) -> Option<String> {
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    passwd.lines().find_map(|l| {
-        let f: Vec<&str> = l.split(':').collect();
-        (f.len() >= 6 && f[2].parse() == Ok(uid)).then(|| f[5].to_string())
-    })
-}
-
-/// args[0] as exec will find it: a path, or a name looked up in the
-/// container's PATH (from process.env).
-fn find_executable(p: &Process, env: &[String]) -> Result<CString> {
-    let arg0 = p
-        .args()
-        .as_ref()
-        .and_then(|a| a.first())
-        .expect("validated");
-    if arg0.contains('/') {
-        let p = Path::new(arg0);
-        return match access(p, AccessFlags::X_OK) {
-            Ok(()) if p.metadata().is_ok_and(|m| m.is_file()) => cstring(arg0),
-            Ok(()) => Err(Error::Process(format!(
-                "executable {arg0} is not a regular file"
-            ))),
-            Err(e) => Err(Error::Process(format!("executable {arg0}: {e:?}"))),
-        };
-    }
-    let path = env
-        .iter()
-        .rev()
-        .find_map(|e| e.strip_prefix("PATH="))
-        .unwrap_or(DEFAULT_PATH);
-    for dir in path.split(':') {
-        let dir = if dir.is_empty() { "." } else { dir };
-        let cand = PathBuf::from(dir).join(arg0);
-        if access(&cand, AccessFlags::X_OK).is_ok() && cand.metadata().is_ok_and(|m| m.is_file()) {
-            return cstring(&cand.to_string_lossy());
-        }
-    }
-    Err(Error::Process(format!(
-        "executable {arg0:?} not found in the container's PATH {path}"
-    )))
-}
-
-/// Loads the seccomp filter; with SCMP_ACT_NOTIFY hands the listener fd to
-/// `listenerPath` with the container's process state, as runc does.
-fn load_seccomp(s: &Spawn, host_pid: i32) -> Result<()> {
-    let Some(prog) = &s.seccomp else {
-        return Ok(());
+    // In the container, after `start`, before the process runs; each hook
+    // with the identity the process will have.
+    crate::hooks::run_as(
+        s.bundle.spec.hooks().as_ref(),
+        crate::hooks::Kind::StartContainer,
+        state,
+        process,
+    )?;
+    let (Some(p), Some(prep)) = (process, prepared) else {
+        return Err(Error::Spec(
+            "config.json has no process: there is nothing to start".into(),
+        ));
     };
-    let Some(fd) = security::seccomp::load(prog)? else {
-        return Ok(());
-    };
-    let sock = s
-        .seccomp_listener
-        .as_ref()
-        .ok_or_else(|| Error::Security("seccomp: a listener fd but no listener socket".into()))?;
-    let seccomp = s
-        .bundle
-        .spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.seccomp().as_ref());
-    let state = serde_json::json!({
-        "ociVersion": crate::spec::OCI_VERSION,
-        "fds": ["seccompFd"],
-        "pid": host_pid,
-        "metadata": seccomp.and_then(|s| s.listener_metadata().clone()).unwrap_or_default(),
-        "state": {
-            "ociVersion": crate::spec::OCI_VERSION,
-            "id": s.id,
-            "status": "creating",
-            "pid": host_pid,
-            "bundle": s.bundle.dir,
-            "annotations": s.bundle.spec.annotations().clone().unwrap_or_default(),
-        }
-    });
-    crate::tty::send_fd(sock, &state.to_string(), &fd)
+    finalize::exec(p, prep, s.listen_fds + s.preserve_fds, filter)
+}
+
+/// An error after `Ready`, for `start` to read from the result fifo.
+fn report_to_start(result: &OwnedFd, e: &Error) {
+    let msg = e.to_string();
+    if nix::unistd::write(result, msg.as_bytes()).is_err() {
+        // Nobody listens: the container's stderr is all we have.
+        eprintln!("ocirun: {msg}");
+    }
+}
+
+/// The state a seccomp listener receives with the fd, as runc sends it.
+fn listener_state(s: &Spawn, host_pid: i32) -> String {
+    let spec = &s.bundle.spec;
+    let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
+    let annotations = spec.annotations().clone().unwrap_or_default();
+    let state = crate::hooks::State::new(s.id, "creating", host_pid, &s.bundle.dir, &annotations);
+    match seccomp {
+        Some(sc) => crate::security::seccomp::listener_state(sc, host_pid, &state).to_string(),
+        None => String::new(),
+    }
 }

@@ -8,6 +8,7 @@
 
 pub mod channel;
 pub mod exec;
+mod finalize;
 mod init;
 
 use std::fs;
@@ -32,6 +33,9 @@ pub struct Spawn<'a> {
     pub cgroup: &'a dyn Manager,
     /// The exec fifo opened O_RDWR: the init blocks reading it until `start`.
     pub fifo: OwnedFd,
+    /// The result fifo opened O_RDWR (close-on-exec): `start` reads the
+    /// init's error from it, or EOF once the process has exec'd.
+    pub result: OwnedFd,
     /// The connected `--console-socket`, when process.terminal is true.
     pub console: Option<OwnedFd>,
     pub preserve_fds: u32,
@@ -158,6 +162,7 @@ pub fn spawn(s: Spawn) -> Result<Pid> {
     match sys::clone_process(direct.bits()).ctx(Error::Process, || "clone the container init")? {
         Forked::Child => {
             drop(parent);
+            channel::report_panics(&child, Some(&s.result));
             let r = if two_stage {
                 stage1(&s, &plan, &child)
             } else {
@@ -189,6 +194,7 @@ fn drive(s: &Spawn, ch: &Channel, child: Pid, two_stage: bool) -> Result<Pid> {
     s.cgroup.apply(child)?;
     ch.send(&Msg::Go)?;
     let mut init = if two_stage { None } else { Some(child) };
+    let mut ready = false;
     loop {
         match ch.recv()? {
             Msg::MapRequest => {
@@ -205,6 +211,10 @@ fn drive(s: &Spawn, ch: &Channel, child: Pid, two_stage: bool) -> Result<Pid> {
                     linux.uid_mappings().as_deref().unwrap_or_default(),
                 )?;
                 ch.send(&Msg::MapsDone)?;
+            }
+            Msg::Pid(p) if ready => {
+                init = Some(Pid::from_raw(p));
+                break;
             }
             Msg::Pid(p) => init = Some(Pid::from_raw(p)),
             Msg::RuntimeHooks => {
@@ -229,7 +239,12 @@ fn drive(s: &Spawn, ch: &Channel, child: Pid, two_stage: bool) -> Result<Pid> {
                     }
                 }
             }
-            Msg::Ready => break,
+            // The intermediate child's Pid and the init's Ready come from two
+            // processes, in either order: wait for both.
+            Msg::Ready if init.is_some() => break,
+            Msg::Ready => {
+                ready = true;
+            }
             Msg::Error(e) => {
                 if let Some(p) = init.filter(|p| *p != child) {
                     let _ = kill(p, Signal::SIGKILL);

@@ -78,8 +78,9 @@ pub fn apply_bounding(c: Option<&LinuxCapabilities>) -> Result<()> {
     Ok(())
 }
 
-/// Switches to the process's uid, gid and supplementary groups, keeping the
-/// permitted capabilities across the uid change so `apply_caps` can set them.
+/// Switches to the process's uid, gid and supplementary groups. The caller
+/// has set PR_SET_KEEPCAPS so the permitted capabilities survive the uid
+/// change for `apply_caps` (execve clears the flag again).
 pub fn switch_user(p: &Process) -> Result<()> {
     let u = p.user();
     let groups: Vec<Gid> = u
@@ -88,7 +89,6 @@ pub fn switch_user(p: &Process) -> Result<()> {
         .flatten()
         .map(|g| Gid::from_raw(*g))
         .collect();
-    nix::sys::prctl::set_keepcaps(true).ctx(Error::Security, || "prctl PR_SET_KEEPCAPS")?;
     // setgroups is refused in a user namespace whose setgroups file says deny;
     // only fail when groups were asked for.
     if let Err(e) = setgroups(&groups)
@@ -102,9 +102,7 @@ pub fn switch_user(p: &Process) -> Result<()> {
     let gid = Gid::from_raw(u.gid());
     setresgid(gid, gid, gid).ctx(Error::Security, || format!("setgid {}", u.gid()))?;
     let uid = Uid::from_raw(u.uid());
-    setresuid(uid, uid, uid).ctx(Error::Security, || format!("setuid {}", u.uid()))?;
-    nix::sys::prctl::set_keepcaps(false).ctx(Error::Security, || "prctl PR_SET_KEEPCAPS")?;
-    Ok(())
+    setresuid(uid, uid, uid).ctx(Error::Security, || format!("setuid {}", u.uid()))
 }
 
 /// Sets the effective, permitted, inheritable and ambient sets.

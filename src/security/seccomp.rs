@@ -226,6 +226,22 @@ pub fn compile_cached(s: &LinuxSeccomp, state_root: &std::path::Path) -> Result<
     Ok(p)
 }
 
+/// What a `listenerPath` agent receives with the listener fd (runc's
+/// layout): the process's host pid and the container's state.
+pub fn listener_state(
+    seccomp: &LinuxSeccomp,
+    pid: i32,
+    state: &crate::hooks::State,
+) -> serde_json::Value {
+    serde_json::json!({
+        "ociVersion": crate::spec::OCI_VERSION,
+        "fds": ["seccompFd"],
+        "pid": pid,
+        "metadata": seccomp.listener_metadata().clone().unwrap_or_default(),
+        "state": state,
+    })
+}
+
 /// Loads a compiled program into the calling thread; returns the listener
 /// fd when the program asked for one.
 pub fn load(p: &Program) -> Result<Option<OwnedFd>> {

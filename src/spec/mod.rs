@@ -60,13 +60,8 @@ pub fn load(bundle: &Path) -> Result<Bundle> {
     Ok(Bundle { dir, rootfs, spec })
 }
 
-/// Checks that a spec is one we can honour. Pure: touches no file.
-pub fn validate(spec: &Spec) -> Result<()> {
-    check_version(spec.version())?;
-    let process = spec
-        .process()
-        .as_ref()
-        .ok_or_else(|| Error::Spec("process is missing from config.json".into()))?;
+/// Checks a process (config.json's, or `exec --process`'s).
+pub fn validate_process(process: &oci_spec::runtime::Process) -> Result<()> {
     if process.args().as_ref().is_none_or(|a| a.is_empty()) {
         return Err(Error::Spec("process.args must not be empty".into()));
     }
@@ -75,6 +70,16 @@ pub fn validate(spec: &Spec) -> Result<()> {
             "process.cwd {} is not an absolute path",
             process.cwd().display()
         )));
+    }
+    Ok(())
+}
+
+/// Checks that a spec is one we can honour. Pure: touches no file.
+pub fn validate(spec: &Spec) -> Result<()> {
+    check_version(spec.version())?;
+    // process is optional at `create` (runtime-spec 1.3); `start` then fails.
+    if let Some(process) = spec.process() {
+        validate_process(process)?;
     }
     let Some(linux) = spec.linux() else {
         return Err(Error::Spec(
@@ -101,9 +106,12 @@ pub fn validate(spec: &Spec) -> Result<()> {
         }
     }
     let has = |t: LinuxNamespaceType| seen.contains(&t);
-    if !has(LinuxNamespaceType::Mount) {
+    // Without a mount namespace the container runs in the runtime's (as with
+    // runc); a read-only root would then be the host's mount made read-only.
+    if !has(LinuxNamespaceType::Mount) && spec.root().as_ref().and_then(|r| r.readonly()) == Some(true)
+    {
         return Err(Error::Spec(
-            "a mount namespace is required (linux.namespaces has no \"mount\")".into(),
+            "root.readonly needs a mount namespace (linux.namespaces has no \"mount\")".into(),
         ));
     }
     let new_user = namespaces

@@ -67,6 +67,44 @@ pub fn cloexec_from(first: u32) -> Result<(), Errno> {
     Errno::result(ret).map(drop)
 }
 
+/// Marks every open fd from `first` close-on-exec one by one: the fallback
+/// where close_range is refused. Walks up to the soft RLIMIT_NOFILE.
+pub fn cloexec_each_from(first: u32) -> Result<(), Errno> {
+    let (soft, _) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)?;
+    let last = soft.min(1 << 20) as RawFd;
+    for fd in first as RawFd..last {
+        // SAFETY: F_GETFD/F_SETFD only read and set the fd's flags; an fd
+        // that is not open fails with EBADF and is skipped.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        if flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
+            // SAFETY: as above.
+            Errno::result(unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) })?;
+        }
+    }
+    Ok(())
+}
+
+/// write(2) to an fd known only by number (a panic hook's), ignoring errors.
+pub fn write_raw(fd: RawFd, data: &[u8]) {
+    // SAFETY: the buffer is valid for its length; a closed or bad fd only
+    // makes the call fail.
+    let _ = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
+}
+
+/// Runs `f` in the child of `cmd` between fork and exec (to take on an
+/// identity before a hook runs). Only for single-threaded callers (the
+/// container init): the child may then allocate and take locks freely.
+pub fn pre_exec_single_threaded<F>(cmd: &mut std::process::Command, f: F)
+where
+    F: FnMut() -> std::io::Result<()> + Send + Sync + 'static,
+{
+    // SAFETY: the caller is single-threaded, so no lock or allocator state
+    // can be held by another thread at fork; `f` runs in the child only.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(cmd, f);
+    }
+}
+
 /// `pidfd_open(2)`: a handle on a process that cannot be confused with a
 /// later process reusing the same pid.
 pub fn pidfd_open(pid: Pid) -> Result<OwnedFd, Errno> {
