@@ -132,8 +132,7 @@ pub fn run_logged(hooks: Option<&Hooks>, kind: Kind, state: &str) {
     for (i, hook) in kind.of(h).iter().enumerate() {
         if let Err(e) = run_one(hook, state, None) {
             let msg = format!("{} hook {i} ({}): {e}", kind.name(), hook.path().display());
-            crate::logging::log("warning", &msg);
-            eprintln!("ocirun: warning: {msg}");
+            crate::logging::warn(&msg);
         }
     }
 }

@@ -45,6 +45,12 @@ pub fn debug_enabled() -> bool {
 }
 
 /// Writes one record to the log file, if there is one.
+/// A warning: on stderr, and in the --log file.
+pub fn warn(msg: &str) {
+    log("warning", msg);
+    eprintln!("ocirun: warning: {msg}");
+}
+
 pub fn log(level: &str, msg: &str) {
     let Some(logger) = LOGGER.get() else { return };
     if level == "debug" && !logger.debug {

@@ -54,7 +54,10 @@ pub fn create(g: &Global, o: &CreateOpts) -> Result<()> {
 }
 
 fn create_locked(g: &Global, o: &CreateOpts, detached: bool) -> Result<Created> {
-    let bundle = spec::load(&o.bundle)?;
+    let mut bundle = spec::load(&o.bundle)?;
+    if let Some(p) = bundle.spec.process_mut() {
+        crate::security::drop_ungrantable(p);
+    }
     // A bad profile or limit fails here, before anything of the container exists.
     let linux = bundle.spec.linux().as_ref().expect("validated");
     if let Some(r) = linux.resources() {
@@ -764,7 +767,8 @@ pub fn exec(g: &Global, a: &crate::cli::ExecArgs) -> Result<i32> {
         }
     }
     let bundle = spec::load(&saved.bundle)?;
-    let process = exec_process(&bundle.spec, a)?;
+    let mut process = exec_process(&bundle.spec, a)?;
+    crate::security::drop_ungrantable(&mut process);
     crate::security::lsm::check(&process)?;
     let linux = bundle.spec.linux().as_ref().expect("validated");
     let seccomp = compile_seccomp(linux, &g.root)?;

@@ -62,6 +62,48 @@ fn to_caps(set: &Option<Capabilities>) -> Result<CapsHashSet> {
         .collect()
 }
 
+/// Takes out of every set the capabilities this runtime cannot grant (not
+/// in its own bounding set), each with a warning (config.md "Linux
+/// Process": runtimes should not fail on them).
+pub fn drop_ungrantable(p: &mut Process) {
+    let Some(mut c) = p.capabilities().clone() else {
+        return;
+    };
+    let Ok(ours) = caps::read(None, CapSet::Bounding) else {
+        return;
+    };
+    let mut warned = std::collections::HashSet::new();
+    let mut keep = |set: &Option<Capabilities>| {
+        set.as_ref().map(|s| {
+            s.iter()
+                .filter(|cap| {
+                    let ok = format!("CAP_{cap}")
+                        .parse::<caps::Capability>()
+                        .is_ok_and(|k| ours.contains(&k));
+                    if !ok && warned.insert(cap.to_string()) {
+                        crate::logging::warn(&format!(
+                            "capability CAP_{cap} cannot be granted here: left out"
+                        ));
+                    }
+                    ok
+                })
+                .copied()
+                .collect()
+        })
+    };
+    let b = keep(c.bounding());
+    let e = keep(c.effective());
+    let i = keep(c.inheritable());
+    let pm = keep(c.permitted());
+    let a = keep(c.ambient());
+    c.set_bounding(b);
+    c.set_effective(e);
+    c.set_inheritable(i);
+    c.set_permitted(pm);
+    c.set_ambient(a);
+    p.set_capabilities(Some(c));
+}
+
 /// Drops from the bounding set every capability the process may not keep.
 /// Must run while we still hold CAP_SETPCAP, i.e. before switching user.
 pub fn apply_bounding(c: Option<&LinuxCapabilities>) -> Result<()> {

@@ -33,8 +33,11 @@ pub fn load(bundle: &Path) -> Result<Bundle> {
             crate::error::io_text(&e)
         ))
     })?;
-    let spec: Spec = serde_json::from_slice(&text)
-        .map_err(|e| Error::Spec(format!("parse {}: {e}", path.display())))?;
+    let spec: Spec = match serde_json::from_slice(&text) {
+        Ok(s) => s,
+        Err(e) => without_unknown_capabilities(&text)
+            .ok_or_else(|| Error::Spec(format!("parse {}: {e}", path.display())))?,
+    };
     let root = spec
         .root()
         .as_ref()
@@ -58,6 +61,30 @@ pub fn load(bundle: &Path) -> Result<Bundle> {
     }
     validate(&spec)?;
     Ok(Bundle { dir, rootfs, spec })
+}
+
+/// config.json with the capability names this build does not know taken
+/// out of process.capabilities, each with a warning (config.md "Linux
+/// Process": a capability that cannot be mapped is logged, not fatal).
+/// None when that does not make it parse.
+fn without_unknown_capabilities(text: &[u8]) -> Option<Spec> {
+    let mut v: serde_json::Value = serde_json::from_slice(text).ok()?;
+    let caps = v.pointer_mut("/process/capabilities")?.as_object_mut()?;
+    for (set, names) in caps.iter_mut() {
+        if let Some(list) = names.as_array_mut() {
+            list.retain(|n| {
+                let known =
+                    serde_json::from_value::<oci_spec::runtime::Capability>(n.clone()).is_ok();
+                if !known {
+                    crate::logging::warn(&format!(
+                        "process.capabilities.{set}: unknown capability {n} ignored"
+                    ));
+                }
+                known
+            });
+        }
+    }
+    serde_json::from_value(v).ok()
 }
 
 /// Checks a process (config.json's, or `exec --process`'s).
