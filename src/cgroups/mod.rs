@@ -330,6 +330,54 @@ pub fn for_container(
 }
 
 /// Rebuilds a manager from the hierarchies saved in state.json.
+/// The container's hierarchies moved into the sub-cgroups `exec --cgroup`
+/// names: `PATH` for every hierarchy, or `CONTROLLER[,CONTROLLER]:PATH` for
+/// the v1 hierarchies of those controllers. Each must exist below the
+/// container's cgroup.
+pub fn sub_cgroups(hs: &[Hierarchy], specs: &[String]) -> Result<Vec<Hierarchy>> {
+    let mut out = hs.to_vec();
+    for spec in specs {
+        let (ctrls, path) = match spec.split_once(':') {
+            Some((c, p)) => (Some(c.split(',').collect::<Vec<_>>()), p),
+            None => (None, spec.as_str()),
+        };
+        let rel = Path::new(path.trim_start_matches('/'));
+        if path.is_empty() || rel.components().any(|c| !matches!(c, Component::Normal(_))) {
+            return Err(Error::Usage(format!(
+                "--cgroup {spec}: {path:?} is not a path below the container's cgroup"
+            )));
+        }
+        let mut matched = false;
+        for (h, orig) in out.iter_mut().zip(hs) {
+            let hit = match &ctrls {
+                None => true,
+                Some(cs) => {
+                    !h.v2
+                        && cs
+                            .iter()
+                            .all(|c| orig.controllers.split(',').any(|x| x == *c))
+                }
+            };
+            if hit {
+                h.dir = orig.dir.join(rel);
+                if !h.dir.is_dir() {
+                    return Err(Error::Usage(format!(
+                        "--cgroup {spec}: {} does not exist",
+                        h.dir.display()
+                    )));
+                }
+                matched = true;
+            }
+        }
+        if !matched {
+            return Err(Error::Usage(format!(
+                "--cgroup {spec}: no hierarchy of the container has those controllers"
+            )));
+        }
+    }
+    Ok(out)
+}
+
 pub fn from_hierarchies(hs: Vec<Hierarchy>) -> Box<dyn Manager> {
     if hs.len() == 1 && hs[0].v2 && hs[0].mount == Path::new("/sys/fs/cgroup") {
         let h = hs.into_iter().next().expect("one hierarchy");

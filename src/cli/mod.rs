@@ -286,6 +286,12 @@ pub struct ExecArgs {
     pub process_label: Option<String>,
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub preserve_fds: u32,
+    /// Exec even into a paused container (the process starts frozen)
+    #[arg(long)]
+    pub ignore_paused: bool,
+    /// Run in an existing sub-cgroup of the container: [CONTROLLER[,CONTROLLER]:]PATH
+    #[arg(long, value_name = "[CONTROLLER:]PATH")]
+    pub cgroup: Vec<String>,
     pub id: String,
     /// The command and its arguments (unless --process is given)
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]

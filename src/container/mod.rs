@@ -758,6 +758,7 @@ pub fn exec(g: &Global, a: &crate::cli::ExecArgs) -> Result<i32> {
     let saved = dir.load()?;
     match state::status(&dir.path, &saved) {
         Status::Created | Status::Running => {}
+        Status::Paused if a.ignore_paused => {}
         s => {
             return Err(Error::Container(format!(
                 "cannot exec in container {} in status {}",
@@ -803,7 +804,7 @@ pub fn exec(g: &Global, a: &crate::cli::ExecArgs) -> Result<i32> {
         }
         _ => None,
     };
-    let cg = cgroups::from_hierarchies(saved.cgroups.clone());
+    let cg = cgroups::from_hierarchies(cgroups::sub_cgroups(&saved.cgroups, &a.cgroup)?);
     let forwarded = forwarded_signals();
     if !a.detach {
         nix::sys::prctl::set_child_subreaper(true)

@@ -135,7 +135,8 @@ pub fn validate(spec: &Spec) -> Result<()> {
     let has = |t: LinuxNamespaceType| seen.contains(&t);
     // Without a mount namespace the container runs in the runtime's (as with
     // runc); a read-only root would then be the host's mount made read-only.
-    if !has(LinuxNamespaceType::Mount) && spec.root().as_ref().and_then(|r| r.readonly()) == Some(true)
+    if !has(LinuxNamespaceType::Mount)
+        && spec.root().as_ref().and_then(|r| r.readonly()) == Some(true)
     {
         return Err(Error::Spec(
             "root.readonly needs a mount namespace (linux.namespaces has no \"mount\")".into(),
