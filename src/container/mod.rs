@@ -720,6 +720,7 @@ pub fn exec(g: &Global, a: &crate::cli::ExecArgs) -> Result<i32> {
     }
     let pid = process::exec::spawn(process::exec::ExecSpawn {
         process: &process,
+        linux: Some(linux),
         init_pid: Pid::from_raw(saved.pid),
         namespaces,
         cgroup: cg.as_ref(),
@@ -757,8 +758,13 @@ fn exec_process(
         let text = std::fs::read(f).ctx(Error::Usage, || {
             format!("read process file {}", f.display())
         })?;
-        let p: oci_spec::runtime::Process = serde_json::from_slice(&text)
-            .map_err(|e| Error::Usage(format!("parse process file {}: {e}", f.display())))?;
+        let p = spec::parse_process(&text).map_err(|e| {
+            let e = e.to_string();
+            match e.strip_prefix("json: ") {
+                Some(m) => Error::Usage(format!("parse process file {}: {m}", f.display())),
+                None => Error::Usage(format!("process file {}: {e}", f.display())),
+            }
+        })?;
         if p.args().as_ref().is_none_or(|a| a.is_empty()) {
             return Err(Error::Usage(format!(
                 "process file {}: args is empty",

@@ -22,6 +22,8 @@ use crate::sys::{self, Forked};
 
 pub struct ExecSpawn<'a> {
     pub process: &'a Process,
+    /// The container's `linux` section (personality, memory policy).
+    pub linux: Option<&'a oci_spec::runtime::Linux>,
     /// The init's host pid: its /proc/<pid>/ns/* are joined.
     pub init_pid: Pid,
     pub namespaces: Vec<LinuxNamespaceType>,
@@ -71,6 +73,7 @@ pub fn spawn(s: ExecSpawn) -> Result<Pid> {
     )
     .ctx(Error::Process, || format!("open {root_path}"))?;
     let (parent, child) = channel::pair()?;
+    let _affinity = super::attrs::initial_affinity(s.process)?;
     match sys::fork().ctx(Error::Process, || "fork the exec process")? {
         Forked::Child => {
             drop(parent);
@@ -170,6 +173,7 @@ fn finish(s: &ExecSpawn, ch: &Channel) -> Result<std::convert::Infallible> {
     }
     let (exe, argv, envp) = exec_args(p)?;
     let nnp = p.no_new_privileges().unwrap_or(false);
+    super::attrs::apply(p, s.linux, true)?;
     if !nnp && let Some(prog) = &s.seccomp {
         security::seccomp::load(prog)?;
     }

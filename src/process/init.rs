@@ -106,6 +106,7 @@ pub(super) fn run(s: &Spawn, cgroupns: bool, userns: bool, ch: &Channel) -> Resu
     }
 
     let nnp = process.no_new_privileges().unwrap_or(false);
+    super::attrs::apply(process, Some(linux), false)?;
     // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it now,
     // before the capabilities go (runc does the same).
     if !nnp {

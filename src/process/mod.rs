@@ -6,6 +6,7 @@
 //! intermediate child joins and unshares in the order the kernel needs (user
 //! first, so the other namespaces belong to it) and forks the init.
 
+pub(crate) mod attrs;
 pub mod channel;
 pub mod exec;
 mod init;

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use crate::error::{Error, Result};
+use crate::process::attrs;
 
 /// The runtime-spec version ocirun writes in `spec` and reports in `state`.
 pub const OCI_VERSION: &str = "1.2.1";
@@ -33,8 +34,12 @@ pub fn load(bundle: &Path) -> Result<Bundle> {
             crate::error::io_text(&e)
         ))
     })?;
-    let spec: Spec = serde_json::from_slice(&text)
-        .map_err(|e| Error::Spec(format!("parse {}: {e}", path.display())))?;
+    let spec = parse(&text).map_err(|e| match e {
+        Error::Spec(m) if m.starts_with("json: ") => {
+            Error::Spec(format!("parse {}: {}", path.display(), &m[6..]))
+        }
+        e => e,
+    })?;
     let root = spec
         .root()
         .as_ref()
@@ -59,6 +64,33 @@ pub fn load(bundle: &Path) -> Result<Bundle> {
     validate(&spec)?;
     Ok(Bundle { dir, rootfs, spec })
 }
+
+/// config.json's text into oci-spec's types, after the checks that must see
+/// the raw values (`process::attrs`: fields and values named in errors, the
+/// spec's scheduler flag names accepted). A JSON error starts with "json: ".
+pub fn parse(text: &[u8]) -> Result<Spec> {
+    let mut v: serde_json::Value =
+        serde_json::from_slice(text).map_err(|e| Error::Spec(format!("json: {e}")))?;
+    if let Some(p) = v.get_mut("process").filter(|p| p.is_object()) {
+        attrs::validate_process(p)?;
+        attrs::normalize_process(p);
+    }
+    if let Some(l) = v.get("linux").filter(|l| l.is_object()) {
+        attrs::validate_linux(l)?;
+    }
+    serde_json::from_value(v).map_err(|e| Error::Spec(format!("json: {e}")))
+}
+
+/// An `exec --process` file into oci-spec's Process, checked as `parse`
+/// checks config.json's process.
+pub fn parse_process(text: &[u8]) -> Result<oci_spec::runtime::Process> {
+    let mut p: serde_json::Value =
+        serde_json::from_slice(text).map_err(|e| Error::Spec(format!("json: {e}")))?;
+    attrs::validate_process(&p)?;
+    attrs::normalize_process(&mut p);
+    serde_json::from_value(p).map_err(|e| Error::Spec(format!("json: {e}")))
+}
+
 
 /// Checks that a spec is one we can honour. Pure: touches no file.
 pub fn validate(spec: &Spec) -> Result<()> {
@@ -352,6 +384,27 @@ mod tests {
                 .iter()
                 .any(|w| w == "rbind")
         );
+    }
+
+    #[test]
+    fn parse_names_the_field_of_a_bad_value_and_takes_the_spec_flag_names() {
+        let mut v: serde_json::Value = serde_json::to_value(base()).unwrap();
+        v["process"]["scheduler"] =
+            serde_json::json!({"policy": "SCHED_BATCH", "flags": ["SCHED_FLAG_RESET_ON_FORK"]});
+        let s = parse(&serde_json::to_vec(&v).unwrap()).unwrap();
+        validate(&s).unwrap();
+        v["process"]["scheduler"]["policy"] = "SCHED_FOO".into();
+        let e = parse(&serde_json::to_vec(&v).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "process.scheduler.policy SCHED_FOO is not supported");
+        v["process"].as_object_mut().unwrap().remove("scheduler");
+        v["linux"]["personality"] = serde_json::json!({"domain": "LINUX64"});
+        let e = parse(&serde_json::to_vec(&v).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "linux.personality.domain LINUX64 is not supported");
+        assert!(parse(b"{").unwrap_err().to_string().starts_with("json: "));
     }
 
     #[test]
