@@ -119,6 +119,7 @@ fn create_locked(g: &Global, o: &CreateOpts, detached: bool) -> Result<Created> 
             seccomp_listener,
         })?;
         crate::logging::debug(|| format!("container {} init is pid {pid}", o.id));
+        process::netdev::move_devices(linux, pid)?;
         if let Some(r) = &relay {
             master = Some(crate::tty::recv_master(r)?);
         }

@@ -10,6 +10,7 @@ pub(crate) mod attrs;
 pub mod channel;
 pub mod exec;
 mod init;
+pub(crate) mod netdev;
 
 use std::fs;
 use std::os::fd::OwnedFd;

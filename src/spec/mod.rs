@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use crate::error::{Error, Result};
-use crate::process::attrs;
+use crate::process::{attrs, netdev};
 
 /// The runtime-spec version ocirun writes in `spec` and reports in `state`.
 pub const OCI_VERSION: &str = "1.2.1";
@@ -186,6 +186,7 @@ pub fn validate(spec: &Spec) -> Result<()> {
     if let Some(p) = linux.rootfs_propagation() {
         crate::rootfs::propagation_flag(p)?;
     }
+    netdev::validate(linux)?;
     Ok(())
 }
 
