@@ -62,6 +62,7 @@ pub fn load(bundle: &Path) -> Result<Bundle> {
         )));
     }
     validate(&spec)?;
+    check_host(&spec)?;
     Ok(Bundle { dir, rootfs, spec })
 }
 
@@ -91,6 +92,27 @@ pub fn parse_process(text: &[u8]) -> Result<oci_spec::runtime::Process> {
     serde_json::from_value(p).map_err(|e| Error::Spec(format!("json: {e}")))
 }
 
+/// What depends on the host rather than the config: refused before
+/// anything of the container exists.
+fn check_host(spec: &Spec) -> Result<()> {
+    let linux = spec.linux().as_ref().expect("validated");
+    if linux.intel_rdt().is_some() {
+        let mounted = std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .any(|l| {
+                l.split(" - ")
+                    .nth(1)
+                    .is_some_and(|t| t.starts_with("resctrl "))
+            });
+        return Err(Error::Spec(if mounted {
+            "linux.intelRdt is not supported by ocirun (resctrl is mounted, but ocirun does not manage resctrl groups)".into()
+        } else {
+            "linux.intelRdt: resctrl filesystem not mounted at /sys/fs/resctrl".into()
+        }));
+    }
+    Ok(())
+}
 
 /// Checks that a spec is one we can honour. Pure: touches no file.
 pub fn validate(spec: &Spec) -> Result<()> {
