@@ -342,7 +342,15 @@ pub fn features() -> Result<serde_json::Value> {
             // Supported by this build: applied through /proc/self/attr on exec
             // (a host without the module refuses the container).
             "apparmor": {"enabled": true},
-            "selinux": {"enabled": true}
+            "selinux": {"enabled": true},
+            "memoryPolicy": {
+                "modes": ["MPOL_DEFAULT", "MPOL_BIND", "MPOL_INTERLEAVE", "MPOL_WEIGHTED_INTERLEAVE",
+                          "MPOL_PREFERRED", "MPOL_PREFERRED_MANY", "MPOL_LOCAL"],
+                "flags": ["MPOL_F_NUMA_BALANCING", "MPOL_F_RELATIVE_NODES", "MPOL_F_STATIC_NODES"]
+            },
+            "netDevices": {"enabled": true},
+            // Refused with a clear error: ocirun does not manage resctrl groups.
+            "intelRdt": {"enabled": false}
         },
         "annotations": {"io.github.seccomp.libseccomp.version": lib}
     });
@@ -400,6 +408,15 @@ mod tests {
     fn features_document_is_valid() {
         let f = features().unwrap();
         assert_eq!(f["linux"]["seccomp"]["enabled"], true);
+        assert_eq!(f["linux"]["netDevices"]["enabled"], true);
+        assert_eq!(f["linux"]["intelRdt"]["enabled"], false);
+        assert_eq!(
+            f["linux"]["memoryPolicy"]["modes"]
+                .as_array()
+                .unwrap()
+                .len(),
+            7
+        );
         assert!(
             f["mountOptions"]
                 .as_array()
