@@ -142,6 +142,7 @@ fn create_locked(g: &Global, o: &CreateOpts, detached: bool) -> Result<Created> 
             seccomp_listener,
         })?;
         crate::logging::debug(|| format!("container {} init is pid {pid}", o.id));
+        process::netdev::move_devices(linux, pid)?;
         if let Some(r) = &relay {
             master = Some(crate::tty::recv_master(r)?);
         }
@@ -814,6 +815,7 @@ pub fn exec(g: &Global, a: &crate::cli::ExecArgs) -> Result<i32> {
     }
     let pid = process::exec::spawn(process::exec::ExecSpawn {
         process: &process,
+        linux: Some(linux),
         init_pid: Pid::from_raw(saved.pid),
         namespaces,
         cgroup: cg.as_ref(),
@@ -852,8 +854,13 @@ fn exec_process(
         let text = std::fs::read(f).ctx(Error::Usage, || {
             format!("read process file {}", f.display())
         })?;
-        let p: oci_spec::runtime::Process = serde_json::from_slice(&text)
-            .map_err(|e| Error::Usage(format!("parse process file {}: {e}", f.display())))?;
+        let p = spec::parse_process(&text).map_err(|e| {
+            let e = e.to_string();
+            match e.strip_prefix("json: ") {
+                Some(m) => Error::Usage(format!("parse process file {}: {m}", f.display())),
+                None => Error::Usage(format!("process file {}: {e}", f.display())),
+            }
+        })?;
         if p.args().as_ref().is_none_or(|a| a.is_empty()) {
             return Err(Error::Usage(format!(
                 "process file {}: args is empty",

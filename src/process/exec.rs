@@ -23,6 +23,8 @@ use crate::sys::{self, Forked};
 
 pub struct ExecSpawn<'a> {
     pub process: &'a Process,
+    /// The container's `linux` section (personality, memory policy).
+    pub linux: Option<&'a oci_spec::runtime::Linux>,
     /// The init's host pid: its /proc/<pid>/ns/* are joined.
     pub init_pid: Pid,
     pub namespaces: Vec<LinuxNamespaceType>,
@@ -75,6 +77,7 @@ pub fn spawn(s: ExecSpawn) -> Result<Pid> {
     )
     .ctx(Error::Process, || format!("open {root_path}"))?;
     let (parent, child) = channel::pair()?;
+    let _affinity = super::attrs::initial_affinity(s.process)?;
     match sys::fork().ctx(Error::Process, || "fork the exec process")? {
         Forked::Child => {
             drop(parent);
@@ -209,6 +212,7 @@ fn finish(s: &ExecSpawn, ch: &Channel, host_pid: i32) -> Result<std::convert::In
         crate::tty::setup_console_exec(sock, p.console_size().as_ref())?;
     }
     let prepared = finalize::prepare(p, &[])?;
+    super::attrs::apply(p, s.linux, true)?;
     let filter = s.seccomp.as_ref().map(|program| Filter {
         program,
         listener: s.seccomp_listener.as_ref().map(|(sock, state)| {

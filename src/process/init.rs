@@ -169,6 +169,7 @@ fn after_start(
             "config.json has no process: there is nothing to start".into(),
         ));
     };
+    super::attrs::apply(p, s.bundle.spec.linux().as_ref(), false)?;
     finalize::exec(p, prep, s.listen_fds + s.preserve_fds, filter)
 }
 

@@ -6,10 +6,12 @@
 //! intermediate child joins and unshares in the order the kernel needs (user
 //! first, so the other namespaces belong to it) and forks the init.
 
+pub(crate) mod attrs;
 pub mod channel;
 pub mod exec;
 mod finalize;
 mod init;
+pub(crate) mod netdev;
 
 use std::fs;
 use std::os::fd::OwnedFd;

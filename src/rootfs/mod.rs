@@ -378,7 +378,8 @@ fn mount_one(p: &Plan, root: &Root, m: &Mount) -> Result<()> {
         return mount_cgroup(p, root, dest, &opts);
     }
     let target = mountpoint(root, dest, true)?;
-    let data = (!opts.data.is_empty()).then_some(opts.data.as_str());
+    let data = crate::security::lsm::mount_data(typ, &opts.data, p.spec);
+    let data = (!data.is_empty()).then_some(data.as_str());
     let mut r = mnt(
         source.as_deref(),
         &fd_path(&target)[..],

@@ -21,6 +21,33 @@ pub fn selinux_enabled() -> bool {
     Path::new("/sys/fs/selinux/enforce").exists()
 }
 
+/// The data of a (non-bind) mount with `linux.mountLabel` added as
+/// `context="<label>"` when SELinux is on, as runc's
+/// label.FormatMountLabel; unchanged when SELinux is off (runc ignores the
+/// label then, and so do we). proc, sysfs and mqueue get no context, as in
+/// runc.
+pub fn mount_data(typ: &str, data: &str, spec: &oci_spec::runtime::Spec) -> String {
+    let label = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.mount_label().as_deref());
+    format_mount_label(typ, data, label, label.is_some() && selinux_enabled())
+}
+
+fn format_mount_label(typ: &str, data: &str, label: Option<&str>, selinux: bool) -> String {
+    match label.filter(|l| !l.is_empty()) {
+        Some(l) if selinux && !matches!(typ, "proc" | "sysfs" | "mqueue") => {
+            let ctx = format!("context=\"{l}\"");
+            if data.is_empty() {
+                ctx
+            } else {
+                format!("{data},{ctx}")
+            }
+        }
+        _ => data.to_string(),
+    }
+}
+
 /// Refuses what this host cannot apply.
 pub fn check(p: &Process) -> Result<()> {
     if let Some(profile) = p.apparmor_profile().as_deref().filter(|s| !s.is_empty())
@@ -71,4 +98,32 @@ fn write_attr(file: &str, value: &str) -> Result<()> {
     }
     f.write_all(value.as_bytes())
         .map_err(|e| Error::Security(format!("write {value:?} to {file}: {}", io_text(&e))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_label_is_added_only_with_selinux() {
+        let l = Some("system_u:object_r:container_file_t:s0:c1,c2");
+        assert_eq!(
+            format_mount_label("tmpfs", "mode=755", l, true),
+            "mode=755,context=\"system_u:object_r:container_file_t:s0:c1,c2\""
+        );
+        assert_eq!(
+            format_mount_label("devpts", "", l, true),
+            "context=\"system_u:object_r:container_file_t:s0:c1,c2\""
+        );
+        assert_eq!(
+            format_mount_label("tmpfs", "mode=755", l, false),
+            "mode=755"
+        );
+        assert_eq!(format_mount_label("proc", "", l, true), "");
+        assert_eq!(format_mount_label("mqueue", "", l, true), "");
+        assert_eq!(
+            format_mount_label("tmpfs", "size=1k", None, true),
+            "size=1k"
+        );
+    }
 }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use crate::error::{Error, Result};
+use crate::process::{attrs, netdev};
 
 /// The runtime-spec version ocirun writes in `spec` and reports in `state`.
 pub const OCI_VERSION: &str = "1.2.1";
@@ -33,11 +34,12 @@ pub fn load(bundle: &Path) -> Result<Bundle> {
             crate::error::io_text(&e)
         ))
     })?;
-    let spec: Spec = match serde_json::from_slice(&text) {
-        Ok(s) => s,
-        Err(e) => without_unknown_capabilities(&text)
-            .ok_or_else(|| Error::Spec(format!("parse {}: {e}", path.display())))?,
-    };
+    let spec = parse(&text).map_err(|e| match e {
+        Error::Spec(m) if m.starts_with("json: ") => {
+            Error::Spec(format!("parse {}: {}", path.display(), &m[6..]))
+        }
+        e => e,
+    })?;
     let root = spec
         .root()
         .as_ref()
@@ -60,16 +62,70 @@ pub fn load(bundle: &Path) -> Result<Bundle> {
         )));
     }
     validate(&spec)?;
+    check_host(&spec)?;
     Ok(Bundle { dir, rootfs, spec })
 }
 
-/// config.json with the capability names this build does not know taken
-/// out of process.capabilities, each with a warning (config.md "Linux
-/// Process": a capability that cannot be mapped is logged, not fatal).
-/// None when that does not make it parse.
-fn without_unknown_capabilities(text: &[u8]) -> Option<Spec> {
-    let mut v: serde_json::Value = serde_json::from_slice(text).ok()?;
-    let caps = v.pointer_mut("/process/capabilities")?.as_object_mut()?;
+/// config.json's text into oci-spec's types, after the checks that must see
+/// the raw values (`process::attrs`: fields and values named in errors, the
+/// spec's scheduler flag names accepted). A JSON error starts with "json: ".
+pub fn parse(text: &[u8]) -> Result<Spec> {
+    let mut v: serde_json::Value =
+        serde_json::from_slice(text).map_err(|e| Error::Spec(format!("json: {e}")))?;
+    if let Some(p) = v.get_mut("process").filter(|p| p.is_object()) {
+        attrs::validate_process(p)?;
+        attrs::normalize_process(p);
+        drop_unknown_capabilities(p);
+    }
+    if let Some(l) = v.get("linux").filter(|l| l.is_object()) {
+        attrs::validate_linux(l)?;
+    }
+    serde_json::from_value(v).map_err(|e| Error::Spec(format!("json: {e}")))
+}
+
+/// An `exec --process` file into oci-spec's Process, checked as `parse`
+/// checks config.json's process.
+pub fn parse_process(text: &[u8]) -> Result<oci_spec::runtime::Process> {
+    let mut p: serde_json::Value =
+        serde_json::from_slice(text).map_err(|e| Error::Spec(format!("json: {e}")))?;
+    attrs::validate_process(&p)?;
+    attrs::normalize_process(&mut p);
+    drop_unknown_capabilities(&mut p);
+    serde_json::from_value(p).map_err(|e| Error::Spec(format!("json: {e}")))
+}
+
+/// What depends on the host rather than the config: refused before
+/// anything of the container exists.
+fn check_host(spec: &Spec) -> Result<()> {
+    let linux = spec.linux().as_ref().expect("validated");
+    if linux.intel_rdt().is_some() {
+        let mounted = std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .any(|l| {
+                l.split(" - ")
+                    .nth(1)
+                    .is_some_and(|t| t.starts_with("resctrl "))
+            });
+        return Err(Error::Spec(if mounted {
+            "linux.intelRdt is not supported by ocirun (resctrl is mounted, but ocirun does not manage resctrl groups)".into()
+        } else {
+            "linux.intelRdt: resctrl filesystem not mounted at /sys/fs/resctrl".into()
+        }));
+    }
+    Ok(())
+}
+
+/// Takes the capability names this build does not know out of a process's
+/// capabilities, each with a warning (config.md "Linux Process": a value
+/// that cannot be mapped is logged, not fatal).
+fn drop_unknown_capabilities(process: &mut serde_json::Value) {
+    let Some(caps) = process
+        .get_mut("capabilities")
+        .and_then(|c| c.as_object_mut())
+    else {
+        return;
+    };
     for (set, names) in caps.iter_mut() {
         if let Some(list) = names.as_array_mut() {
             list.retain(|n| {
@@ -84,7 +140,6 @@ fn without_unknown_capabilities(text: &[u8]) -> Option<Spec> {
             });
         }
     }
-    serde_json::from_value(v).ok()
 }
 
 /// Checks a process (config.json's, or `exec --process`'s).
@@ -190,6 +245,7 @@ pub fn validate(spec: &Spec) -> Result<()> {
     if let Some(p) = linux.rootfs_propagation() {
         crate::rootfs::propagation_flag(p)?;
     }
+    netdev::validate(linux)?;
     Ok(())
 }
 
@@ -323,7 +379,15 @@ pub fn features() -> Result<serde_json::Value> {
             // Supported by this build: applied through /proc/self/attr on exec
             // (a host without the module refuses the container).
             "apparmor": {"enabled": true},
-            "selinux": {"enabled": true}
+            "selinux": {"enabled": true},
+            "memoryPolicy": {
+                "modes": ["MPOL_DEFAULT", "MPOL_BIND", "MPOL_INTERLEAVE", "MPOL_WEIGHTED_INTERLEAVE",
+                          "MPOL_PREFERRED", "MPOL_PREFERRED_MANY", "MPOL_LOCAL"],
+                "flags": ["MPOL_F_NUMA_BALANCING", "MPOL_F_RELATIVE_NODES", "MPOL_F_STATIC_NODES"]
+            },
+            "netDevices": {"enabled": true},
+            // Refused with a clear error: ocirun does not manage resctrl groups.
+            "intelRdt": {"enabled": false}
         },
         "annotations": {"io.github.seccomp.libseccomp.version": lib}
     });
@@ -381,6 +445,15 @@ mod tests {
     fn features_document_is_valid() {
         let f = features().unwrap();
         assert_eq!(f["linux"]["seccomp"]["enabled"], true);
+        assert_eq!(f["linux"]["netDevices"]["enabled"], true);
+        assert_eq!(f["linux"]["intelRdt"]["enabled"], false);
+        assert_eq!(
+            f["linux"]["memoryPolicy"]["modes"]
+                .as_array()
+                .unwrap()
+                .len(),
+            7
+        );
         assert!(
             f["mountOptions"]
                 .as_array()
@@ -388,6 +461,27 @@ mod tests {
                 .iter()
                 .any(|w| w == "rbind")
         );
+    }
+
+    #[test]
+    fn parse_names_the_field_of_a_bad_value_and_takes_the_spec_flag_names() {
+        let mut v: serde_json::Value = serde_json::to_value(base()).unwrap();
+        v["process"]["scheduler"] =
+            serde_json::json!({"policy": "SCHED_BATCH", "flags": ["SCHED_FLAG_RESET_ON_FORK"]});
+        let s = parse(&serde_json::to_vec(&v).unwrap()).unwrap();
+        validate(&s).unwrap();
+        v["process"]["scheduler"]["policy"] = "SCHED_FOO".into();
+        let e = parse(&serde_json::to_vec(&v).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "process.scheduler.policy SCHED_FOO is not supported");
+        v["process"].as_object_mut().unwrap().remove("scheduler");
+        v["linux"]["personality"] = serde_json::json!({"domain": "LINUX64"});
+        let e = parse(&serde_json::to_vec(&v).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "linux.personality.domain LINUX64 is not supported");
+        assert!(parse(b"{").unwrap_err().to_string().starts_with("json: "));
     }
 
     #[test]

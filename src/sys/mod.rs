@@ -2,6 +2,8 @@
 //! This module is the only place in ocirun with `unsafe`.
 
 pub mod bpf;
+pub mod netlink;
+pub mod sched;
 
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 

@@ -1,6 +1,6 @@
 //! The suite's only `unsafe`: taking ownership of an fd received over
 //! SCM_RIGHTS (a console socket receiver, as containerd's and conmon's), and
-//! setting a test terminal's window size.
+//! setting a test terminal's window size, and reading a pid's scheduling policy.
 
 use std::io::IoSliceMut;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -63,4 +63,11 @@ pub fn set_winsize(fd: &impl std::os::fd::AsFd, rows: u16, cols: u16) -> std::io
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// `sched_getscheduler(2)` of a host pid: the policy, with
+/// SCHED_RESET_ON_FORK (0x40000000) or'ed in; -1 on error.
+pub fn sched_getscheduler(pid: i32) -> i32 {
+    // SAFETY: one integer argument, no memory is passed.
+    unsafe { libc::sched_getscheduler(pid) }
 }
