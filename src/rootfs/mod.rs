@@ -291,9 +291,24 @@ fn mountpoint(root: &Root, dest: &Path, dir: bool) -> Result<Handle> {
     })
 }
 
+/// One entry of `mounts`: the mount, then its recursive attributes, then
+/// its propagation.
 fn mount_one(p: &Plan, root: &Root, m: &Mount) -> Result<()> {
     let dest = m.destination();
     let opts = options::parse(m.options().as_deref().unwrap_or_default())?;
+    if opts.idmap.is_some() {
+        return Err(Error::Spec(format!(
+            "mount on {}: idmapped mounts are not supported by this version of ocirun",
+            dest.display()
+        )));
+    }
+    make_mount(p, root, m, &opts)?;
+    apply_rec_attrs(p, root, dest, &opts)?;
+    apply_propagation(root, dest, &opts.propagation)
+}
+
+fn make_mount(p: &Plan, root: &Root, m: &Mount, opts: &options::Parsed) -> Result<()> {
+    let dest = m.destination();
     let typ = m.typ().as_deref().unwrap_or("");
     let source = m
         .source()
@@ -330,10 +345,10 @@ fn mount_one(p: &Plan, root: &Root, m: &Mount) -> Result<()> {
                 format!("remount {} with {:?}", dest.display(), m.options())
             })?;
         }
-        return apply_propagation(root, dest, &opts.propagation);
+        return Ok(());
     }
     if typ == "cgroup" {
-        return mount_cgroup(p, root, dest, &opts);
+        return mount_cgroup(p, root, dest, opts);
     }
     let target = mountpoint(root, dest, true)?;
     let data = (!opts.data.is_empty()).then_some(opts.data.as_str());
@@ -349,13 +364,35 @@ fn mount_one(p: &Plan, root: &Root, m: &Mount) -> Result<()> {
     }
     r.ctx(Error::Rootfs, || {
         format!("mount {typ} on {}{}", p.rootfs.display(), dest.display())
-    })?;
-    apply_propagation(root, dest, &opts.propagation)
+    })
 }
 
 fn resolve(root: &Root, dest: &Path) -> Result<Handle> {
     root.resolve(dest).ctx(Error::Rootfs, || {
         format!("resolve {} in rootfs", dest.display())
+    })
+}
+
+/// The recursive words (`rro`, `rnosuid`, ...) on the mount now at `dest`
+/// and every mount under it: one recursive `mount_setattr(2)` on a handle of
+/// the mount's root.
+fn apply_rec_attrs(p: &Plan, root: &Root, dest: &Path, opts: &options::Parsed) -> Result<()> {
+    if opts.rec_set == 0 && opts.rec_clear == 0 {
+        return Ok(());
+    }
+    let on = resolve(root, dest)?;
+    let attr = crate::sys::MountAttr {
+        set: opts.rec_set,
+        clear: opts.rec_clear,
+        userns: None,
+    };
+    crate::sys::mount_setattr(on.as_fd(), true, &attr).ctx(Error::Rootfs, || {
+        format!(
+            "mount_setattr {} on {}{}",
+            opts.rec_words.join(","),
+            p.rootfs.display(),
+            dest.display()
+        )
     })
 }
 
@@ -422,7 +459,7 @@ fn mount_cgroup(p: &Plan, root: &Root, dest: &Path, opts: &options::Parsed) -> R
         } else {
             bind_with_flags(root, &h.dir, dest, &fdp, flags)?;
         }
-        return apply_propagation(root, dest, &opts.propagation);
+        return Ok(());
     }
     // v1 or hybrid: a tmpfs holding one mount per hierarchy, like runc.
     let tmpfs_flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
@@ -489,7 +526,7 @@ fn mount_cgroup(p: &Plan, root: &Root, dest: &Path, opts: &options::Parsed) -> R
                 format!("remount {} read-only", dest.display())
             })?;
     }
-    apply_propagation(root, dest, &opts.propagation)
+    Ok(())
 }
 
 /// Binds `src` on `dest` (already a mountpoint in the rootfs), then remounts
