@@ -1,6 +1,6 @@
 //! Mount options, checked from inside the container: the recursive
 //! attributes (`rro`, `rnosuid`, `rnoatime`, ...) on the submounts of a bind
-//! mount and `nosymfollow`.
+//! mount, `nosymfollow` and `rootfsPropagation`.
 
 use std::fs;
 use std::os::unix::fs::symlink;
@@ -266,6 +266,19 @@ fn nosymfollow_on_a_new_filesystem() {
     let out = String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
     assert!(has(&options_of(&out, "/mnt"), "nosymfollow"), "{out}");
     assert!(refused_symlink(&out), "{out}");
+}
+
+#[test]
+fn rootfs_propagation_unbindable() {
+    let mut c = Ctr::new("unbindable", &["cat", "/proc/self/mountinfo"]);
+    c.config["linux"]["rootfsPropagation"] = json!("unbindable");
+    let out = c.run_ok();
+    let root = out
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some("/"))
+        .unwrap_or_else(|| panic!("no / in mountinfo:\n{out}"));
+    let optional: Vec<&str> = root.split(' ').skip(6).take_while(|f| *f != "-").collect();
+    assert_eq!(optional, ["unbindable"], "{root}");
 }
 
 #[test]

@@ -76,7 +76,15 @@ pub fn prepare(p: &Plan, before_pivot: &mut dyn FnMut() -> Result<()>) -> Result
         Some(w) => propagation_flag(&w)?,
         None => MsFlags::MS_SLAVE | MsFlags::MS_REC,
     };
-    mnt(None, "/", None, prop | MsFlags::MS_REC, None).ctx(
+    // An unbindable tree could not be bound onto the rootfs: until the
+    // pivot it is a slave (nothing flows back to the host), and the new /
+    // becomes unbindable after it.
+    let first = if prop.contains(MsFlags::MS_UNBINDABLE) {
+        MsFlags::MS_SLAVE
+    } else {
+        prop
+    };
+    mnt(None, "/", None, first | MsFlags::MS_REC, None).ctx(
         Error::Rootfs,
         || "set propagation of / in the container's mount namespace",
     )?;
@@ -121,7 +129,7 @@ pub fn prepare(p: &Plan, before_pivot: &mut dyn FnMut() -> Result<()>) -> Result
     } else {
         do_pivot(rootfs)?;
     }
-    if prop.contains(MsFlags::MS_SHARED) || prop.contains(MsFlags::MS_PRIVATE) {
+    if prop.intersects(MsFlags::MS_SHARED | MsFlags::MS_PRIVATE | MsFlags::MS_UNBINDABLE) {
         mnt(None, "/", None, prop, None).ctx(Error::Rootfs, || "set propagation of the new /")?;
     }
     Ok(())
