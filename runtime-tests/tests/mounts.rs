@@ -1,9 +1,9 @@
 //! Mount options, checked from inside the container: the recursive
 //! attributes (`rro`, `rnosuid`, `rnoatime`, ...) on the submounts of a bind
-//! mount, `nosymfollow` and `rootfsPropagation`.
+//! mount, `nosymfollow`, idmapped mounts and `rootfsPropagation`.
 
 use std::fs;
-use std::os::unix::fs::symlink;
+use std::os::unix::fs::{chown, symlink};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -281,6 +281,150 @@ fn rootfs_propagation_unbindable() {
     assert_eq!(optional, ["unbindable"], "{root}");
 }
 
+/// Idmapped mounts came with runc 1.2; older runtimes ignore the fields.
+fn skip_without_idmap() -> bool {
+    if runtime_name() != "ocirun" {
+        let v = Command::new(runtime()).arg("--version").output().unwrap();
+        let v = String::from_utf8_lossy(&v.stdout);
+        if v.contains("runc version 1.0") || v.contains("runc version 1.1") {
+            eprintln!(
+                "skipped: {} has no idmapped mounts",
+                v.lines().next().unwrap_or("")
+            );
+            return true;
+        }
+    }
+    false
+}
+
+fn idmapped_tree(c: &Ctr) -> SourceTree {
+    let t = SourceTree::new(c, &[]);
+    chown(t.path().join("file.txt"), Some(1000), Some(1000)).unwrap();
+    chown(t.path().join("sub/file.txt"), Some(1000), Some(1000)).unwrap();
+    t
+}
+
+/// On-disk uid/gid 1000 shown as 0 (the mapping is written to the mount's
+/// user namespace as containerID hostID size, as for linux.uidMappings).
+fn map_1000_to_0() -> Value {
+    json!([{"containerID": 1000, "hostID": 0, "size": 1}])
+}
+
+#[test]
+fn idmap_shows_files_with_the_mapped_owner() {
+    if skip_without_idmap() {
+        return;
+    }
+    let mut c = Ctr::new(
+        "idmap",
+        &[
+            "sh",
+            "-c",
+            "stat -c '%u:%g' /mnt/file.txt /mnt/sub/file.txt /mnt/sub",
+        ],
+    );
+    let t = idmapped_tree(&c);
+    add_mount(
+        &mut c,
+        json!({"destination": "/mnt", "type": "bind", "source": t.path(),
+               "options": ["rbind", "idmap"],
+               "uidMappings": map_1000_to_0(), "gidMappings": map_1000_to_0()}),
+    );
+    let out = c.run_ok();
+    // Only the bind mount itself is idmapped: the submount shows the host's
+    // owners.
+    assert_eq!(out, "0:0\n1000:1000\n0:0\n", "{out}");
+    // The host still sees uid 1000.
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(fs::metadata(t.path().join("file.txt")).unwrap().uid(), 1000);
+}
+
+#[test]
+fn ridmap_maps_submounts_too() {
+    if skip_without_idmap() {
+        return;
+    }
+    let mut c = Ctr::new(
+        "ridmap",
+        &[
+            "sh",
+            "-c",
+            "stat -c '%u:%g' /mnt/file.txt /mnt/sub/file.txt /mnt/sub",
+        ],
+    );
+    let t = idmapped_tree(&c);
+    add_mount(
+        &mut c,
+        json!({"destination": "/mnt", "type": "bind", "source": t.path(),
+               "options": ["rbind", "ridmap"],
+               "uidMappings": map_1000_to_0(), "gidMappings": map_1000_to_0()}),
+    );
+    let out = c.run_ok();
+    // The submount's root is owned by 0 on the host, outside the mapping.
+    assert_eq!(out, "0:0\n0:0\n65534:65534\n", "{out}");
+}
+
+#[test]
+fn mappings_without_idmap_option_idmap_the_mount() {
+    if skip_without_idmap() {
+        return;
+    }
+    let mut c = Ctr::new("idmap-implicit", &["stat", "-c", "%u:%g", "/mnt/file.txt"]);
+    let t = idmapped_tree(&c);
+    add_mount(
+        &mut c,
+        json!({"destination": "/mnt", "type": "bind", "source": t.path(), "options": ["bind"],
+               "uidMappings": map_1000_to_0(), "gidMappings": map_1000_to_0()}),
+    );
+    assert_eq!(c.run_ok(), "0:0\n");
+}
+
+/// `create` must fail and name the mount's destination.
+fn assert_refused(c: &Ctr, what: &str) {
+    let o = c.create();
+    let out = c.output();
+    assert!(!o.status.success(), "{what} was accepted");
+    assert!(
+        out.contains("/mnt"),
+        "{what}: the error does not name /mnt: {out}"
+    );
+}
+
+#[test]
+fn bad_idmap_requests_are_errors() {
+    if skip_without_idmap() {
+        return;
+    }
+    let base = |name: &str, m: Value| {
+        let mut c = Ctr::new(name, &["true"]);
+        let src = c.bundle().join("src");
+        fs::create_dir_all(&src).unwrap();
+        let mut m = m;
+        m["destination"] = json!("/mnt");
+        if m.get("source").is_none() {
+            m["source"] = json!(src);
+        }
+        add_mount(&mut c, m);
+        c
+    };
+    let c = base(
+        "idmap-nomaps",
+        json!({"type": "bind", "options": ["bind", "idmap"]}),
+    );
+    assert_refused(&c, "idmap without mappings");
+    let c = base(
+        "idmap-uidonly",
+        json!({"type": "bind", "options": ["bind", "idmap"], "uidMappings": map_1000_to_0()}),
+    );
+    assert_refused(&c, "uidMappings without gidMappings");
+    let c = base(
+        "idmap-tmpfs",
+        json!({"type": "tmpfs", "source": "tmpfs", "options": ["idmap"],
+               "uidMappings": map_1000_to_0(), "gidMappings": map_1000_to_0()}),
+    );
+    assert_refused(&c, "an idmapped tmpfs");
+}
+
 #[test]
 fn features_lists_the_mount_options() {
     let o = Command::new(runtime()).arg("features").output().unwrap();
@@ -316,4 +460,9 @@ fn features_lists_the_mount_options() {
     ] {
         assert!(words.contains(&w), "{w} missing from {words:?}");
     }
+    if skip_without_idmap() {
+        return;
+    }
+    assert!(words.contains(&"idmap") && words.contains(&"ridmap"));
+    assert_eq!(f["linux"]["mountExtensions"]["idmap"]["enabled"], true);
 }

@@ -4,6 +4,7 @@
 //! with libpathrs (openat2 RESOLVE_IN_ROOT), so no symlink or `..` in the
 //! rootfs can make a mount or a device node land outside it.
 
+pub mod idmap;
 pub mod options;
 pub mod procfs;
 
@@ -106,9 +107,12 @@ pub fn prepare(p: &Plan, before_pivot: &mut dyn FnMut() -> Result<()>) -> Result
     })?;
 
     let mounts = p.spec.mounts().as_deref().unwrap_or_default();
+    // Opened for the first idmapped mount.
+    let mut procfs = None;
     for m in mounts {
-        mount_one(p, &root, m)?;
+        mount_one(p, &root, m, &mut procfs)?;
     }
+    drop(procfs);
     let dev_is_bound = mounts.iter().any(|m| {
         m.destination() == Path::new("/dev")
             && options::parse(m.options().as_deref().unwrap_or_default()).is_ok_and(|o| o.is_bind())
@@ -301,28 +305,40 @@ fn mountpoint(root: &Root, dest: &Path, dir: bool) -> Result<Handle> {
 
 /// One entry of `mounts`: the mount, then its recursive attributes, then
 /// its propagation.
-fn mount_one(p: &Plan, root: &Root, m: &Mount) -> Result<()> {
+fn mount_one(p: &Plan, root: &Root, m: &Mount, procfs: &mut Option<procfs::Procfs>) -> Result<()> {
     let dest = m.destination();
     let opts = options::parse(m.options().as_deref().unwrap_or_default())?;
-    if opts.idmap.is_some() {
-        return Err(Error::Spec(format!(
-            "mount on {}: idmapped mounts are not supported by this version of ocirun",
-            dest.display()
-        )));
-    }
-    make_mount(p, root, m, &opts)?;
+    let userns = match idmap::request(m, &opts)? {
+        Some(r) => {
+            if procfs.is_none() {
+                *procfs = Some(procfs::Procfs::open_own_pidns()?);
+            }
+            let fd = idmap::user_namespace(procfs.as_ref().expect("opened"), &r, dest)?;
+            Some((fd, r.recursive))
+        }
+        None => None,
+    };
+    make_mount(p, root, m, &opts, userns)?;
     apply_rec_attrs(p, root, dest, &opts)?;
     apply_propagation(root, dest, &opts.propagation)
 }
 
-fn make_mount(p: &Plan, root: &Root, m: &Mount, opts: &options::Parsed) -> Result<()> {
+/// Makes the mount itself; `idmap` is the user namespace of an idmapped
+/// bind mount and whether its submounts are idmapped too.
+fn make_mount(
+    p: &Plan,
+    root: &Root,
+    m: &Mount,
+    opts: &options::Parsed,
+    idmap: Option<(std::os::fd::OwnedFd, bool)>,
+) -> Result<()> {
     let dest = m.destination();
     let typ = m.typ().as_deref().unwrap_or("");
     let source = m
         .source()
         .as_ref()
         .map(|s| s.to_string_lossy().into_owned());
-    if typ == "bind" || opts.is_bind() {
+    if idmap::is_bind(m, opts) {
         let src = m.source().as_ref().ok_or_else(|| {
             Error::Spec(format!("bind mount on {} has no source", dest.display()))
         })?;
@@ -335,17 +351,29 @@ fn make_mount(p: &Plan, root: &Root, m: &Mount, opts: &options::Parsed) -> Resul
             format!("bind mount source {}", src.display())
         })?;
         let target = mountpoint(root, dest, meta.is_dir())?;
-        let flags = MsFlags::MS_BIND | (opts.flags & MsFlags::MS_REC);
-        mnt(
-            Some(&src.to_string_lossy()),
-            &fd_path(&target)[..],
-            None,
-            flags,
-            None,
-        )
-        .ctx(Error::Rootfs, || {
-            format!("bind {} on {}", src.display(), dest.display())
-        })?;
+        let rbind = opts.flags.contains(MsFlags::MS_REC);
+        if let Some((userns, recursive)) = &idmap {
+            idmap::bind(
+                &src,
+                target.as_fd(),
+                rbind,
+                *recursive,
+                userns.as_fd(),
+                dest,
+            )?;
+        } else {
+            let flags = MsFlags::MS_BIND | (opts.flags & MsFlags::MS_REC);
+            mnt(
+                Some(&src.to_string_lossy()),
+                &fd_path(&target)[..],
+                None,
+                flags,
+                None,
+            )
+            .ctx(Error::Rootfs, || {
+                format!("bind {} on {}", src.display(), dest.display())
+            })?;
+        }
         let extra = opts.flags - (MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
         if !extra.is_empty() {
             let on = resolve(root, dest)?;

@@ -138,6 +138,8 @@ pub fn known_words() -> Vec<&'static str> {
     v.extend(REC_FLAGS.iter().map(|(w, _, _)| *w));
     v.extend(REC_ATIME.iter().map(|(w, _)| *w));
     v.extend([
+        "idmap",
+        "ridmap",
         "private",
         "shared",
         "slave",
