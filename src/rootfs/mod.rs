@@ -4,6 +4,7 @@
 //! with libpathrs (openat2 RESOLVE_IN_ROOT), so no symlink or `..` in the
 //! rootfs can make a mount or a device node land outside it.
 
+pub mod idmap;
 pub mod options;
 pub mod procfs;
 
@@ -82,7 +83,15 @@ pub fn prepare(p: &Plan, before_pivot: &mut dyn FnMut() -> Result<()>) -> Result
     };
     // The host's mounts are not ours to change.
     if p.mountns {
-        mnt(None, "/", None, prop | MsFlags::MS_REC, None).ctx(
+        // An unbindable tree could not be bound onto the rootfs: until the
+        // pivot it is a slave (nothing flows back to the host), and the new /
+        // becomes unbindable after it.
+        let first = if prop.contains(MsFlags::MS_UNBINDABLE) {
+            MsFlags::MS_SLAVE
+        } else {
+            prop
+        };
+        mnt(None, "/", None, first | MsFlags::MS_REC, None).ctx(
             Error::Rootfs,
             || "set propagation of / in the container's mount namespace",
         )?;
@@ -105,9 +114,12 @@ pub fn prepare(p: &Plan, before_pivot: &mut dyn FnMut() -> Result<()>) -> Result
     })?;
 
     let mounts = p.spec.mounts().as_deref().unwrap_or_default();
+    // Opened for the first idmapped mount.
+    let mut procfs = None;
     for m in mounts {
-        mount_one(p, &root, m)?;
+        mount_one(p, &root, m, &mut procfs)?;
     }
+    drop(procfs);
     let dev_is_bound = mounts.iter().any(|m| {
         m.destination() == Path::new("/dev")
             && options::parse(m.options().as_deref().unwrap_or_default()).is_ok_and(|o| o.is_bind())
@@ -131,7 +143,7 @@ pub fn prepare(p: &Plan, before_pivot: &mut dyn FnMut() -> Result<()>) -> Result
     } else {
         do_pivot(rootfs)?;
     }
-    if prop.contains(MsFlags::MS_SHARED) || prop.contains(MsFlags::MS_PRIVATE) {
+    if prop.intersects(MsFlags::MS_SHARED | MsFlags::MS_PRIVATE | MsFlags::MS_UNBINDABLE) {
         mnt(None, "/", None, prop, None).ctx(Error::Rootfs, || "set propagation of the new /")?;
     }
     Ok(())
@@ -333,15 +345,42 @@ fn mountpoint(root: &Root, dest: &Path, dir: bool) -> Result<Handle> {
     })
 }
 
-fn mount_one(p: &Plan, root: &Root, m: &Mount) -> Result<()> {
+/// One entry of `mounts`: the mount, then its recursive attributes, then
+/// its propagation.
+fn mount_one(p: &Plan, root: &Root, m: &Mount, procfs: &mut Option<procfs::Procfs>) -> Result<()> {
     let dest = m.destination();
     let opts = options::parse(m.options().as_deref().unwrap_or_default())?;
+    let userns = match idmap::request(m, &opts)? {
+        Some(r) => {
+            if procfs.is_none() {
+                *procfs = Some(procfs::Procfs::open_own_pidns()?);
+            }
+            let fd = idmap::user_namespace(procfs.as_ref().expect("opened"), &r, dest)?;
+            Some((fd, r.recursive))
+        }
+        None => None,
+    };
+    make_mount(p, root, m, &opts, userns)?;
+    apply_rec_attrs(p, root, dest, &opts)?;
+    apply_propagation(root, dest, &opts.propagation)
+}
+
+/// Makes the mount itself; `idmap` is the user namespace of an idmapped
+/// bind mount and whether its submounts are idmapped too.
+fn make_mount(
+    p: &Plan,
+    root: &Root,
+    m: &Mount,
+    opts: &options::Parsed,
+    idmap: Option<(std::os::fd::OwnedFd, bool)>,
+) -> Result<()> {
+    let dest = m.destination();
     let typ = m.typ().as_deref().unwrap_or("");
     let source = m
         .source()
         .as_ref()
         .map(|s| s.to_string_lossy().into_owned());
-    if typ == "bind" || opts.is_bind() {
+    if idmap::is_bind(m, opts) {
         let src = m.source().as_ref().ok_or_else(|| {
             Error::Spec(format!("bind mount on {} has no source", dest.display()))
         })?;
@@ -354,17 +393,29 @@ fn mount_one(p: &Plan, root: &Root, m: &Mount) -> Result<()> {
             format!("bind mount source {}", src.display())
         })?;
         let target = mountpoint(root, dest, meta.is_dir())?;
-        let flags = MsFlags::MS_BIND | (opts.flags & MsFlags::MS_REC);
-        mnt(
-            Some(&src.to_string_lossy()),
-            &fd_path(&target)[..],
-            None,
-            flags,
-            None,
-        )
-        .ctx(Error::Rootfs, || {
-            format!("bind {} on {}", src.display(), dest.display())
-        })?;
+        let rbind = opts.flags.contains(MsFlags::MS_REC);
+        if let Some((userns, recursive)) = &idmap {
+            idmap::bind(
+                &src,
+                target.as_fd(),
+                rbind,
+                *recursive,
+                userns.as_fd(),
+                dest,
+            )?;
+        } else {
+            let flags = MsFlags::MS_BIND | (opts.flags & MsFlags::MS_REC);
+            mnt(
+                Some(&src.to_string_lossy()),
+                &fd_path(&target)[..],
+                None,
+                flags,
+                None,
+            )
+            .ctx(Error::Rootfs, || {
+                format!("bind {} on {}", src.display(), dest.display())
+            })?;
+        }
         let extra = opts.flags - (MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
         if !extra.is_empty() {
             let on = resolve(root, dest)?;
@@ -372,10 +423,10 @@ fn mount_one(p: &Plan, root: &Root, m: &Mount) -> Result<()> {
                 format!("remount {} with {:?}", dest.display(), m.options())
             })?;
         }
-        return apply_propagation(root, dest, &opts.propagation);
+        return Ok(());
     }
     if typ == "cgroup" {
-        return mount_cgroup(p, root, dest, &opts);
+        return mount_cgroup(p, root, dest, opts);
     }
     let target = mountpoint(root, dest, true)?;
     let data = crate::security::lsm::mount_data(typ, &opts.data, p.spec);
@@ -392,13 +443,35 @@ fn mount_one(p: &Plan, root: &Root, m: &Mount) -> Result<()> {
     }
     r.ctx(Error::Rootfs, || {
         format!("mount {typ} on {}{}", p.rootfs.display(), dest.display())
-    })?;
-    apply_propagation(root, dest, &opts.propagation)
+    })
 }
 
 fn resolve(root: &Root, dest: &Path) -> Result<Handle> {
     root.resolve(dest).ctx(Error::Rootfs, || {
         format!("resolve {} in rootfs", dest.display())
+    })
+}
+
+/// The recursive words (`rro`, `rnosuid`, ...) on the mount now at `dest`
+/// and every mount under it: one recursive `mount_setattr(2)` on a handle of
+/// the mount's root.
+fn apply_rec_attrs(p: &Plan, root: &Root, dest: &Path, opts: &options::Parsed) -> Result<()> {
+    if opts.rec_set == 0 && opts.rec_clear == 0 {
+        return Ok(());
+    }
+    let on = resolve(root, dest)?;
+    let attr = crate::sys::MountAttr {
+        set: opts.rec_set,
+        clear: opts.rec_clear,
+        userns: None,
+    };
+    crate::sys::mount_setattr(on.as_fd(), true, &attr).ctx(Error::Rootfs, || {
+        format!(
+            "mount_setattr {} on {}{}",
+            opts.rec_words.join(","),
+            p.rootfs.display(),
+            dest.display()
+        )
     })
 }
 
@@ -465,7 +538,7 @@ fn mount_cgroup(p: &Plan, root: &Root, dest: &Path, opts: &options::Parsed) -> R
         } else {
             bind_with_flags(root, &h.dir, dest, &fdp, flags)?;
         }
-        return apply_propagation(root, dest, &opts.propagation);
+        return Ok(());
     }
     // v1 or hybrid: a tmpfs holding one mount per hierarchy, like runc.
     let tmpfs_flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
@@ -532,7 +605,7 @@ fn mount_cgroup(p: &Plan, root: &Root, dest: &Path, opts: &options::Parsed) -> R
                 format!("remount {} read-only", dest.display())
             })?;
     }
-    apply_propagation(root, dest, &opts.propagation)
+    Ok(())
 }
 
 /// Binds `src` on `dest` (already a mountpoint in the rootfs), then remounts

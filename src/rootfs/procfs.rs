@@ -26,6 +26,65 @@ impl Procfs {
             .ctx(Error::Process, || "open a private procfs")
     }
 
+    /// A new procfs instance of the caller's pid namespace (`fsopen`, never
+    /// a clone of a mount that may belong to another pid namespace): the
+    /// pids it shows are the ones fork returns here.
+    pub fn open_own_pidns() -> Result<Procfs> {
+        use rustix::mount::{
+            FsMountFlags, FsOpenFlags, MountAttrFlags, fsconfig_create, fsmount, fsopen,
+        };
+        let what = "mount a private procfs";
+        let errno = |e: rustix::io::Errno| nix::errno::Errno::from_raw(e.raw_os_error());
+        let fs = fsopen("proc", FsOpenFlags::FSOPEN_CLOEXEC)
+            .map_err(errno)
+            .ctx(Error::Process, || what)?;
+        fsconfig_create(&fs)
+            .map_err(errno)
+            .ctx(Error::Process, || what)?;
+        let m = fsmount(
+            &fs,
+            FsMountFlags::FSMOUNT_CLOEXEC,
+            MountAttrFlags::MOUNT_ATTR_NODEV
+                | MountAttrFlags::MOUNT_ATTR_NOEXEC
+                | MountAttrFlags::MOUNT_ATTR_NOSUID,
+        )
+        .map_err(errno)
+        .ctx(Error::Process, || what)?;
+        ProcfsHandle::try_from_fd(m)
+            .map(Procfs)
+            .ctx(Error::Process, || "check the private procfs")
+    }
+
+    /// Writes `value` to /proc/`pid`/`name` (a child of ours, not reaped).
+    pub fn write_pid(
+        &self,
+        pid: nix::unistd::Pid,
+        name: &str,
+        value: &str,
+    ) -> std::result::Result<(), std::io::Error> {
+        self.write(
+            ProcfsBase::ProcPid(pid.as_raw() as u32),
+            &PathBuf::from(name),
+            value,
+        )
+    }
+
+    /// Opens /proc/`pid`/ns/`ns` (a child of ours, not reaped).
+    pub fn open_pid_ns(
+        &self,
+        pid: nix::unistd::Pid,
+        ns: &str,
+    ) -> std::result::Result<std::os::fd::OwnedFd, std::io::Error> {
+        self.0
+            .open_follow(
+                ProcfsBase::ProcPid(pid.as_raw() as u32),
+                format!("ns/{ns}"),
+                OpenFlags::O_RDONLY | OpenFlags::O_CLOEXEC,
+            )
+            .map(std::os::fd::OwnedFd::from)
+            .map_err(|e| std::io::Error::other(e.to_string()))
+    }
+
     /// Writes `value` to the sysctl `key` (`net.ipv4.ip_forward` is
     /// /proc/sys/net/ipv4/ip_forward) of the caller's namespaces.
     pub fn write_sysctl(&self, key: &str, value: &str) -> Result<()> {

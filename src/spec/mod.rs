@@ -234,10 +234,21 @@ pub fn validate(spec: &Spec) -> Result<()> {
     for (key, _) in linux.sysctl().iter().flatten() {
         check_sysctl(key, &|t| has(t))?;
     }
+    let in_userns = has(LinuxNamespaceType::User);
     for m in spec.mounts().iter().flatten() {
         if !m.destination().is_absolute() {
             return Err(Error::Spec(format!(
                 "mount destination {} is not an absolute path",
+                m.destination().display()
+            )));
+        }
+        let opts = crate::rootfs::options::parse(m.options().as_deref().unwrap_or_default())?;
+        if crate::rootfs::idmap::request(m, &opts)?.is_some() && in_userns {
+            // The mounts are made by the init, inside the container's user
+            // namespace, which cannot idmap the host's filesystems.
+            return Err(Error::Spec(format!(
+                "mount on {}: idmapped mounts in a container with a user namespace \
+                 are not supported by this version of ocirun",
                 m.destination().display()
             )));
         }
@@ -380,6 +391,8 @@ pub fn features() -> Result<serde_json::Value> {
             // (a host without the module refuses the container).
             "apparmor": {"enabled": true},
             "selinux": {"enabled": true},
+            // idmap/ridmap with the mount's own uidMappings/gidMappings.
+            "mountExtensions": {"idmap": {"enabled": true}},
             "memoryPolicy": {
                 "modes": ["MPOL_DEFAULT", "MPOL_BIND", "MPOL_INTERLEAVE", "MPOL_WEIGHTED_INTERLEAVE",
                           "MPOL_PREFERRED", "MPOL_PREFERRED_MANY", "MPOL_LOCAL"],
@@ -454,12 +467,50 @@ mod tests {
                 .len(),
             7
         );
+        let words: Vec<&str> = f["mountOptions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w.as_str().unwrap())
+            .collect();
+        for w in [
+            "rbind",
+            "rro",
+            "rnosymfollow",
+            "nosymfollow",
+            "idmap",
+            "ridmap",
+        ] {
+            assert!(words.contains(&w), "{w} not in {words:?}");
+        }
+        assert_eq!(f["linux"]["mountExtensions"]["idmap"]["enabled"], true);
+    }
+
+    #[test]
+    fn idmapped_mounts_are_checked_up_front() {
+        let mut v: serde_json::Value = serde_json::to_value(base()).unwrap();
+        let maps = serde_json::json!([{"containerID": 0, "hostID": 1000, "size": 1}]);
+        v["mounts"].as_array_mut().unwrap().push(serde_json::json!({
+            "destination": "/data", "source": "/srv", "options": ["rbind", "idmap"],
+            "uidMappings": maps, "gidMappings": maps}));
+        let s: Spec = serde_json::from_value(v.clone()).unwrap();
+        validate(&s).unwrap();
+        v["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"type": "user"}));
+        v["linux"]["uidMappings"] = maps.clone();
+        v["linux"]["gidMappings"] = maps;
+        let s: Spec = serde_json::from_value(v.clone()).unwrap();
+        let e = validate(&s).unwrap_err().to_string();
+        assert!(e.starts_with("mount on /data: idmapped mounts"), "{e}");
+        let m = v["mounts"].as_array_mut().unwrap().last_mut().unwrap();
+        m.as_object_mut().unwrap().remove("gidMappings");
+        let s: Spec = serde_json::from_value(v).unwrap();
+        let e = validate(&s).unwrap_err().to_string();
         assert!(
-            f["mountOptions"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|w| w == "rbind")
+            e.contains("mount on /data: uidMappings and gidMappings"),
+            "{e}"
         );
     }
 
