@@ -80,7 +80,9 @@ pub fn make_busybox_rootfs(dir: &Path) {
         fs::create_dir_all(dir.join(d)).unwrap();
     }
     fs::copy(bb, dir.join("bin/busybox")).unwrap();
-    let list = Command::new(dir.join("bin/busybox"))
+    // The host's copy lists the applets: the new one may still be open for
+    // writing in a child another test thread forked meanwhile (ETXTBSY).
+    let list = Command::new(bb)
         .arg("--list-full")
         .output()
         .unwrap();

@@ -116,6 +116,11 @@ pub(super) fn run(s: &Spawn, cgroupns: bool, userns: bool, ch: &Channel) -> Resu
     let prepared = process
         .map(|p| finalize::prepare(p, &extra_env))
         .transpose()?;
+    // The created container's process already has its personality,
+    // scheduler, I/O priority and memory policy.
+    if let Some(p) = process {
+        super::attrs::apply(p, Some(linux), false)?;
+    }
     let filter = s.seccomp.as_ref().map(|program| Filter {
         program,
         listener: s
@@ -169,7 +174,6 @@ fn after_start(
             "config.json has no process: there is nothing to start".into(),
         ));
     };
-    super::attrs::apply(p, s.bundle.spec.linux().as_ref(), false)?;
     finalize::exec(p, prep, s.listen_fds + s.preserve_fds, filter)
 }
 
