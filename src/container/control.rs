@@ -9,7 +9,7 @@ use oci_spec::runtime::LinuxResources;
 use serde_json::{Value, json};
 
 use super::Global;
-use super::state::{self, StateDir, Status};
+use super::state::{self, Op, StateDir, Status};
 use crate::cgroups;
 use crate::cli::UpdateArgs;
 use crate::error::{Context, Error, Result, io_text};
@@ -17,25 +17,15 @@ use crate::error::{Context, Error, Result, io_text};
 pub fn pause(g: &Global, id: &str) -> Result<()> {
     let dir = StateDir::open(&g.root, id)?;
     let saved = dir.load()?;
-    match state::status(&dir.path, &saved) {
-        Status::Running | Status::Created => cgroups::freeze(&saved.cgroups, true),
-        s => Err(Error::Container(format!(
-            "cannot pause container {id} in status {}",
-            s.as_str()
-        ))),
-    }
+    dir.status(&saved).allows(Op::Pause, id)?;
+    cgroups::freeze(&saved.cgroups, true)
 }
 
 pub fn resume(g: &Global, id: &str) -> Result<()> {
     let dir = StateDir::open(&g.root, id)?;
     let saved = dir.load()?;
-    match state::status(&dir.path, &saved) {
-        Status::Paused => cgroups::freeze(&saved.cgroups, false),
-        s => Err(Error::Container(format!(
-            "cannot resume container {id} in status {}: it is not paused",
-            s.as_str()
-        ))),
-    }
+    dir.status(&saved).allows(Op::Resume, id)?;
+    cgroups::freeze(&saved.cgroups, false)
 }
 
 /// "-1", "1024", "512k", "100m", "1g", "2GiB": bytes (1024-based, as runc's
@@ -144,15 +134,7 @@ pub fn update(g: &Global, a: &UpdateArgs) -> Result<()> {
         .map_err(|e| Error::Usage(format!("resources: {e}")))?;
     let dir = StateDir::open(&g.root, &a.id)?;
     let mut saved = dir.load()?;
-    match state::status(&dir.path, &saved) {
-        Status::Stopped | Status::Creating => {
-            return Err(Error::Container(format!(
-                "cannot update container {}: it is not running",
-                a.id
-            )));
-        }
-        _ => {}
-    }
+    dir.status(&saved).allows(Op::Update, &a.id)?;
     let cg = cgroups::from_hierarchies(saved.cgroups.clone());
     cg.set(&r)?;
     // What the container now runs with, for the next update and `events`.
@@ -214,10 +196,7 @@ pub fn events(g: &Global, id: &str, stats_once: bool, interval: &str) -> Result<
     let dir = g.root.join(id);
     // No lock held: `events` runs for the container's lifetime.
     let saved = state::load(&dir)?;
-    let status = state::status(&dir, &saved);
-    if status == Status::Stopped {
-        return Err(Error::Container(format!("container {id} is not running")));
-    }
+    state::status(&dir, &saved).allows(Op::Update, id)?;
     let hs = saved.cgroups.clone();
     if stats_once {
         print_event("stats", id, Some(cgroups::stats::stats(&hs)));
@@ -270,11 +249,15 @@ pub fn ps(g: &Global, id: &str, json_out: bool, ps_args: &[String]) -> Result<St
     state::check_id(id)?;
     let dir = g.root.join(id);
     let saved = state::load(&dir)?;
-    if state::status(&dir, &saved) == Status::Stopped {
-        return Err(Error::Container(format!("container {id} is not running")));
-    }
     let cg = cgroups::from_hierarchies(saved.cgroups.clone());
     let pids: Vec<i32> = cg.procs()?.iter().map(|p| p.as_raw()).collect();
+    // A stopped container whose cgroup still has processes (a shared pid
+    // namespace) lists them.
+    if pids.is_empty() && state::status(&dir, &saved) == Status::Stopped {
+        return Err(Error::Container(format!(
+            "container {id}: container not running"
+        )));
+    }
     if json_out {
         return Ok(format!(
             "{}\n",

@@ -24,7 +24,7 @@ use crate::cgroups;
 use crate::error::{Context, Error, Result, io_text};
 use crate::process;
 use crate::spec;
-use state::{Saved, StateDir, Status};
+use state::{Op, Saved, StateDir, Status};
 
 /// Options shared by the runtime commands (runc's global flags).
 pub struct Global {
@@ -54,6 +54,7 @@ pub fn create(g: &Global, o: &CreateOpts) -> Result<()> {
 }
 
 fn create_locked(g: &Global, o: &CreateOpts, detached: bool) -> Result<Created> {
+    check_preserve_fds(o.preserve_fds, listen_fds())?;
     let mut bundle = spec::load(&o.bundle)?;
     if let Some(p) = bundle.spec.process_mut() {
         crate::security::drop_ungrantable(p);
@@ -165,6 +166,29 @@ fn create_locked(g: &Global, o: &CreateOpts, detached: bool) -> Result<Created> 
     }
 }
 
+/// `--preserve-fds N`: the N fds after stdio (and after LISTEN_FDS) must be
+/// open fds of ours; a count no fd table can hold is refused, not wrapped.
+fn check_preserve_fds(n: u32, listen: u32) -> Result<()> {
+    let first = 3 + u64::from(listen);
+    let end = first + u64::from(n);
+    let (soft, _) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .unwrap_or((1024, 1024));
+    if end > soft {
+        return Err(Error::Usage(format!(
+            "--preserve-fds {n}: fds {first}..{} cannot all exist (RLIMIT_NOFILE is {soft})",
+            end - 1
+        )));
+    }
+    for fd in first..end {
+        if std::fs::symlink_metadata(format!("/proc/self/fd/{fd}")).is_err() {
+            return Err(Error::Usage(format!(
+                "--preserve-fds {n}: fd {fd} is not open"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// How many socket-activation fds were passed to us (systemd's LISTEN_FDS,
 /// honoured only when LISTEN_PID names this process, as sd_listen_fds does).
 fn listen_fds() -> u32 {
@@ -263,16 +287,7 @@ pub fn start(g: &Global, id: &str) -> Result<()> {
 }
 
 fn start_locked(dir: &StateDir, saved: &Saved) -> Result<()> {
-    match state::status(&dir.path, saved) {
-        Status::Created => {}
-        s => {
-            return Err(Error::Container(format!(
-                "cannot start container {} in status {}",
-                saved.id,
-                s.as_str()
-            )));
-        }
-    }
+    dir.status(saved).allows(Op::Start, &saved.id)?;
     // Opened before the init is released, so its error cannot be missed.
     let result_path = dir.path.join(state::RESULT);
     let result = match open(
@@ -384,21 +399,15 @@ pub fn kill(g: &Global, id: &str, sig: &str, all: bool) -> Result<()> {
     let signo = signal::parse(sig)?;
     let dir = StateDir::open(&g.root, id)?;
     let saved = dir.load()?;
-    let status = state::status(&dir.path, &saved);
-    if status == Status::Stopped {
-        // containerd sends `kill --all` to containers that already exited.
-        return if all {
-            Ok(())
-        } else {
-            Err(Error::Container(format!("container {id} is not running")))
-        };
-    }
+    let status = dir.status(&saved);
     if all {
-        // Frozen while signalled, so no process forks one that escapes.
+        // Every process left in the cgroup, even when the init is gone (a
+        // shared or the host's pid namespace), frozen while signalled so
+        // that none forks one that escapes.
         let cg = cgroups::from_hierarchies(saved.cgroups.clone());
         let paused = status == Status::Paused;
         let froze = !paused && cgroups::freeze(&saved.cgroups, true).is_ok();
-        for pid in cg.procs()? {
+        for pid in cg.procs().unwrap_or_default() {
             let _ = signal_pid(pid, None, signo);
         }
         // SIGKILL to a paused container takes effect only once thawed.
@@ -407,8 +416,18 @@ pub fn kill(g: &Global, id: &str, sig: &str, all: bool) -> Result<()> {
         }
         return Ok(());
     }
-    signal_pid(Pid::from_raw(saved.pid), Some(saved.pid_start), signo).ctx(Error::Container, || {
-        format!("signal {sig} to container {id} init {}", saved.pid)
+    status.allows(Op::Kill, id)?;
+    let r = signal_pid(Pid::from_raw(saved.pid), Some(saved.pid_start), signo);
+    // As runc: SIGKILL to a paused container thaws it, or nothing dies.
+    if status == Status::Paused && signo == libc::SIGKILL {
+        cgroups::freeze(&saved.cgroups, false)?;
+    }
+    r.map_err(|e| match e {
+        Errno::ESRCH => Error::Container(format!("container {id}: container not running")),
+        e => Error::Container(format!(
+            "signal {sig} to container {id} init {}: {e:?}",
+            saved.pid
+        )),
     })
 }
 
@@ -429,22 +448,19 @@ pub fn delete(g: &Global, id: &str, force: bool) -> Result<()> {
     if force && !g.root.join(id).exists() {
         return Ok(());
     }
-    let dir = StateDir::open(&g.root, id)?;
+    let dir = match StateDir::open(&g.root, id) {
+        Ok(d) => d,
+        // Another `delete --force` removed it while we waited for the lock.
+        Err(_) if force && !g.root.join(id).exists() => return Ok(()),
+        Err(e) => return Err(e),
+    };
     let saved = match dir.load() {
         Ok(s) => s,
         // A create that died before writing anything: nothing but the dir.
         Err(_) if !dir.path.join(state::STATE_FILE).exists() => return dir.remove(),
         Err(e) => return Err(e),
     };
-    match state::status(&dir.path, &saved) {
-        Status::Running | Status::Paused | Status::Creating if !force => {
-            return Err(Error::Container(format!(
-                "cannot delete container {id} that is not stopped: {}",
-                state::status(&dir.path, &saved).as_str()
-            )));
-        }
-        _ => {}
-    }
+    dir.status(&saved).allows(Op::Delete { force }, id)?;
     destroy(dir, &saved)
 }
 
@@ -676,8 +692,21 @@ pub fn list(g: &Global, json: bool, quiet: bool) -> Result<String> {
         Ok(rd) => {
             for e in rd.flatten() {
                 let dir = e.path();
-                if let Ok(s) = state::load(&dir) {
-                    entries.push(state_out(&dir, s));
+                // `.cache` and other dot entries are ours, not containers.
+                if e.file_name().to_string_lossy().starts_with('.') || !dir.is_dir() {
+                    continue;
+                }
+                match state::load(&dir) {
+                    Ok(s) => entries.push(state_out(&dir, s)),
+                    // A create or delete in progress has no state.json for
+                    // a moment; anything else is worth saying (runc warns).
+                    Err(err) if dir.join(state::STATE_FILE).exists() || !state::locked(&dir) => {
+                        crate::logging::warn(&format!(
+                            "list: skipping {}: {err}",
+                            e.file_name().to_string_lossy()
+                        ));
+                    }
+                    Err(_) => {}
                 }
             }
         }
@@ -757,17 +786,13 @@ pub fn write_spec(bundle: &Path, rootless: bool) -> Result<()> {
 pub fn exec(g: &Global, a: &crate::cli::ExecArgs) -> Result<i32> {
     let dir = StateDir::open(&g.root, &a.id)?;
     let saved = dir.load()?;
-    match state::status(&dir.path, &saved) {
-        Status::Created | Status::Running => {}
-        Status::Paused if a.ignore_paused => {}
-        s => {
-            return Err(Error::Container(format!(
-                "cannot exec in container {} in status {}",
-                a.id,
-                s.as_str()
-            )));
-        }
-    }
+    dir.status(&saved).allows(
+        Op::Exec {
+            ignore_paused: a.ignore_paused,
+        },
+        &a.id,
+    )?;
+    check_preserve_fds(a.preserve_fds, 0)?;
     let bundle = spec::load(&saved.bundle)?;
     let mut process = exec_process(&bundle.spec, a)?;
     crate::security::drop_ungrantable(&mut process);

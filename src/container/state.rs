@@ -69,8 +69,75 @@ impl Status {
     }
 }
 
+/// The operations whose permission depends on the container's status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    Start,
+    Kill,
+    Exec { ignore_paused: bool },
+    Pause,
+    Resume,
+    Update,
+    Delete { force: bool },
+}
+
+impl Status {
+    /// Whether `op` may run in this status, in one place, with runc's
+    /// words where clients match them ("container not running").
+    pub fn allows(self, op: Op, id: &str) -> Result<()> {
+        use Status::*;
+        let ok = match op {
+            Op::Start => self == Created,
+            Op::Kill => matches!(self, Created | Running | Paused),
+            Op::Exec { ignore_paused } => {
+                matches!(self, Created | Running) || (ignore_paused && self == Paused)
+            }
+            Op::Pause => matches!(self, Created | Running),
+            Op::Resume => self == Paused,
+            Op::Update => matches!(self, Created | Running | Paused),
+            // A created container goes without --force, as with runc: the
+            // containerd shim deletes never-started tasks that way.
+            Op::Delete { force } => force || matches!(self, Created | Stopped),
+        };
+        if ok {
+            return Ok(());
+        }
+        let s = self.as_str();
+        Err(Error::Container(match (op, self) {
+            (Op::Kill | Op::Pause | Op::Update | Op::Exec { .. }, Stopped) => {
+                format!("container {id}: container not running")
+            }
+            (Op::Exec { .. }, Paused) => {
+                format!("cannot exec in paused container {id} (use --ignore-paused to override)")
+            }
+            (Op::Start, _) => format!("cannot start container {id} in status {s}"),
+            (Op::Resume, _) => {
+                format!("cannot resume container {id} in status {s}: it is not paused")
+            }
+            (Op::Delete { .. }, _) => {
+                format!("cannot delete container {id} that is not stopped: {s}")
+            }
+            (op, _) => format!(
+                "cannot {} container {id} in status {s}",
+                format!("{op:?}")
+                    .to_lowercase()
+                    .split(' ')
+                    .next()
+                    .unwrap_or("use")
+            ),
+        }))
+    }
+}
+
 /// Ids are single path components of a safe alphabet (as runc allows).
 pub fn check_id(id: &str) -> Result<()> {
+    if id.len() > 1024 {
+        return Err(Error::Container(format!(
+            "invalid container id {}...: longer than 1024 characters ({})",
+            &id[..id.char_indices().nth(32).map_or(id.len(), |(i, _)| i)],
+            id.len()
+        )));
+    }
     let ok = !id.is_empty()
         && id != "."
         && id != ".."
@@ -97,13 +164,15 @@ impl StateDir {
     /// Atomically creates `<root>/<id>` and locks it. Fails if it exists.
     pub fn create(root: &Path, id: &str) -> Result<StateDir> {
         check_id(id)?;
-        fs::create_dir_all(root).map_err(|e| {
-            Error::Container(format!(
-                "create state root {}: {}",
-                root.display(),
-                io_text(&e)
-            ))
-        })?;
+        std::os::unix::fs::DirBuilderExt::mode(fs::DirBuilder::new().recursive(true), 0o700)
+            .create(root)
+            .map_err(|e| {
+                Error::Container(format!(
+                    "create state root {}: {}",
+                    root.display(),
+                    io_text(&e)
+                ))
+            })?;
         let path = root.join(id);
         match fs::create_dir(&path) {
             Ok(()) => {}
@@ -133,6 +202,10 @@ impl StateDir {
         check_id(id)?;
         let path = root.join(id);
         let lock = Self::lock(&path)?;
+        // Removed by a `delete` we waited for.
+        if !path.exists() {
+            return Err(Error::Container(format!("container {id} does not exist")));
+        }
         Ok(StateDir { path, _lock: lock })
     }
 
@@ -180,22 +253,32 @@ impl StateDir {
 fn save(dir: &Path, s: &Saved) -> Result<()> {
     let tmp = dir.join(".state.json.tmp");
     let data = serde_json::to_vec(s).expect("state serialises");
-    fs::write(&tmp, data)
-        .and_then(|()| fs::rename(&tmp, dir.join(STATE_FILE)))
-        .map_err(|e| {
-            Error::Container(format!(
-                "write {}: {}",
-                dir.join(STATE_FILE).display(),
-                io_text(&e)
-            ))
-        })
+    std::os::unix::fs::OpenOptionsExt::mode(
+        fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true),
+        0o600,
+    )
+    .open(&tmp)
+    .and_then(|mut f| std::io::Write::write_all(&mut f, &data))
+    .and_then(|()| fs::rename(&tmp, dir.join(STATE_FILE)))
+    .map_err(|e| {
+        Error::Container(format!(
+            "write {}: {}",
+            dir.join(STATE_FILE).display(),
+            io_text(&e)
+        ))
+    })
 }
 
 /// Reads state.json without taking the lock (it is replaced atomically).
 pub fn load(dir: &Path) -> Result<Saved> {
     let path = dir.join(STATE_FILE);
+    // No state.json (yet, or any more: a create or delete in progress) is
+    // no container to speak of, as runc says.
     let data = fs::read(&path).map_err(|e| match e.kind() {
-        ErrorKind::NotFound if !dir.exists() => Error::Container(format!(
+        ErrorKind::NotFound => Error::Container(format!(
             "container {} does not exist",
             dir.file_name().unwrap_or_default().to_string_lossy()
         )),
@@ -219,14 +302,28 @@ pub fn process_start_time(pid: Pid) -> Option<u64> {
     fields.nth(18)?.parse().ok()
 }
 
-/// The container's status, derived from its init process and the exec fifo.
+/// The container's status, derived from its init process and the exec fifo,
+/// as seen without the lock (`state`, `list`, `events`, `ps`): a state dir
+/// with no init pid yet is `creating` while another ocirun holds its lock.
 pub fn status(dir: &Path, s: &Saved) -> Status {
+    if s.pid == 0 && locked(dir) {
+        return Status::Creating;
+    }
+    status_of(dir, s)
+}
+
+impl StateDir {
+    /// The status as seen by an operation that holds the lock: no other
+    /// create can be running, so a state with no init pid is a create that
+    /// died (`stopped`).
+    pub fn status(&self, s: &Saved) -> Status {
+        status_of(&self.path, s)
+    }
+}
+
+fn status_of(dir: &Path, s: &Saved) -> Status {
     if s.pid == 0 {
-        return if locked(dir) {
-            Status::Creating
-        } else {
-            Status::Stopped
-        };
+        return Status::Stopped;
     }
     match process_start_time(Pid::from_raw(s.pid)) {
         Some(t) if t == s.pid_start => {
@@ -243,7 +340,7 @@ pub fn status(dir: &Path, s: &Saved) -> Status {
 }
 
 /// Whether another ocirun holds the container's lock (a create in progress).
-fn locked(dir: &Path) -> bool {
+pub fn locked(dir: &Path) -> bool {
     let Ok(f) = File::open(dir) else { return false };
     Flock::lock(f, FlockArg::LockExclusiveNonblock).is_err()
 }
