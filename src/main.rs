@@ -111,7 +111,8 @@ fn main() {
         Err(e) => {
             let msg = e.to_string();
             logging::log("error", &msg);
-            eprintln!("ocirun: {msg}");
+            // "error" as in runc's `level=error msg=...`: scripts look for it.
+            eprintln!("ocirun: error: {msg}");
             std::process::exit(1);
         }
     }

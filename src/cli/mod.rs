@@ -9,6 +9,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[command(
     name = "ocirun",
     version,
+    // A global flag given twice takes the last value, as runc's flag parser.
+    args_override_self = true,
     about = "A low-level OCI container runtime (runc-compatible) with an OCI image unpacker"
 )]
 pub struct Cli {

@@ -55,6 +55,12 @@ pub fn load(bundle: &Path) -> Result<Bundle> {
             crate::error::io_text(&e)
         ))
     })?;
+    if rootfs == Path::new("/") {
+        return Err(Error::Spec(format!(
+            "rootfs {} resolves to / (the host's root): give a directory of its own",
+            named.display()
+        )));
+    }
     if !rootfs.is_dir() {
         return Err(Error::Spec(format!(
             "rootfs {} is not a directory",
@@ -80,7 +86,21 @@ pub fn parse(text: &[u8]) -> Result<Spec> {
     if let Some(l) = v.get("linux").filter(|l| l.is_object()) {
         attrs::validate_linux(l)?;
     }
-    serde_json::from_value(v).map_err(|e| Error::Spec(format!("json: {e}")))
+    from_value(v)
+}
+
+/// oci-spec's types from checked JSON; a type error names the field
+/// (`process.user.uid: invalid type: string "x", expected u32`).
+fn from_value<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T> {
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." {
+            Error::Spec(format!("json: {inner}"))
+        } else {
+            Error::Spec(format!("json: {path}: {inner}"))
+        }
+    })
 }
 
 /// An `exec --process` file into oci-spec's Process, checked as `parse`
@@ -91,7 +111,7 @@ pub fn parse_process(text: &[u8]) -> Result<oci_spec::runtime::Process> {
     attrs::validate_process(&p)?;
     attrs::normalize_process(&mut p);
     drop_unknown_capabilities(&mut p);
-    serde_json::from_value(p).map_err(|e| Error::Spec(format!("json: {e}")))
+    from_value(p)
 }
 
 /// What depends on the host rather than the config: refused before
