@@ -873,3 +873,82 @@ fn unsupported_layer_media_type_and_missing_blob_are_clear_errors() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// A layer of many small files: an unpack that takes long enough to be
+/// interrupted.
+fn slow_layout(dir: &Path) -> PathBuf {
+    let mut b = tar::Builder::new(Vec::new());
+    for i in 0..30_000 {
+        let mut h = header(tar::EntryType::Regular, 0o644);
+        h.set_size(1);
+        b.append_data(&mut h, format!("d{}/f{i}", i % 100), &b"x"[..])
+            .unwrap();
+    }
+    layout(
+        dir,
+        &[(Comp::Gzip, b.into_inner().unwrap())],
+        json!({}),
+        &[],
+    )
+}
+
+fn staging_dirs(parent: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(parent)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".unpack-"))
+        .map(|e| e.path())
+        .collect()
+}
+
+/// Starts an unpack and returns once its staging dir exists.
+fn unpack_in_flight(image: &str, bundle: &Path) -> std::process::Child {
+    let child = Command::new(bin())
+        .args(["unpack", "--image", image])
+        .arg(bundle)
+        .spawn()
+        .unwrap();
+    let parent = bundle.parent().unwrap();
+    let t0 = std::time::Instant::now();
+    while staging_dirs(parent).is_empty() {
+        assert!(t0.elapsed().as_secs() < 20, "no staging dir appeared");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    child
+}
+
+#[test]
+fn interrupted_unpacks_leave_no_staging_dir() {
+    let t = tmp("unpack-interrupted");
+    let l = slow_layout(&t.0);
+    let image = format!("{}:amd64", l.display());
+    let out = t.0.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let bundle = out.join("bundle");
+    // SIGTERM (and SIGINT): the unpack removes what it made and ends 128+N.
+    for (sig, code) in [(libc::SIGTERM, 143), (libc::SIGINT, 130)] {
+        let mut child = unpack_in_flight(&image, &bundle);
+        send_signal(child.id(), sig);
+        let st = child.wait().unwrap();
+        assert_eq!(st.code(), Some(code), "{st:?}");
+        assert!(staging_dirs(&out).is_empty(), "{:?}", staging_dirs(&out));
+        assert!(!bundle.exists());
+    }
+    // SIGKILL leaves it; the next unpack of that bundle removes it.
+    let mut child = unpack_in_flight(&image, &bundle);
+    send_signal(child.id(), libc::SIGKILL);
+    child.wait().unwrap();
+    assert_eq!(staging_dirs(&out).len(), 1);
+    unpack_ok(&image, &bundle);
+    assert!(staging_dirs(&out).is_empty(), "{:?}", staging_dirs(&out));
+    assert!(bundle.join("rootfs/d7/f7").exists());
+}
+
+fn send_signal(pid: u32, sig: i32) {
+    let st = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(st.success());
+}

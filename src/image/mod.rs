@@ -227,11 +227,10 @@ pub fn unpack(o: &UnpackOpts) -> Result<layer::Stats> {
     let parent = bundle.parent().unwrap_or(Path::new("/"));
     std::fs::create_dir_all(parent)
         .map_err(|e| Error::Image(format!("create {}: {}", parent.display(), io_text(&e))))?;
-    let tmp = parent.join(format!(
-        ".{}.unpack-{}",
-        bundle.file_name().unwrap_or_default().to_string_lossy(),
-        std::process::id()
-    ));
+    let name = bundle.file_name().unwrap_or_default().to_string_lossy();
+    remove_stale_staging(parent, &name);
+    let tmp = parent.join(format!(".{name}.unpack-{}", std::process::id()));
+    let _cleanup = CleanupOnSignal::start(tmp.clone());
     let r = unpack_into(&dir, &img, &tmp, o.progress).and_then(|stats| {
         if bundle.exists() {
             std::fs::remove_dir(&bundle).map_err(|e| {
@@ -256,6 +255,64 @@ pub fn unpack(o: &UnpackOpts) -> Result<layer::Stats> {
         let _ = std::fs::remove_dir_all(&tmp);
     }
     r
+}
+
+/// Removes `.<name>.unpack-<pid>` staging dirs left in `parent` by an
+/// unpack of the same bundle that was killed (its pid no longer exists).
+fn remove_stale_staging(parent: &Path, name: &str) {
+    let prefix = format!(".{name}.unpack-");
+    let Ok(rd) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let file = e.file_name();
+        let Some(pid) = file
+            .to_str()
+            .and_then(|f| f.strip_prefix(&prefix))
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let gone = matches!(
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+            Err(nix::errno::Errno::ESRCH)
+        );
+        if gone {
+            crate::logging::debug(|| format!("removing stale {}", e.path().display()));
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// SIGINT, SIGTERM and SIGHUP during an unpack remove its staging dir, then
+/// end the process with the signal's status (128+N). The signals are
+/// blocked before the worker threads exist, so only this thread takes them.
+struct CleanupOnSignal;
+
+impl CleanupOnSignal {
+    fn start(tmp: std::path::PathBuf) -> CleanupOnSignal {
+        use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
+        let mut set = SigSet::empty();
+        for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+            set.add(s);
+        }
+        if sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None).is_err() {
+            return CleanupOnSignal;
+        }
+        std::thread::spawn(move || {
+            let Ok(sig) = set.wait() else { return };
+            // The applier may still be adding entries: retry until the
+            // tree is gone (an unlinked directory takes no new ones).
+            for _ in 0..50 {
+                match std::fs::remove_dir_all(&tmp) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => continue,
+                    _ => break,
+                }
+            }
+            std::process::exit(128 + sig as i32);
+        });
+        CleanupOnSignal
+    }
 }
 
 fn unpack_into(

@@ -222,6 +222,7 @@ pub fn compile_cached(s: &LinuxSeccomp, state_root: &std::path::Path) -> Result<
     let tmp = dir.join(format!(".{key}.{}", std::process::id()));
     if std::fs::create_dir_all(&dir).is_ok() && std::fs::write(&tmp, &data).is_ok() {
         let _ = std::fs::rename(&tmp, &path);
+        trim_cache(&dir, CACHE_ENTRIES);
     }
     Ok(p)
 }
@@ -240,6 +241,29 @@ pub fn listener_state(
         "metadata": seccomp.listener_metadata().clone().unwrap_or_default(),
         "state": state,
     })
+}
+
+/// How many compiled programs the cache keeps (a few KiB each).
+const CACHE_ENTRIES: usize = 64;
+
+/// Keeps the `keep` most recently written programs of the cache, so it
+/// cannot grow without bound (every profile change adds one).
+fn trim_cache(dir: &std::path::Path, keep: usize) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut entries: Vec<(std::time::SystemTime, std::path::PathBuf)> = rd
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".bpf"))
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    if entries.len() <= keep {
+        return;
+    }
+    entries.sort();
+    for (_, path) in &entries[..entries.len() - keep] {
+        let _ = std::fs::remove_file(path);
+    }
 }
 
 /// Loads a compiled program into the calling thread; returns the listener
@@ -309,6 +333,31 @@ mod tests {
             1
         );
         let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn the_cache_keeps_the_newest_programs() {
+        let dir = std::env::temp_dir().join(format!("ocirun-seccomp-trim-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..5 {
+            let p = dir.join(format!("{i}.bpf"));
+            std::fs::write(&p, b"x").unwrap();
+            let t = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1000 + i);
+            std::fs::File::options()
+                .write(true)
+                .open(&p)
+                .unwrap()
+                .set_modified(t)
+                .unwrap();
+        }
+        trim_cache(&dir, 2);
+        let mut left: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["3.bpf", "4.bpf"]);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
