@@ -589,22 +589,8 @@ fn mount_cgroup(p: &Plan, root: &Root, dest: &Path, opts: &options::Parsed) -> R
             }
         }
     }
-    if flags.contains(MsFlags::MS_RDONLY) {
-        let on = resolve(root, dest)?;
-        remount_bind(&fd_path(&on), MsFlags::MS_RDONLY | tmpfs_flags)
-            .or_else(|_| {
-                mnt(
-                    None,
-                    &fd_path(&on)[..],
-                    None,
-                    MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | tmpfs_flags,
-                    None,
-                )
-            })
-            .ctx(Error::Rootfs, || {
-                format!("remount {} read-only", dest.display())
-            })?;
-    }
+    // `ro` applies to the controller mounts (above); the tmpfs holding them
+    // stays writable, as runc leaves it.
     Ok(())
 }
 
@@ -711,7 +697,10 @@ fn setup_dev(p: &Plan, root: &Root, mounts: &[Mount]) -> Result<()> {
     ] {
         symlink(root, link, target)?;
     }
-    if mounts.iter().any(|m| m.destination() == Path::new("/proc")) {
+    // Not a dangling link where the host has no /proc/kcore (as runc).
+    if mounts.iter().any(|m| m.destination() == Path::new("/proc"))
+        && Path::new("/proc/kcore").exists()
+    {
         symlink(root, "/dev/core", "/proc/kcore")?;
     }
     if mounts
@@ -721,8 +710,6 @@ fn setup_dev(p: &Plan, root: &Root, mounts: &[Mount]) -> Result<()> {
         let _ = root.remove_file("/dev/ptmx");
         symlink(root, "/dev/ptmx", "pts/ptmx")?;
     }
-    root.mkdir_all("/dev/shm", &Permissions::from_mode(0o1777))
-        .ctx(Error::Rootfs, || "create /dev/shm in rootfs")?;
     Ok(())
 }
 

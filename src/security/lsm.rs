@@ -9,7 +9,7 @@ use std::path::Path;
 
 use oci_spec::runtime::Process;
 
-use crate::error::{Error, Result, io_text};
+use crate::error::{Error, Result};
 
 pub fn apparmor_enabled() -> bool {
     std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
@@ -67,63 +67,28 @@ pub fn check(p: &Process) -> Result<()> {
     Ok(())
 }
 
-/// Right before execve: the profile and label the exec'd program gets.
+/// Right before execve: the profile and label the exec'd program gets,
+/// written through a private procfs handle (libpathrs), never through the
+/// container's /proc.
 pub fn apply_on_exec(p: &Process) -> Result<()> {
-    if let Some(profile) = p.apparmor_profile().as_deref().filter(|s| !s.is_empty()) {
-        let file = if Path::new("/proc/self/attr/apparmor/exec").exists() {
-            "/proc/self/attr/apparmor/exec"
-        } else {
-            "/proc/self/attr/exec"
-        };
-        write_attr(file, &format!("exec {profile}"))?;
+    let profile = p.apparmor_profile().as_deref().filter(|s| !s.is_empty());
+    let label = p.selinux_label().as_deref().filter(|s| !s.is_empty());
+    if profile.is_none() && label.is_none() {
+        return Ok(());
     }
-    if let Some(label) = p.selinux_label().as_deref().filter(|s| !s.is_empty()) {
-        write_attr("/proc/self/attr/exec", label)?;
+    let procfs = crate::rootfs::procfs::Procfs::open()?;
+    if let Some(profile) = profile {
+        let value = format!("exec {profile}");
+        // The per-LSM file first (Linux 5.1+), then the shared one.
+        procfs
+            .write_self("attr/apparmor/exec", &value)
+            .or_else(|_| procfs.write_self("attr/exec", &value))
+            .map_err(|e| Error::Security(format!("apparmor profile {profile:?}: {e}")))?;
+    }
+    if let Some(label) = label {
+        procfs
+            .write_self("attr/exec", label)
+            .map_err(|e| Error::Security(format!("selinux label {label:?}: {e}")))?;
     }
     Ok(())
-}
-
-/// Writes a /proc/self/attr file through an fd checked to be on a real
-/// procfs (a container's /proc could be anything its image made it).
-fn write_attr(file: &str, value: &str) -> Result<()> {
-    use std::io::Write;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(file)
-        .map_err(|e| Error::Security(format!("open {file}: {}", io_text(&e))))?;
-    let st = nix::sys::statfs::fstatfs(&f)
-        .map_err(|e| Error::Security(format!("statfs {file}: {e:?}")))?;
-    if st.filesystem_type() != nix::sys::statfs::PROC_SUPER_MAGIC {
-        return Err(Error::Security(format!("{file} is not on procfs")));
-    }
-    f.write_all(value.as_bytes())
-        .map_err(|e| Error::Security(format!("write {value:?} to {file}: {}", io_text(&e))))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mount_label_is_added_only_with_selinux() {
-        let l = Some("system_u:object_r:container_file_t:s0:c1,c2");
-        assert_eq!(
-            format_mount_label("tmpfs", "mode=755", l, true),
-            "mode=755,context=\"system_u:object_r:container_file_t:s0:c1,c2\""
-        );
-        assert_eq!(
-            format_mount_label("devpts", "", l, true),
-            "context=\"system_u:object_r:container_file_t:s0:c1,c2\""
-        );
-        assert_eq!(
-            format_mount_label("tmpfs", "mode=755", l, false),
-            "mode=755"
-        );
-        assert_eq!(format_mount_label("proc", "", l, true), "");
-        assert_eq!(format_mount_label("mqueue", "", l, true), "");
-        assert_eq!(
-            format_mount_label("tmpfs", "size=1k", None, true),
-            "size=1k"
-        );
-    }
 }
