@@ -64,7 +64,7 @@ fn dev_shm_only_when_the_config_mounts_it() {
         .unwrap()
         .retain(|m| m["destination"] != "/dev/shm");
     assert_eq!(c.run_ok().trim(), "no");
-    let mut c = Ctr::new(
+    let c = Ctr::new(
         "par-shm2",
         &["sh", "-c", "test -d /dev/shm && echo yes || echo no"],
     );
