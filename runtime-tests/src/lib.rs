@@ -82,10 +82,7 @@ pub fn make_busybox_rootfs(dir: &Path) {
     fs::copy(bb, dir.join("bin/busybox")).unwrap();
     // The host's copy lists the applets: the new one may still be open for
     // writing in a child another test thread forked meanwhile (ETXTBSY).
-    let list = Command::new(bb)
-        .arg("--list-full")
-        .output()
-        .unwrap();
+    let list = Command::new(bb).arg("--list-full").output().unwrap();
     for app in String::from_utf8_lossy(&list.stdout).lines() {
         let p = dir.join(app);
         if !p.exists() {
