@@ -112,13 +112,13 @@ impl Table {
     /// Prints the table and panics listing the mismatches, if any.
     pub fn check(&self, title: &str) {
         let mut s = format!(
-            "{title}\n{:<44} {:<7} {:<10} {:<10}\n",
+            "{title}\n{:<52} {:<7} {:<10} {:<10}\n",
             "case", "runtime", "want", "got"
         );
         let mut bad = String::new();
         for (case, rt, want, got, detail) in &self.rows {
             let mark = if want == got { "" } else { "  <-- MISMATCH" };
-            let _ = writeln!(s, "{case:<44} {rt:<7} {want:<10} {got:<10}{mark}");
+            let _ = writeln!(s, "{case:<52} {rt:<7} {want:<10} {got:<10}{mark}");
             if want != got {
                 let _ = writeln!(bad, "{case} on {rt}: want {want}, got {got}: {detail}");
             }
