@@ -46,3 +46,5 @@ pub fn busybox_image(dir: &Path) -> PathBuf {
     script("make-busybox-image", &[img.as_os_str(), "latest".as_ref()]);
     img
 }
+
+pub mod clients;

@@ -1,0 +1,296 @@
+//! What the tests with real clients (podman, Docker) share: the two runtimes
+//! every case runs against, a table of what each returned, and the cleanup of
+//! what a client leaves in a temp dir and in the cgroup hierarchies.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// One runtime under test: its name (the client's `--runtime` name) and path.
+#[derive(Clone, Debug)]
+pub struct Runtime {
+    pub name: &'static str,
+    pub path: PathBuf,
+}
+
+/// ocirun (RUNTIME, else the release binary scripts/test builds, else this
+/// build's binary) and Debian's runc, in that order.
+pub fn runtimes() -> Vec<Runtime> {
+    let release = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/ocirun");
+    let ocirun = match std::env::var_os("RUNTIME") {
+        Some(p) => PathBuf::from(p),
+        None if release.exists() => release,
+        None => PathBuf::from(super::bin()),
+    };
+    vec![
+        Runtime {
+            name: "ocirun",
+            path: ocirun,
+        },
+        Runtime {
+            name: "runc",
+            path: PathBuf::from("/usr/sbin/runc"),
+        },
+    ]
+}
+
+/// `<dir>/bin/<name>`: a script that runs the runtime with its state under
+/// `<dir>/state-<name>`. A client's own `--runtime-flag` does not reach the
+/// cleanup it runs when a container exits, so the root is given here.
+pub fn wrapper(dir: &Path, rt: &Runtime) -> PathBuf {
+    let bin = dir.join("bin");
+    let state = dir.join(format!("state-{}", rt.name));
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(&state).unwrap();
+    let path = bin.join(rt.name);
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\nexec {} --root {} \"$@\"\n",
+            rt.path.display(),
+            state.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// The containers whose state the runtime still has under `<dir>/state-<name>`.
+pub fn runtime_state(dir: &Path, rt: &Runtime) -> Vec<String> {
+    std::fs::read_dir(dir.join(format!("state-{}", rt.name)))
+        .map(|r| {
+            r.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                // ocirun's own cache in its root, not a container.
+                .filter(|n| !n.starts_with('.'))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Runs `cmd` with stdin closed, killed after `secs` (coreutils timeout).
+pub fn run_for(secs: u32, cmd: &mut Command) -> Output {
+    let mut t = Command::new("timeout");
+    t.args(["-k", "5", &secs.to_string()])
+        .arg(cmd.get_program());
+    t.args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => t.env(k, v),
+            None => t.env_remove(k),
+        };
+    }
+    t.stdin(Stdio::null()).output().unwrap()
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).trim().to_string()
+}
+
+/// What each case returned with each runtime, printed as a table and
+/// checked at the end: every row must match its expectation.
+#[derive(Default)]
+pub struct Table {
+    rows: Vec<(String, &'static str, String, String, String)>,
+}
+
+impl Table {
+    /// Records `got` for `case` on `rt`; `detail` (the client's stderr) is
+    /// shown for a mismatch.
+    pub fn record(&mut self, case: &str, rt: &Runtime, want: &str, got: &str, detail: &str) {
+        self.rows.push((
+            case.to_string(),
+            rt.name,
+            want.to_string(),
+            got.to_string(),
+            detail.to_string(),
+        ));
+    }
+
+    /// Prints the table and panics listing the mismatches, if any.
+    pub fn check(&self, title: &str) {
+        let mut s = format!(
+            "{title}\n{:<52} {:<7} {:<10} {:<10}\n",
+            "case", "runtime", "want", "got"
+        );
+        let mut bad = String::new();
+        for (case, rt, want, got, detail) in &self.rows {
+            let mark = if want == got { "" } else { "  <-- MISMATCH" };
+            let _ = writeln!(s, "{case:<52} {rt:<7} {want:<10} {got:<10}{mark}");
+            if want != got {
+                let _ = writeln!(bad, "{case} on {rt}: want {want}, got {got}: {detail}");
+            }
+        }
+        eprintln!("{s}");
+        assert!(bad.is_empty(), "{s}\nmismatches:\n{bad}");
+    }
+}
+
+/// The cgroup directories `/sys/fs/cgroup/<hierarchy>/<parent>` (v1 and the
+/// hybrid unified tree) or `/sys/fs/cgroup/<parent>` (v2) that exist.
+pub fn cgroup_dirs(parent: &str) -> Vec<PathBuf> {
+    let root = Path::new("/sys/fs/cgroup");
+    let mut out = Vec::new();
+    if root.join("cgroup.controllers").exists() {
+        out.push(root.join(parent));
+    } else {
+        for h in std::fs::read_dir(root).into_iter().flatten().flatten() {
+            out.push(h.path().join(parent));
+        }
+    }
+    out.retain(|d| d.is_dir());
+    out
+}
+
+/// Every cgroup below `parent` (not `parent` itself), deepest first.
+pub fn cgroups_below(parent: &str) -> Vec<PathBuf> {
+    fn walk(d: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                walk(&e.path(), out);
+                out.push(e.path());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for d in cgroup_dirs(parent) {
+        walk(&d, &mut out);
+    }
+    out
+}
+
+/// The pids in any cgroup at or below `parent`.
+pub fn cgroup_pids(parent: &str) -> Vec<i32> {
+    let mut dirs = cgroup_dirs(parent);
+    dirs.extend(cgroups_below(parent));
+    let mut pids: Vec<i32> = dirs
+        .iter()
+        .filter_map(|d| std::fs::read_to_string(d.join("cgroup.procs")).ok())
+        .flat_map(|s| {
+            s.lines()
+                .filter_map(|l| l.trim().parse().ok())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    pids.sort();
+    pids.dedup();
+    pids
+}
+
+/// Mount points at or below `dir`, deepest first.
+pub fn mounts_below(dir: &Path) -> Vec<String> {
+    let d = dir.to_string_lossy().into_owned();
+    let mut m: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(String::from))
+        .filter(|p| p == &d || p.starts_with(&format!("{d}/")))
+        .collect();
+    m.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    m
+}
+
+/// Processes whose command line names `dir` (a client's daemons and
+/// monitors: dockerd, containerd, shims, conmon).
+pub fn processes_naming(dir: &Path) -> Vec<(i32, String)> {
+    let d = dir.to_string_lossy().into_owned();
+    let me = std::process::id() as i32;
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if cmd.contains(&d) {
+            out.push((pid, cmd));
+        }
+    }
+    out
+}
+
+/// What a client left behind: runtime state under `dir`, cgroups below
+/// `parent`, processes in them or naming `dir` other than `keep`, mounts
+/// below `dir`. Empty when all is clean.
+pub fn leftovers(dir: &Path, parent: &str, keep: &[i32]) -> Vec<String> {
+    let mut out = Vec::new();
+    for rt in runtimes() {
+        for id in runtime_state(dir, &rt) {
+            out.push(format!("{} state: {id}", rt.name));
+        }
+    }
+    for c in cgroups_below(parent) {
+        // conmon's own cgroup (podman's cgroupfs manager) is shared by
+        // every container under the parent; it is the test's to remove.
+        if c.file_name().is_some_and(|n| n == "conmon") {
+            continue;
+        }
+        out.push(format!("cgroup {}", c.display()));
+    }
+    for p in cgroup_pids(parent) {
+        if !keep.contains(&p) {
+            out.push(format!("process {p} in a cgroup below {parent}"));
+        }
+    }
+    for (p, cmd) in processes_naming(dir) {
+        if !keep.contains(&p) {
+            out.push(format!("process {p}: {cmd}"));
+        }
+    }
+    for m in mounts_below(dir) {
+        out.push(format!("mount {m}"));
+    }
+    out
+}
+
+/// Best-effort removal of everything `leftovers` reports, then of `dir`
+/// and the cgroup `parent`: thaws and kills the cgroups' processes and
+/// those naming `dir`, deletes runtime state, unmounts, removes.
+pub fn clean_up(dir: &Path, parent: &str) {
+    for _ in 0..3 {
+        for d in cgroup_dirs(parent).into_iter().chain(cgroups_below(parent)) {
+            let _ = std::fs::write(d.join("freezer.state"), "THAWED");
+            let _ = std::fs::write(d.join("cgroup.freeze"), "0");
+        }
+        let mut pids = cgroup_pids(parent);
+        pids.extend(processes_naming(dir).into_iter().map(|(p, _)| p));
+        for p in &pids {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*p),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        if pids.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    for rt in runtimes() {
+        for id in runtime_state(dir, &rt) {
+            let _ = Command::new(&rt.path)
+                .arg("--root")
+                .arg(dir.join(format!("state-{}", rt.name)))
+                .args(["delete", "--force", &id])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+    for m in mounts_below(dir) {
+        let _ = Command::new("umount")
+            .args(["-l", &m])
+            .stderr(Stdio::null())
+            .status();
+    }
+    for c in cgroups_below(parent).into_iter().chain(cgroup_dirs(parent)) {
+        let _ = std::fs::remove_dir(c);
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

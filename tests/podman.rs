@@ -1,0 +1,490 @@
+//! Debian's podman 4.3 drives ocirun as it drives runc. Every case runs
+//! against both and prints a table of what each returned; the test asserts
+//! runc's behaviour. podman is kept off the machine's state: its storage
+//! (vfs), run root, tmp dir, locks, events, network config and containers.conf
+//! are under a temp dir, the runtimes' state too (a wrapper passes `--root`),
+//! and containers go in a cgroup parent of their own. The busybox image is
+//! the project's OCI layout, loaded with `podman load`; no registry, no
+//! network (`--network none`).
+
+mod common;
+
+use common::busybox_image;
+use common::clients::{Runtime, Table, clean_up, leftovers, run_for, runtimes, text, wrapper};
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const IMAGE: &str = "localhost/busybox:latest";
+
+struct Podman {
+    dir: PathBuf,
+    /// The containers' cgroup parent (a path below each hierarchy's root).
+    cgroup: String,
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        for rt in runtimes() {
+            let _ = run_for(60, self.cmd(&rt).args(["rm", "-a", "-f", "-t", "0"]));
+        }
+        clean_up(&self.dir, &self.cgroup);
+    }
+}
+
+impl Podman {
+    /// A private podman in a temp dir named after `name`, the image loaded.
+    fn new(name: &str) -> Podman {
+        assert!(
+            Path::new("/usr/bin/podman").exists(),
+            "podman is not installed: scripts/setup installs it"
+        );
+        let dir = std::env::temp_dir().join(format!("ocirun-podman-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for d in [
+            "root",
+            "runroot",
+            "tmp",
+            "net",
+            "xdg/config",
+            "xdg/data",
+            "xdg/run",
+        ] {
+            std::fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        let d = dir.display();
+        // The host's hard RLIMIT_NOFILE may be below podman's default for
+        // root (1048576), which no runtime could then set: ask for less.
+        std::fs::write(
+            dir.join("containers.conf"),
+            format!(
+                "[containers]\nnetns = \"none\"\ndefault_ulimits = [\"nofile=1024:1024\", \"nproc=4096:4096\"]\n\
+                 [engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n\
+                 events_logfile_path = \"{d}/events.log\"\ntmp_dir = \"{d}/tmp\"\nlock_type = \"file\"\n\
+                 volume_path = \"{d}/volumes\"\n[network]\nnetwork_config_dir = \"{d}/net\"\n"
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("storage.conf"),
+            format!(
+                "[storage]\ndriver = \"vfs\"\ngraphroot = \"{d}/root\"\nrunroot = \"{d}/runroot\"\n"
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("registries.conf"),
+            "unqualified-search-registries = []\n",
+        )
+        .unwrap();
+        let p = Podman {
+            cgroup: format!("ocirun-podman-{}-{name}", std::process::id()),
+            dir,
+        };
+        let rt = &runtimes()[0];
+        let img = busybox_image(&p.dir);
+        let o = p.ok(rt, &["load", "-q", "-i", img.to_str().unwrap()]);
+        let loaded = o
+            .lines()
+            .find_map(|l| l.strip_prefix("Loaded image: "))
+            .unwrap_or_else(|| panic!("podman load said {o:?}"))
+            .trim()
+            .to_string();
+        p.ok(rt, &["tag", &loaded, IMAGE]);
+        p
+    }
+
+    /// `podman` with the private paths and `rt` as the runtime.
+    fn cmd(&self, rt: &Runtime) -> Command {
+        let d = &self.dir;
+        let mut c = Command::new("podman");
+        c.env("CONTAINERS_CONF", d.join("containers.conf"))
+            .env("CONTAINERS_STORAGE_CONF", d.join("storage.conf"))
+            .env("CONTAINERS_REGISTRIES_CONF", d.join("registries.conf"))
+            .env("XDG_CONFIG_HOME", d.join("xdg/config"))
+            .env("XDG_DATA_HOME", d.join("xdg/data"))
+            .env("XDG_RUNTIME_DIR", d.join("xdg/run"))
+            .arg("--root")
+            .arg(d.join("root"))
+            .arg("--runroot")
+            .arg(d.join("runroot"))
+            .arg("--tmpdir")
+            .arg(d.join("tmp"))
+            .args([
+                "--storage-driver",
+                "vfs",
+                "--cgroup-manager",
+                "cgroupfs",
+                "--events-backend",
+                "file",
+            ])
+            .arg("--runtime")
+            .arg(wrapper(d, rt));
+        c
+    }
+
+    fn run(&self, rt: &Runtime, args: &[&str]) -> Output {
+        run_for(60, self.cmd(rt).args(args))
+    }
+
+    /// `podman wait`, given up after 15 s (a container that never ends).
+    fn wait(&self, rt: &Runtime, name: &str) -> Output {
+        run_for(15, self.cmd(rt).args(["wait", name]))
+    }
+
+    /// Runs and asserts success; returns stdout.
+    fn ok(&self, rt: &Runtime, args: &[&str]) -> String {
+        let o = self.run(rt, args);
+        assert!(
+            o.status.success(),
+            "podman {args:?} with {}: {:?}\n{}",
+            rt.name,
+            o.status,
+            text(&o.stderr)
+        );
+        text(&o.stdout)
+    }
+
+    /// `podman run -d` of `cmd` (through the image's `sh -c` entrypoint)
+    /// with `extra` options; returns the container id.
+    fn start(&self, rt: &Runtime, name: &str, extra: &[&str], cmd: &str) -> String {
+        let mut a = vec!["run", "-d", "--name", name, "--cgroup-parent"];
+        let parent = format!("/{}", self.cgroup);
+        a.push(&parent);
+        a.extend_from_slice(extra);
+        a.extend_from_slice(&[IMAGE, cmd]);
+        self.ok(rt, &a)
+    }
+
+    /// The container's state as `podman inspect` reports it.
+    fn state(&self, rt: &Runtime, name: &str) -> (String, i32) {
+        let o = self.ok(
+            rt,
+            &[
+                "inspect",
+                "-f",
+                "{{.State.Status}} {{.State.ExitCode}}",
+                name,
+            ],
+        );
+        let (s, c) = o.split_once(' ').unwrap_or((&o, "-1"));
+        (s.to_string(), c.parse().unwrap_or(-1))
+    }
+
+    fn leftovers(&self) -> Vec<String> {
+        leftovers(&self.dir, &self.cgroup, &[])
+    }
+}
+
+fn code(o: &Output) -> String {
+    o.status
+        .code()
+        .map_or_else(|| format!("{:?}", o.status), |c| c.to_string())
+}
+
+/// The four exit codes: the command's own (0, 1), a file that is not
+/// executable (126) and a command not found (127).
+#[test]
+fn run_and_exec_exit_codes() {
+    let p = Podman::new("codes");
+    let parent = format!("/{}", p.cgroup);
+    let mut t = Table::default();
+    for rt in runtimes() {
+        let runs: [(&str, &[&str], &str); 4] = [
+            ("podman run sh -c 'exit 0'", &[IMAGE, "exit 0"], "0"),
+            ("podman run sh -c 'exit 1'", &[IMAGE, "exit 1"], "1"),
+            (
+                "podman run /etc/passwd (not executable)",
+                &["--entrypoint", "/etc/passwd", IMAGE],
+                "126",
+            ),
+            (
+                "podman run nosuchcmd (not found)",
+                &["--entrypoint", "nosuchcmd", IMAGE],
+                "127",
+            ),
+        ];
+        for (case, args, want) in runs {
+            let mut a = vec!["run", "--rm", "--cgroup-parent", &parent];
+            a.extend_from_slice(args);
+            let o = p.run(&rt, &a);
+            t.record(case, &rt, want, &code(&o), &text(&o.stderr));
+        }
+        let name = format!("exec-{}", rt.name);
+        p.start(&rt, &name, &[], "sleep 1000");
+        let execs: [(&str, &[&str], &str); 4] = [
+            ("podman exec sh -c 'exit 0'", &["sh", "-c", "exit 0"], "0"),
+            ("podman exec sh -c 'exit 1'", &["sh", "-c", "exit 1"], "1"),
+            (
+                "podman exec /etc/passwd (not executable)",
+                &["/etc/passwd"],
+                "126",
+            ),
+            ("podman exec nosuchcmd (not found)", &["nosuchcmd"], "127"),
+        ];
+        for (case, args, want) in execs {
+            let mut a = vec!["exec", &name];
+            a.extend_from_slice(args);
+            let o = p.run(&rt, &a);
+            t.record(case, &rt, want, &code(&o), &text(&o.stderr));
+        }
+        p.ok(&rt, &["rm", "-f", "-t", "0", &name]);
+    }
+    t.check("podman exit codes");
+}
+
+/// `podman kill` of a paused container ends it (the runtime thaws it so
+/// the signal is delivered); `podman stop` and `podman kill` of a container
+/// in the host's PID namespace (podman sends `kill --all` there).
+#[test]
+fn kill_paused_and_host_pid_stop() {
+    let p = Podman::new("kill");
+    let mut t = Table::default();
+    for rt in runtimes() {
+        let n = format!("paused-{}", rt.name);
+        p.start(&rt, &n, &[], "sleep 1000");
+        p.ok(&rt, &["pause", &n]);
+        let o = p.run(&rt, &["kill", &n]);
+        t.record(
+            "podman kill of a paused container",
+            &rt,
+            "0",
+            &code(&o),
+            &text(&o.stderr),
+        );
+        let w = p.wait(&rt, &n);
+        t.record(
+            "  then its exit code (podman wait)",
+            &rt,
+            "137",
+            &text(&w.stdout),
+            &format!("{} / {:?}", text(&w.stderr), p.state(&rt, &n)),
+        );
+        let _ = p.run(&rt, &["rm", "-f", "-t", "0", &n]);
+
+        // sh -c execs sleep, which is not PID 1 here: SIGTERM ends it.
+        let n = format!("hoststop-{}", rt.name);
+        p.start(&rt, &n, &["--pid", "host"], "sleep 1000");
+        let t0 = Instant::now();
+        let o = p.run(&rt, &["stop", "-t", "20", &n]);
+        let took = t0.elapsed();
+        t.record(
+            "podman stop of a --pid host container",
+            &rt,
+            "0",
+            &code(&o),
+            &text(&o.stderr),
+        );
+        let (st, c) = p.state(&rt, &n);
+        t.record(
+            "  then its state (SIGTERM, no SIGKILL)",
+            &rt,
+            "exited 143",
+            &format!("{st} {c}"),
+            &format!("stop took {took:?}"),
+        );
+        let _ = p.run(&rt, &["rm", "-f", "-t", "0", &n]);
+
+        let n = format!("hostkill-{}", rt.name);
+        p.start(&rt, &n, &["--pid", "host"], "sleep 1000");
+        let o = p.run(&rt, &["kill", &n]);
+        t.record(
+            "podman kill of a --pid host container",
+            &rt,
+            "0",
+            &code(&o),
+            &text(&o.stderr),
+        );
+        let w = p.wait(&rt, &n);
+        t.record(
+            "  then its exit code (podman wait)",
+            &rt,
+            "137",
+            &text(&w.stdout),
+            &text(&w.stderr),
+        );
+        let _ = p.run(&rt, &["rm", "-f", "-t", "0", &n]);
+    }
+    let left = p.leftovers();
+    t.check("podman kill and stop");
+    assert!(
+        left.is_empty(),
+        "left after the containers were removed: {left:#?}"
+    );
+}
+
+/// Reads `master` until `marker` shows up (20 s at most).
+fn expect(master: &mut File, seen: &mut String, marker: &str) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut buf = [0u8; 1024];
+    while !seen.contains(marker) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        let mut fds = [PollFd::new(master.as_fd(), PollFlags::POLLIN)];
+        let ms = PollTimeout::try_from(left.as_millis().min(500) as i32).unwrap();
+        if poll(&mut fds, ms).unwrap_or(0) == 0 {
+            continue;
+        }
+        match master.read(&mut buf) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+        }
+    }
+    true
+}
+
+/// `podman run -it` on a terminal the test owns: the container's stdin is a
+/// pty, input typed on the test's terminal reaches it, its exit code comes
+/// back.
+#[test]
+fn run_interactive_on_a_terminal() {
+    let p = Podman::new("tty");
+    let parent = format!("/{}", p.cgroup);
+    let mut t = Table::default();
+    for rt in runtimes() {
+        let pty = nix::pty::openpty(None, None).unwrap();
+        let io = |fd: &OwnedFd| Stdio::from(fd.try_clone().unwrap());
+        let mut cmd = p.cmd(&rt);
+        cmd.args(["run", "-it", "--rm", "--cgroup-parent", &parent, IMAGE])
+            .arg("[ -t 0 ] && echo is-a-tty; read x; echo got-$x; exit 7")
+            .stdin(io(&pty.slave))
+            .stdout(io(&pty.slave))
+            .stderr(io(&pty.slave));
+        let mut child = cmd.spawn().unwrap();
+        drop(pty.slave);
+        let mut master = File::from(pty.master);
+        let mut seen = String::new();
+        let tty = expect(&mut master, &mut seen, "is-a-tty");
+        if tty {
+            master.write_all(b"hello\r").unwrap();
+        }
+        let echoed = tty && expect(&mut master, &mut seen, "got-hello");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            // Keep the terminal drained so podman never blocks writing it.
+            let mut buf = [0u8; 1024];
+            if let Some(st) = child.try_wait().unwrap() {
+                break st.code().map_or("signal".to_string(), |c| c.to_string());
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break "timeout".to_string();
+            }
+            if let Ok(n) = nonblocking_read(&master, &mut buf) {
+                seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        t.record(
+            "podman run -it: stdin is a terminal",
+            &rt,
+            "true",
+            &tty.to_string(),
+            &seen,
+        );
+        t.record(
+            "  input typed reaches the container",
+            &rt,
+            "true",
+            &echoed.to_string(),
+            &seen,
+        );
+        t.record("  exit code", &rt, "7", &status, &seen);
+    }
+    t.check("podman run -it");
+}
+
+/// Reads what is there without blocking (poll with a zero timeout first).
+fn nonblocking_read(f: &File, buf: &mut [u8]) -> std::io::Result<usize> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut fds = [PollFd::new(f.as_fd(), PollFlags::POLLIN)];
+    if poll(&mut fds, PollTimeout::ZERO).unwrap_or(0) == 0 {
+        return Ok(0);
+    }
+    let mut r = f;
+    r.read(buf)
+}
+
+/// 20 containers started at once with `podman run -d`, waited for and
+/// removed: each exits 0, and nothing is left: no runtime state, no
+/// cgroups, no processes, no mounts.
+#[test]
+fn twenty_in_parallel_and_nothing_left() {
+    let p = Podman::new("par");
+    let mut t = Table::default();
+    for rt in runtimes() {
+        let names: Vec<String> = (0..20).map(|i| format!("par-{}-{i}", rt.name)).collect();
+        let parent = format!("/{}", p.cgroup);
+        let kids: Vec<_> = names
+            .iter()
+            .map(|n| {
+                p.cmd(&rt)
+                    .args(["run", "-d", "--name", n, "--cgroup-parent", &parent, IMAGE])
+                    .arg("sleep 2; echo done")
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let mut started = 0;
+        let mut errs = String::new();
+        for k in kids {
+            let o = k.wait_with_output().unwrap();
+            if o.status.success() {
+                started += 1;
+            } else {
+                errs.push_str(&text(&o.stderr));
+                errs.push('\n');
+            }
+        }
+        t.record(
+            "20 x podman run -d in parallel: started",
+            &rt,
+            "20",
+            &started.to_string(),
+            &errs,
+        );
+        let mut a = vec!["wait"];
+        a.extend(names.iter().map(String::as_str));
+        let o = p.run(&rt, &a);
+        let zeros = text(&o.stdout).lines().filter(|l| l.trim() == "0").count();
+        t.record(
+            "  podman wait: exit codes 0",
+            &rt,
+            "20",
+            &zeros.to_string(),
+            &text(&o.stderr),
+        );
+        let logs = p.run(&rt, &["logs", &names[0]]);
+        t.record(
+            "  output (podman logs)",
+            &rt,
+            "done",
+            &text(&logs.stdout),
+            &text(&logs.stderr),
+        );
+        let mut a = vec!["rm", "-f", "-t", "0"];
+        a.extend(names.iter().map(String::as_str));
+        let o = p.run(&rt, &a);
+        t.record("  podman rm", &rt, "0", &code(&o), &text(&o.stderr));
+        let left = p.leftovers();
+        t.record(
+            "  nothing left (state, cgroups, procs, mounts)",
+            &rt,
+            "0",
+            &left.len().to_string(),
+            &format!("{left:#?}"),
+        );
+    }
+    t.check("podman, 20 containers in parallel");
+}
