@@ -375,6 +375,12 @@ fn exec_cgroup_runs_in_an_existing_sub_cgroup() {
         .collect();
     for d in &dirs {
         std::fs::create_dir(d.join("sub")).unwrap();
+        // A v1 cpuset cgroup starts with no cpus or mems: give it its parent's.
+        for f in ["cpuset.cpus", "cpuset.mems"] {
+            if let Ok(v) = std::fs::read_to_string(d.join(f)) {
+                std::fs::write(d.join("sub").join(f), v.trim()).unwrap();
+            }
+        }
     }
     let out = c.op_ok(&["exec", "--cgroup", "sub", &c.id, "cat", "/proc/self/cgroup"]);
     let want = format!("/{}/sub", c.id);

@@ -786,12 +786,16 @@ pub fn write_spec(bundle: &Path, rootless: bool) -> Result<()> {
 pub fn exec(g: &Global, a: &crate::cli::ExecArgs) -> Result<i32> {
     let dir = StateDir::open(&g.root, &a.id)?;
     let saved = dir.load()?;
-    dir.status(&saved).allows(
+    let status = dir.status(&saved);
+    status.allows(
         Op::Exec {
             ignore_paused: a.ignore_paused,
         },
         &a.id,
     )?;
+    // Into a paused container the process cannot finish its setup until
+    // `resume`, which needs the lock: let it go now.
+    let dir = (status != Status::Paused).then_some(dir);
     check_preserve_fds(a.preserve_fds, 0)?;
     let bundle = spec::load(&saved.bundle)?;
     let mut process = exec_process(&bundle.spec, a)?;
