@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::process::{attrs, netdev};
 
 /// The runtime-spec version ocirun writes in `spec` and reports in `state`.
-pub const OCI_VERSION: &str = "1.2.1";
+pub const OCI_VERSION: &str = "1.3.0";
 
 /// A loaded and validated bundle.
 pub struct Bundle {
