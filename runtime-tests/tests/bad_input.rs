@@ -219,3 +219,108 @@ fn an_lsm_label_the_host_cannot_apply_fails_create() {
         c.assert_no_leftovers();
     }
 }
+
+#[test]
+fn preserve_fds_beyond_the_open_ones_or_past_any_fd_table() {
+    for n in ["1000000", "4294967293", "3"] {
+        let c = Ctr::new("pfds", &["true"]);
+        let before = mount_count();
+        c.write_config();
+        let o = c
+            .cmd()
+            .args(["create", "--preserve-fds", n, "--bundle"])
+            .arg(c.bundle())
+            .arg(&c.id)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        if runtime_name() != "ocirun" {
+            // runc 1.1 never checks the count: it keeps whatever is open.
+            let _ = c.op(&["delete", "--force", &c.id]);
+            continue;
+        }
+        assert_failed_cleanly(&c, &o, before, &["--preserve-fds", n]);
+    }
+}
+
+#[test]
+fn a_rootfs_that_resolves_to_the_host_root() {
+    let mut c = Ctr::new("rootslash", &["true"]);
+    let link = c.dir.join("hostroot");
+    std::os::unix::fs::symlink("/", &link).unwrap();
+    c.config["root"]["path"] = json!(link);
+    let before = mount_count();
+    let o = c.create();
+    assert_failed_cleanly(&c, &o, before, &["rootfs", "resolves to /"]);
+}
+
+#[test]
+fn a_type_error_names_the_json_field() {
+    let mut c = Ctr::new("typeerr", &["true"]);
+    c.config["process"]["user"]["uid"] = json!("zero");
+    let before = mount_count();
+    let o = c.create();
+    assert_failed_cleanly(&c, &o, before, &["process.user.uid"]);
+}
+
+#[test]
+fn an_id_over_1024_characters_says_so() {
+    let c = Ctr::new("longid", &["true"]);
+    let id = "a".repeat(1100);
+    let o = c.op(&["state", &id]);
+    assert!(!o.status.success());
+    if runtime_name() == "ocirun" {
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("longer than 1024"), "{err}");
+    }
+}
+
+#[test]
+fn errors_carry_the_word_error_and_repeated_global_flags_are_taken() {
+    let c = Ctr::new("errword", &["true"]);
+    let o = c.op(&["state", "no-such-container"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("error"), "{err}");
+    assert!(err.contains("does not exist"), "{err}");
+    // `--debug` twice, and `--root` twice (the last wins), as runc takes them.
+    let other = c.dir.join("other-root");
+    let o = std::process::Command::new(runtime())
+        .arg("--debug")
+        .arg("--debug")
+        .arg("--root")
+        .arg(c.dir.join("unused"))
+        .arg("--root")
+        .arg(&other)
+        .arg("list")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn state_root_and_state_json_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let c = Ctr::new("perms", &["sleep", "5"]);
+    c.create_ok();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&c.root), 0o700, "state root");
+    if runtime_name() == "ocirun" {
+        assert_eq!(mode(&c.root.join(&c.id).join("state.json")), 0o600);
+    }
+}
+
+#[test]
+fn list_warns_about_a_corrupt_state_file() {
+    if runtime_name() != "ocirun" {
+        eprintln!("skip: the state file layout is ocirun's");
+        return;
+    }
+    let c = Ctr::new("corrupt", &["sleep", "5"]);
+    c.create_ok();
+    std::fs::write(c.root.join(&c.id).join("state.json"), "{not json").unwrap();
+    let o = c.op(&["list"]);
+    assert!(o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("warning") && err.contains(&c.id), "{err}");
+}

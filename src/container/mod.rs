@@ -141,6 +141,7 @@ fn create_locked(g: &Global, o: &CreateOpts, detached: bool) -> Result<Created> 
             id: &o.id,
             seccomp: seccomp.clone(),
             seccomp_listener,
+            lock_fd: Some(dir.lock_fd()),
         })?;
         crate::logging::debug(|| format!("container {} init is pid {pid}", o.id));
         process::netdev::move_devices(linux, pid)?;
@@ -852,6 +853,7 @@ pub fn exec(g: &Global, a: &crate::cli::ExecArgs) -> Result<i32> {
         console,
         preserve_fds: a.preserve_fds,
         seccomp_listener,
+        lock_fd: dir.as_ref().map(|d| d.lock_fd()),
     })?;
     let relay = match &relay_rx {
         Some(rx) => match crate::tty::recv_master(rx) {

@@ -225,6 +225,12 @@ impl StateDir {
             .map_err(|(_, e)| Error::Container(format!("lock state dir {}: {e:?}", path.display())))
     }
 
+    /// The fd holding the lock: forked children close their copy (a child
+    /// that outlives a killed ocirun must not keep the container locked).
+    pub fn lock_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&*self._lock)
+    }
+
     pub fn fifo(&self) -> PathBuf {
         self.path.join(FIFO)
     }

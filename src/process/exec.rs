@@ -35,6 +35,8 @@ pub struct ExecSpawn<'a> {
     /// The connected `listenerPath` socket, for SCMP_ACT_NOTIFY, and the
     /// container state sent with the listener fd.
     pub seccomp_listener: Option<(OwnedFd, serde_json::Value)>,
+    /// The state dir's lock fd, closed in the children.
+    pub lock_fd: Option<std::os::fd::RawFd>,
 }
 
 fn proc_name(t: LinuxNamespaceType) -> &'static str {
@@ -81,6 +83,9 @@ pub fn spawn(s: ExecSpawn) -> Result<Pid> {
     match sys::fork().ctx(Error::Process, || "fork the exec process")? {
         Forked::Child => {
             drop(parent);
+            if let Some(fd) = s.lock_fd {
+                sys::close_inherited(fd);
+            }
             channel::report_panics(&child, None);
             if let Err(e) = stage1(&s, &joins, &init_root, &child)
                 && child.send(&Msg::Error(e.to_string())).is_err()

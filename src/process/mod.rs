@@ -50,6 +50,8 @@ pub struct Spawn<'a> {
     pub seccomp: Option<crate::security::seccomp::Program>,
     /// The connected `listenerPath` socket, for SCMP_ACT_NOTIFY.
     pub seccomp_listener: Option<OwnedFd>,
+    /// The state dir's lock fd, closed in the children.
+    pub lock_fd: Option<std::os::fd::RawFd>,
 }
 
 /// The process's cwd resolved inside the container's root (`/` after
@@ -164,6 +166,9 @@ pub fn spawn(s: Spawn) -> Result<Pid> {
     match sys::clone_process(direct.bits()).ctx(Error::Process, || "clone the container init")? {
         Forked::Child => {
             drop(parent);
+            if let Some(fd) = s.lock_fd {
+                sys::close_inherited(fd);
+            }
             channel::report_panics(&child, Some(&s.result));
             let r = if two_stage {
                 stage1(&s, &plan, &child)

@@ -107,6 +107,15 @@ where
     }
 }
 
+/// Closes, in a forked child, an fd the parent's code owns (the state
+/// dir's lock), so the child cannot keep the lock after the parent dies.
+/// The child must never drop the owner: it leaves by execve or `exit_now`.
+pub fn close_inherited(fd: RawFd) {
+    // SAFETY: only called in a forked child that never returns to the code
+    // owning `fd` (it execs or `_exit`s), so nothing uses or closes it again.
+    let _ = unsafe { libc::close(fd) };
+}
+
 /// `pidfd_open(2)`: a handle on a process that cannot be confused with a
 /// later process reusing the same pid.
 pub fn pidfd_open(pid: Pid) -> Result<OwnedFd, Errno> {
