@@ -73,13 +73,17 @@ fn runtime_cmd(root: &Path) -> Command {
 
 /// Runs the runtime with `args` to its end, capturing its output.
 fn run(root: &Path, args: &[&str]) -> Result<Output, String> {
+    run_limited(root, args, CMD_LIMIT)
+}
+
+fn run_limited(root: &Path, args: &[&str], limit: Duration) -> Result<Output, String> {
     let child = runtime_cmd(root)
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("spawn: {e}"))?;
-    wait_limited(child, CMD_LIMIT)
+    wait_limited(child, limit)
 }
 
 /// Spawns `create`; its output and the container's go to `log` (a pipe would
@@ -190,6 +194,18 @@ fn in_cgroup(name: &str) -> Vec<i32> {
     processes_in_cgroup(&format!(":/{name}\n"))
 }
 
+/// The host's mounts of this test run's files (bundles, rootfs, state).
+/// Other users of a shared host mount and unmount elsewhere meanwhile, so
+/// the whole table's size would not tell our leaks from theirs.
+fn our_mounts() -> usize {
+    let ours = format!("/runtime-tests-{}/", std::process::id());
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(&ours))
+        .count()
+}
+
 /// What the runtime left of container `id` (whose cgroupsPath is
 /// `/{cgroup}`), compared with the host's `mounts` before it.
 fn leftovers(root: &Path, id: &str, cgroup: &str, mounts: usize) -> Option<String> {
@@ -206,7 +222,7 @@ fn leftovers(root: &Path, id: &str, cgroup: &str, mounts: usize) -> Option<Strin
     if !procs.is_empty() {
         v.push(format!("processes in the cgroup {procs:?}"));
     }
-    let now = mount_count();
+    let now = our_mounts();
     if now != mounts {
         v.push(format!("host mounts {mounts} -> {now}"));
     }
@@ -335,7 +351,7 @@ fn sixteen_workers_cycle_the_whole_lifecycle() {
         root: root.clone(),
         prefix: prefix("load16"),
     };
-    let mounts = mount_count();
+    let mounts = our_mounts();
     let deadline = Instant::now() + Duration::from_secs(600);
     let workers: Vec<_> = (0..16)
         .map(|w| {
@@ -359,7 +375,7 @@ fn sixteen_workers_cycle_the_whole_lifecycle() {
         "leftovers",
         (!procs.is_empty()).then(|| format!("processes left: {procs:?}")),
     );
-    let now = mount_count();
+    let now = our_mounts();
     t.count(
         "leftovers",
         (now != mounts).then(|| format!("host mounts {mounts} -> {now}")),
@@ -367,6 +383,11 @@ fn sixteen_workers_cycle_the_whole_lifecycle() {
     t.finish("16x lifecycle", start);
 }
 
+/// runc 1.1.5 fails this: its `create` checks that the state dir is absent
+/// (a stat) and later makes it with MkdirAll, with no lock in between, so
+/// racing creates pass the check together and trip over each other's files
+/// ("exec.fifo: no such file or directory", "file exists", "unable to store
+/// init state"); some rounds end with none created, or a cgroup left.
 #[test]
 fn ten_concurrent_creates_of_one_id_make_one_container() {
     let _serial = serial();
@@ -379,7 +400,7 @@ fn ten_concurrent_creates_of_one_id_make_one_container() {
     };
     let mut t = Tally::default();
     for round in 0..5 {
-        let mounts = mount_count();
+        let mounts = our_mounts();
         let barrier = Arc::new(Barrier::new(10));
         let racers: Vec<_> = (0..10)
             .map(|i| {
@@ -437,7 +458,7 @@ fn two_concurrent_force_deletes_both_succeed() {
     let log = c.dir.join("create.log");
     let mut t = Tally::default();
     for round in 0..10 {
-        let mounts = mount_count();
+        let mounts = our_mounts();
         let ctx = format!("round {round}");
         let r = create(&c.root, &c.bundle(), &c.id, &log);
         if !t.check("create", &ctx, &r, 0) {
@@ -539,7 +560,7 @@ fn state_of_a_half_created_or_half_deleted_container_is_a_state() {
             root: c.root.clone(),
             prefix: c.id.clone(),
         };
-        let mounts = mount_count();
+        let mounts = our_mounts();
         let busy = spawn_create(&c.root, &c.bundle(), &c.id, &c.out_file());
         let what = format!("state while creating {round}");
         let r = probe_state_during(&mut t, &what, &c, busy);
@@ -559,7 +580,7 @@ fn state_of_a_half_created_or_half_deleted_container_is_a_state() {
             root: c.root.clone(),
             prefix: c.id.clone(),
         };
-        let mounts = mount_count();
+        let mounts = our_mounts();
         c.write_config();
         let r = create(&c.root, &c.bundle(), &c.id, &c.out_file());
         t.check("create", &format!("round {round}"), &r, 0);
@@ -611,7 +632,34 @@ fn adopted() -> Vec<(i32, bool, String)> {
         if ppid == me {
             let cmd = fs::read(e.path().join("cmdline")).unwrap_or_default();
             let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            v.push((pid, state == "Z", cmd.trim().to_string()));
+            let cg = fs::read_to_string(e.path().join("cgroup")).unwrap_or_default();
+            let cg = cg
+                .lines()
+                .find(|l| l.contains(":pids:") || l.starts_with("0::"));
+            let wchan = fs::read_to_string(e.path().join("wchan")).unwrap_or_default();
+            let fds: Vec<String> = fs::read_dir(e.path().join("fd"))
+                .map(|rd| {
+                    rd.flatten()
+                        .filter_map(|f| {
+                            let l = fs::read_link(f.path()).ok()?.display().to_string();
+                            // fdinfo lists the flock held through this fd.
+                            let info = e.path().join("fdinfo").join(f.file_name());
+                            let info = fs::read_to_string(info).unwrap_or_default();
+                            Some(if info.contains("lock:") {
+                                format!("{l} (locked)")
+                            } else {
+                                l
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let what = format!(
+                "{} (state {state}, cgroup {}, waiting in {wchan}, fds {fds:?})",
+                cmd.trim(),
+                cg.unwrap_or("?")
+            );
+            v.push((pid, state == "Z", what));
         }
     }
     v
@@ -650,6 +698,14 @@ impl Drop for Subreaper {
     }
 }
 
+/// `delete --force` of a container whose create was killed: it has nothing
+/// to wait for but the processes it kills.
+const DELETE_LIMIT: Duration = Duration::from_secs(15);
+
+/// runc 1.1.5 fails this: a create killed before it wrote state.json leaves
+/// a state dir that `delete` only removes (delete.go: on ErrNotExist it
+/// does RemoveAll and returns), so the container's cgroups stay behind,
+/// with its `runc init` processes while they are still exiting.
 #[test]
 fn create_killed_at_random_points_leaves_nothing_after_delete() {
     let _serial = serial();
@@ -671,14 +727,14 @@ fn create_killed_at_random_points_leaves_nothing_after_delete() {
         let id = format!("{}-{i}", c.id);
         let delay = rng.next() % 61;
         let ctx = format!("{id} killed after {delay} ms");
-        let mounts = mount_count();
+        let mounts = our_mounts();
         let mut child = spawn_create(&c.root, &c.bundle(), &id, &log);
         thread::sleep(Duration::from_millis(delay));
         let _ = child.kill();
         if child.wait().unwrap().success() {
             finished += 1;
         }
-        let r = run(&c.root, &["delete", "--force", &id]);
+        let r = run_limited(&c.root, &["delete", "--force", &id], DELETE_LIMIT);
         t.check("delete --force", &ctx, &r, 0);
         let left = leftovers(&c.root, &id, &c.id, mounts);
         // An orphan still alive 2 s after delete is a leak.
@@ -690,18 +746,18 @@ fn create_killed_at_random_points_leaves_nothing_after_delete() {
             thread::sleep(Duration::from_millis(20));
             live = reap_adopted();
         }
-        if left.is_some() {
-            scrub(&c.root, &c.id);
-        }
-        t.count("leftovers", left.map(|l| format!("{ctx}: {l}")));
-        for (pid, _) in &live {
-            let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
-            let _ = waitpid(Pid::from_raw(*pid), None);
-        }
         t.count(
             "orphans",
             (!live.is_empty()).then(|| format!("{ctx}: processes left: {live:?}")),
         );
+        for (pid, _) in &live {
+            let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
+            let _ = waitpid(Pid::from_raw(*pid), None);
+        }
+        if left.is_some() {
+            scrub(&c.root, &c.id);
+        }
+        t.count("leftovers", left.map(|l| format!("{ctx}: {l}")));
     }
     eprintln!(
         "create killed [{}]: {finished} of {kills} creates had finished",
@@ -723,7 +779,7 @@ fn two_thousand_execs_leave_only_the_init() {
     c.create_ok();
     c.op_ok(&["start", &c.id]);
     let init = c.pid();
-    let mounts = mount_count();
+    let mounts = our_mounts();
     let deadline = Instant::now() + Duration::from_secs(600);
     let threads: Vec<_> = (0..4)
         .map(|n| {
