@@ -222,6 +222,12 @@ fn an_lsm_label_the_host_cannot_apply_fails_create() {
 
 #[test]
 fn preserve_fds_beyond_the_open_ones_or_past_any_fd_table() {
+    if runtime_name() != "ocirun" {
+        // runc 1.1 never checks the count: it creates the container with
+        // whatever is open (and its init then holds our output pipes).
+        eprintln!("skip: runc does not check --preserve-fds");
+        return;
+    }
     for n in ["1000000", "4294967293", "3"] {
         let c = Ctr::new("pfds", &["true"]);
         let before = mount_count();
@@ -234,11 +240,6 @@ fn preserve_fds_beyond_the_open_ones_or_past_any_fd_table() {
             .stdin(std::process::Stdio::null())
             .output()
             .unwrap();
-        if runtime_name() != "ocirun" {
-            // runc 1.1 never checks the count: it keeps whatever is open.
-            let _ = c.op(&["delete", "--force", &c.id]);
-            continue;
-        }
         assert_failed_cleanly(&c, &o, before, &["--preserve-fds", n]);
     }
 }
