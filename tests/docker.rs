@@ -10,7 +10,9 @@
 mod common;
 
 use common::busybox_image;
-use common::clients::{Runtime, Table, clean_up, leftovers, run_for, runtimes, text};
+use common::clients::{
+    Runtime, Table, clean_up, expect, leftovers, nonblocking_read, run_for, runtimes, text,
+};
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -227,7 +229,8 @@ fn code(o: &Output) -> String {
 }
 
 /// One dockerd for all the cases (starting one takes seconds): exit codes of
-/// run and exec, kill of a paused container, stop of a `--pid host` one.
+/// run and exec, kill of a paused container, stop of a `--pid host` one,
+/// `run -it` on a terminal, 20 containers at once, nothing left after.
 #[test]
 fn docker_run_exec_kill_stop() {
     let Some(d) = Docker::start() else {
@@ -338,6 +341,10 @@ fn docker_run_exec_kill_stop() {
         );
         let _ = d.run(&["rm", "-f", &n]);
     }
+    for rt in runtimes() {
+        docker_interactive(&d, &rt, &mut t);
+        docker_twenty_in_parallel(&d, &rt, &mut t);
+    }
     let left = d.leftovers();
     t.record(
         "nothing left after docker rm (both runtimes)",
@@ -347,4 +354,139 @@ fn docker_run_exec_kill_stop() {
         &format!("{left:#?}"),
     );
     t.check("Docker 20.10");
+}
+
+/// `docker run -it` on a terminal the test owns: stdin is a pty, typed
+/// input reaches the container, its exit code comes back.
+fn docker_interactive(d: &Docker, rt: &Runtime, t: &mut Table) {
+    use std::os::fd::OwnedFd;
+    let runtime = format!("{}-test", rt.name);
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let io = |fd: &OwnedFd| Stdio::from(fd.try_clone().unwrap());
+    let mut child = d
+        .cmd()
+        .args([
+            "run",
+            "-it",
+            "--rm",
+            "--network",
+            "none",
+            "--runtime",
+            &runtime,
+            IMAGE,
+        ])
+        .arg("[ -t 0 ] && echo is-a-tty; read x; echo got-$x; exit 7")
+        .stdin(io(&pty.slave))
+        .stdout(io(&pty.slave))
+        .stderr(io(&pty.slave))
+        .spawn()
+        .unwrap();
+    drop(pty.slave);
+    let mut master = std::fs::File::from(pty.master);
+    let mut seen = String::new();
+    let tty = expect(&mut master, &mut seen, "is-a-tty");
+    if tty {
+        std::io::Write::write_all(&mut master, b"hello\r").unwrap();
+    }
+    let echoed = tty && expect(&mut master, &mut seen, "got-hello");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        let mut buf = [0u8; 1024];
+        if let Some(st) = child.try_wait().unwrap() {
+            break st.code().map_or("signal".to_string(), |c| c.to_string());
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break "timeout".to_string();
+        }
+        if let Ok(n) = nonblocking_read(&master, &mut buf) {
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    t.record(
+        "docker run -it: stdin is a terminal",
+        rt,
+        "true",
+        &tty.to_string(),
+        &seen,
+    );
+    t.record(
+        "  input typed reaches the container",
+        rt,
+        "true",
+        &echoed.to_string(),
+        &seen,
+    );
+    t.record("  exit code", rt, "7", &status, &seen);
+}
+
+/// 20 `docker run -d` at once, waited for and removed.
+fn docker_twenty_in_parallel(d: &Docker, rt: &Runtime, t: &mut Table) {
+    let runtime = format!("{}-test", rt.name);
+    let names: Vec<String> = (0..20).map(|i| format!("par-{}-{i}", rt.name)).collect();
+    let kids: Vec<_> = names
+        .iter()
+        .map(|n| {
+            d.cmd()
+                .args([
+                    "run",
+                    "-d",
+                    "--network",
+                    "none",
+                    "--runtime",
+                    &runtime,
+                    "--name",
+                    n,
+                    IMAGE,
+                ])
+                .arg("sleep 2; echo done")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut started = 0;
+    let mut errs = String::new();
+    for k in kids {
+        let o = k.wait_with_output().unwrap();
+        if o.status.success() {
+            started += 1;
+        } else {
+            errs.push_str(&text(&o.stderr));
+        }
+    }
+    t.record(
+        "20 x docker run -d in parallel: started",
+        rt,
+        "20",
+        &started.to_string(),
+        &errs,
+    );
+    let mut a = vec!["wait"];
+    a.extend(names.iter().map(String::as_str));
+    let o = d.run(&a);
+    let zeros = text(&o.stdout).lines().filter(|l| l.trim() == "0").count();
+    t.record(
+        "  docker wait: exit codes 0",
+        rt,
+        "20",
+        &zeros.to_string(),
+        &text(&o.stderr),
+    );
+    let logs = d.run(&["logs", &names[0]]);
+    t.record(
+        "  output (docker logs)",
+        rt,
+        "done",
+        &text(&logs.stdout),
+        &text(&logs.stderr),
+    );
+    let mut a = vec!["rm", "-f"];
+    a.extend(names.iter().map(String::as_str));
+    let o = d.run(&a);
+    t.record("  docker rm", rt, "0", &code(&o), &text(&o.stderr));
 }

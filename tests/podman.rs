@@ -10,11 +10,13 @@
 mod common;
 
 use common::busybox_image;
-use common::clients::{Runtime, Table, clean_up, leftovers, run_for, runtimes, text, wrapper};
+use common::clients::{
+    Runtime, Table, clean_up, expect, leftovers, nonblocking_read, run_for, runtimes, text, wrapper,
+};
 
 use std::fs::File;
-use std::io::{Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::io::Write;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -317,29 +319,6 @@ fn kill_paused_and_host_pid_stop() {
     );
 }
 
-/// Reads `master` until `marker` shows up (20 s at most).
-fn expect(master: &mut File, seen: &mut String, marker: &str) -> bool {
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut buf = [0u8; 1024];
-    while !seen.contains(marker) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return false;
-        }
-        let mut fds = [PollFd::new(master.as_fd(), PollFlags::POLLIN)];
-        let ms = PollTimeout::try_from(left.as_millis().min(500) as i32).unwrap();
-        if poll(&mut fds, ms).unwrap_or(0) == 0 {
-            continue;
-        }
-        match master.read(&mut buf) {
-            Ok(0) | Err(_) => return false,
-            Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
-        }
-    }
-    true
-}
-
 /// `podman run -it` on a terminal the test owns: the container's stdin is a
 /// pty, input typed on the test's terminal reaches it, its exit code comes
 /// back.
@@ -400,17 +379,6 @@ fn run_interactive_on_a_terminal() {
         t.record("  exit code", &rt, "7", &status, &seen);
     }
     t.check("podman run -it");
-}
-
-/// Reads what is there without blocking (poll with a zero timeout first).
-fn nonblocking_read(f: &File, buf: &mut [u8]) -> std::io::Result<usize> {
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    let mut fds = [PollFd::new(f.as_fd(), PollFlags::POLLIN)];
-    if poll(&mut fds, PollTimeout::ZERO).unwrap_or(0) == 0 {
-        return Ok(0);
-    }
-    let mut r = f;
-    r.read(buf)
 }
 
 /// 20 containers started at once with `podman run -d`, waited for and

@@ -648,13 +648,19 @@ impl Manager for V1 {
             .try_for_each(|h| write(&h.dir.join("cgroup.procs"), &p))
     }
     fn procs(&self) -> Result<Vec<Pid>> {
-        // Every process is in every hierarchy; prefer one that is always there.
-        let h = self
-            .hs
-            .iter()
-            .find(|h| h.controllers == "pids" || h.controllers == "freezer")
-            .or(self.hs.first());
-        h.map_or(Ok(Vec::new()), |h| read_procs(&h.dir))
+        // A process is in every hierarchy, except while it is being moved
+        // (or was, by a create killed half-way): the union of all of them.
+        let mut all = Vec::new();
+        for h in &self.hs {
+            match read_procs(&h.dir) {
+                Ok(p) => all.extend(p),
+                Err(_) if !h.dir.exists() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        all.sort_by_key(|p| p.as_raw());
+        all.dedup();
+        Ok(all)
     }
     fn destroy(&self) -> Result<()> {
         let mut first_err = None;

@@ -294,3 +294,40 @@ pub fn clean_up(dir: &Path, parent: &str) {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Reads `master` until `marker` shows up (20 s at most).
+pub fn expect(master: &mut std::fs::File, seen: &mut String, marker: &str) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut buf = [0u8; 1024];
+    while !seen.contains(marker) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        let mut fds = [PollFd::new(
+            std::os::fd::AsFd::as_fd(master),
+            PollFlags::POLLIN,
+        )];
+        let ms = PollTimeout::try_from(left.as_millis().min(500) as i32).unwrap();
+        if poll(&mut fds, ms).unwrap_or(0) == 0 {
+            continue;
+        }
+        match std::io::Read::read(master, &mut buf) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+        }
+    }
+    true
+}
+
+/// Reads what is there without blocking (poll with a zero timeout first).
+pub fn nonblocking_read(f: &std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut fds = [PollFd::new(std::os::fd::AsFd::as_fd(f), PollFlags::POLLIN)];
+    if poll(&mut fds, PollTimeout::ZERO).unwrap_or(0) == 0 {
+        return Ok(0);
+    }
+    let mut r = f;
+    std::io::Read::read(&mut r, buf)
+}
