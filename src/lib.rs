@@ -12,6 +12,7 @@ pub mod process;
 pub mod rootfs;
 pub mod security;
 pub mod spec;
+#[allow(unsafe_code)]
 pub mod sys;
 pub mod tty;
 

@@ -270,8 +270,11 @@ pub fn seccomp_set_filter(bpf: &[u8], flags: u32) -> Result<Option<OwnedFd>, Err
             k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
         })
         .collect();
+    // sock_fprog counts instructions in 16 bits: a longer program would be
+    // cut, not refused.
+    let len = libc::c_ushort::try_from(insns.len()).map_err(|_| Errno::E2BIG)?;
     let prog = libc::sock_fprog {
-        len: insns.len() as libc::c_ushort,
+        len,
         filter: insns.as_ptr() as *mut libc::sock_filter,
     };
     // SAFETY: prog points to `insns`, which outlives the call; the kernel
