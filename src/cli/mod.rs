@@ -1,5 +1,7 @@
 //! Command-line definitions only: runc-compatible names and flags, no logic.
 //! containerd (go-runc), podman/conmon and CRI-O call these exactly.
+// Doc comments here are the --help text, in runc's notation ([:GID]).
+#![allow(rustdoc::broken_intra_doc_links)]
 
 use std::path::PathBuf;
 

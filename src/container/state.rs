@@ -26,7 +26,7 @@ pub struct Saved {
     pub rootfs: PathBuf,
     /// Host pid of the container's init; 0 while it is being created.
     pub pid: i32,
-    /// Start time of `pid` (field 22 of /proc/<pid>/stat), so a reused pid is
+    /// Start time of `pid` (field 22 of `/proc/<pid>/stat`), so a reused pid is
     /// never mistaken for the container.
     pub pid_start: u64,
     pub created: String,

@@ -25,7 +25,7 @@ pub struct ExecSpawn<'a> {
     pub process: &'a Process,
     /// The container's `linux` section (personality, memory policy).
     pub linux: Option<&'a oci_spec::runtime::Linux>,
-    /// The init's host pid: its /proc/<pid>/ns/* are joined.
+    /// The init's host pid: its `/proc/<pid>/ns/*` are joined.
     pub init_pid: Pid,
     pub namespaces: Vec<LinuxNamespaceType>,
     pub cgroup: &'a dyn Manager,

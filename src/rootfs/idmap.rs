@@ -77,7 +77,7 @@ pub fn request<'a>(m: &'a Mount, opts: &Parsed) -> Result<Option<Request<'a>>> {
     }))
 }
 
-/// Mappings in the form /proc/<pid>/uid_map takes: `inside outside count`
+/// Mappings in the form `/proc/<pid>/uid_map` takes: `inside outside count`
 /// lines.
 pub fn map_text(maps: &[LinuxIdMapping]) -> String {
     maps.iter()

@@ -1,7 +1,7 @@
 //! Our own binary must never be writable from inside a container (the
 //! CVE-2019-5736 class). The init and the `exec` process are forks of
 //! ocirun, so until they execve the container's program their
-//! /proc/<pid>/exe is ocirun's binary; a process of the container that
+//! `/proc/<pid>/exe` is ocirun's binary; a process of the container that
 //! opens it (or gets the kernel to run it, with a `#!/proc/self/exe`
 //! program) could reopen it for writing once ocirun has exited. So before
 //! `create`, `run` and `exec` fork anything, ocirun re-executes itself from
