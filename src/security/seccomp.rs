@@ -63,7 +63,7 @@ fn operator(op: LinuxSeccompOperator, value_two: Option<u64>, value: u64) -> (Sc
 const FLAG_TSYNC: u32 = 1;
 const FLAG_LOG: u32 = 2;
 const FLAG_SPEC_ALLOW: u32 = 4;
-const FLAG_NEW_LISTENER: u32 = 8;
+use crate::sys::SECCOMP_FILTER_FLAG_NEW_LISTENER as FLAG_NEW_LISTENER;
 const FLAG_WAIT_KILLABLE_RECV: u32 = 32;
 
 fn lib(e: impl std::fmt::Display, what: impl std::fmt::Display) -> Error {

@@ -248,11 +248,13 @@ pub fn lsetxattr(path: &std::ffi::CStr, name: &std::ffi::CStr, value: &[u8]) -> 
     Errno::result(ret).map(drop)
 }
 
+/// SECCOMP_FILTER_FLAG_NEW_LISTENER: the filter returns a notify fd.
+pub const SECCOMP_FILTER_FLAG_NEW_LISTENER: u32 = 8;
+
 /// seccomp(SECCOMP_SET_MODE_FILTER) with a BPF program of `struct sock_filter`
 /// instructions; returns the listener fd when `flags` asks for one.
 pub fn seccomp_set_filter(bpf: &[u8], flags: u32) -> Result<Option<OwnedFd>, Errno> {
     const SECCOMP_SET_MODE_FILTER: libc::c_uint = 1;
-    const FLAG_NEW_LISTENER: u32 = 8;
     if bpf.is_empty()
         || !bpf
             .len()
@@ -288,7 +290,7 @@ pub fn seccomp_set_filter(bpf: &[u8], flags: u32) -> Result<Option<OwnedFd>, Err
         )
     };
     let ret = Errno::result(ret)?;
-    if flags & FLAG_NEW_LISTENER != 0 {
+    if flags & SECCOMP_FILTER_FLAG_NEW_LISTENER != 0 {
         // SAFETY: with NEW_LISTENER the return value is a new fd that we own.
         return Ok(Some(unsafe { OwnedFd::from_raw_fd(ret as RawFd) }));
     }
