@@ -10,6 +10,7 @@ pub mod image;
 pub mod logging;
 pub mod process;
 pub mod rootfs;
+pub mod rootless;
 pub mod security;
 pub mod spec;
 #[allow(unsafe_code)]

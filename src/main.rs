@@ -18,9 +18,21 @@ fn create_opts(a: CreateArgs) -> CreateOpts {
 }
 
 fn dispatch(cli: Cli) -> ocirun::Result<i32> {
+    let needs_root = !matches!(
+        cli.command,
+        Command::Spec { .. } | Command::Features | Command::Unpack { .. } | Command::Image(_)
+    );
+    let rootless =
+        ocirun::rootless::detect(ocirun::rootless::parse_mode(cli.rootless_mode.as_deref())?);
+    let root = match cli.root {
+        Some(r) => r,
+        None if needs_root => ocirun::rootless::default_root()?,
+        None => Default::default(),
+    };
     let g = Global {
-        root: cli.root,
+        root,
         systemd_cgroup: cli.systemd_cgroup,
+        rootless,
     };
     if matches!(
         cli.command,

@@ -378,6 +378,76 @@ pub fn sub_cgroups(hs: &[Hierarchy], specs: &[String]) -> Result<Vec<Hierarchy>>
     Ok(out)
 }
 
+/// Rootless: the hierarchies in which this user may make or join the
+/// container's cgroup (a delegated subtree): its directory exists with a
+/// writable `cgroup.procs`, or its nearest existing ancestor is writable.
+pub fn writable(hs: &[Hierarchy]) -> Vec<Hierarchy> {
+    use nix::unistd::{AccessFlags, access};
+    let ok = |p: &Path| access(p, AccessFlags::W_OK).is_ok();
+    hs.iter()
+        .filter(|h| {
+            if h.dir.is_dir() {
+                return ok(&h.dir.join("cgroup.procs"));
+            }
+            h.dir
+                .ancestors()
+                .skip(1)
+                .take_while(|a| a.starts_with(&h.mount))
+                .find(|a| a.is_dir())
+                .is_some_and(ok)
+        })
+        .cloned()
+        .collect()
+}
+
+/// Rootless: every limit in `r` needs the cgroup of its controller among
+/// the writable ones (`kept`), as runc's rootless rules say; device rules
+/// do not count (they are not expected to work without privilege).
+pub fn check_rootless_limits(
+    all: &[Hierarchy],
+    kept: &[Hierarchy],
+    r: &LinuxResources,
+) -> Result<()> {
+    let mut r = r.clone();
+    r.set_devices(None);
+    let pure_v2 = all.len() == 1 && all[0].v2;
+    let writes = if pure_v2 {
+        resources::v2(&r, resources::V2Env::default())?
+    } else {
+        resources::v1(&r)?
+    };
+    for w in writes {
+        let has = |hs: &[Hierarchy]| -> Option<PathBuf> {
+            if pure_v2 {
+                hs.first().map(|h| h.dir.clone())
+            } else {
+                v1_of(hs, w.ctrl)
+                    .or_else(|| {
+                        (w.ctrl == "hugetlb")
+                            .then(|| hs.iter().find(|h| h.v2))
+                            .flatten()
+                    })
+                    .map(|h| h.dir.clone())
+            }
+        };
+        if has(kept).is_none() {
+            let place = match has(all) {
+                Some(d) => format!(
+                    "{} is not writable by uid {}",
+                    d.display(),
+                    nix::unistd::geteuid()
+                ),
+                None => format!("no {} hierarchy is mounted", w.ctrl),
+            };
+            return Err(Error::Cgroup(format!(
+                "rootless: cannot set {} limit ({} {:?}): container could not join or create cgroup ({place})",
+                w.ctrl, w.file, w.value
+            )));
+        }
+    }
+    Ok(())
+}
+
 pub fn from_hierarchies(hs: Vec<Hierarchy>) -> Box<dyn Manager> {
     if hs.len() == 1 && hs[0].v2 && hs[0].mount == Path::new("/sys/fs/cgroup") {
         let h = hs.into_iter().next().expect("one hierarchy");

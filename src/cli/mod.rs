@@ -16,9 +16,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     about = "A low-level OCI container runtime (runc-compatible) with an OCI image unpacker"
 )]
 pub struct Cli {
-    /// Directory for container state (tmpfs recommended)
-    #[arg(long, global = true, default_value = "/run/ocirun", value_name = "DIR")]
-    pub root: PathBuf,
+    /// Directory for container state (tmpfs recommended; default /run/ocirun,
+    /// or $XDG_RUNTIME_DIR/ocirun for an ordinary user)
+    #[arg(long, global = true, value_name = "DIR")]
+    pub root: Option<PathBuf>,
 
     /// Write log records to this file (default: stderr only)
     #[arg(long, global = true, value_name = "FILE")]
@@ -46,8 +47,8 @@ pub struct Cli {
     #[arg(long, global = true, hide = true, value_name = "PATH")]
     pub criu: Option<String>,
 
-    /// Accepted for runc compatibility (auto, true, false); before the command
-    #[arg(long = "rootless", hide = true, value_name = "VALUE")]
+    /// Run without privilege: true, false or auto (rootless unless run as root)
+    #[arg(long = "rootless", value_name = "VALUE")]
     pub rootless_mode: Option<String>,
 
     #[command(subcommand)]
@@ -334,7 +335,7 @@ mod tests {
             "x",
         ])
         .unwrap();
-        assert_eq!(c.root, PathBuf::from("/tmp/r"));
+        assert_eq!(c.root, Some(PathBuf::from("/tmp/r")));
         assert_eq!(c.log.as_deref(), Some(std::path::Path::new("/tmp/l")));
         assert_eq!(c.log_format, LogFormat::Json);
         assert!(matches!(c.command, Command::Delete { force: true, .. }));

@@ -30,6 +30,8 @@ use state::{Op, Saved, StateDir, Status};
 pub struct Global {
     pub root: PathBuf,
     pub systemd_cgroup: bool,
+    /// Without privilege (`--rootless`): see `crate::rootless`.
+    pub rootless: bool,
 }
 
 pub struct CreateOpts {
@@ -68,7 +70,23 @@ fn create_locked(g: &Global, o: &CreateOpts, detached: bool) -> Result<Created> 
     if let Some(p) = bundle.spec.process() {
         crate::security::lsm::check(p)?;
     }
+    if g.rootless {
+        let (uid, gid) = (nix::unistd::geteuid(), nix::unistd::getegid());
+        crate::rootless::check_spec(&bundle.spec, uid.as_raw(), gid.as_raw())?;
+    }
     let seccomp = compile_seccomp(linux, &g.root)?;
+    let cg = cgroups::for_container(linux.cgroups_path().as_deref(), &o.id, g.systemd_cgroup)?;
+    // Rootless: only a cgroup the user may write (delegated) is made or
+    // joined; a limit without one fails here, before anything exists.
+    let cg = if g.rootless {
+        let kept = cgroups::writable(cg.hierarchies());
+        if let Some(r) = linux.resources() {
+            cgroups::check_rootless_limits(cg.hierarchies(), &kept, r)?;
+        }
+        cgroups::from_hierarchies(kept)
+    } else {
+        cg
+    };
     let dir = StateDir::create(&g.root, &o.id)?;
     let mut saved = Saved {
         id: o.id.clone(),
@@ -88,12 +106,16 @@ fn create_locked(g: &Global, o: &CreateOpts, detached: bool) -> Result<Created> 
     let mut master = None;
     let result = (|| {
         let linux = bundle.spec.linux().as_ref().expect("validated");
-        let cg = cgroups::for_container(linux.cgroups_path().as_deref(), &o.id, g.systemd_cgroup)?;
         saved.cgroups = cg.hierarchies().to_vec();
         // Saved before anything exists, so `delete --force` can clean up after a crash.
         dir.save(&saved)?;
         cg.create()?;
-        cgroups::devices::apply_for(cg.hierarchies(), linux)?;
+        if !g.rootless {
+            cgroups::devices::apply_for(cg.hierarchies(), linux)?;
+        } else if let Err(e) = cgroups::devices::apply_for(cg.hierarchies(), linux) {
+            // As runc: device rules are not expected to work without privilege.
+            crate::logging::debug(|| format!("rootless: device cgroup rules not applied: {e}"));
+        }
         if let Some(r) = linux.resources() {
             cg.set(r)?;
         }
@@ -142,6 +164,7 @@ fn create_locked(g: &Global, o: &CreateOpts, detached: bool) -> Result<Created> 
             seccomp: seccomp.clone(),
             seccomp_listener,
             lock_fd: Some(dir.lock_fd()),
+            rootless: g.rootless,
         })?;
         crate::logging::debug(|| format!("container {} init is pid {pid}", o.id));
         process::netdev::move_devices(linux, pid)?;

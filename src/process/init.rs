@@ -86,10 +86,28 @@ pub(super) fn run(s: &Spawn, cgroupns: bool, userns: bool, ch: &Channel) -> Resu
     rootfs::finalize(spec)?;
 
     if let Some(adj) = oom_score_adj {
-        procfs
+        let now: Option<i32> = std::fs::read_to_string("/proc/self/oom_score_adj")
+            .ok()
+            .and_then(|s| s.trim().parse().ok());
+        // Non-dumpable, our /proc/self files belong to the host's root,
+        // which a user namespace does not map: be dumpable just for the
+        // write (nothing of the container runs yet).
+        if userns {
+            nix::sys::prctl::set_dumpable(true).ctx(Error::Process, || "prctl PR_SET_DUMPABLE")?;
+        }
+        let written = procfs
             .as_ref()
             .expect("opened")
-            .write_self("oom_score_adj", &adj.to_string())?;
+            .write_self("oom_score_adj", &adj.to_string());
+        if userns {
+            nix::sys::prctl::set_dumpable(false).ctx(Error::Process, || "prctl PR_SET_DUMPABLE")?;
+        }
+        written.map_err(|e| match now {
+            Some(now) if adj < now => Error::Process(format!(
+                "oomScoreAdj {adj}: {e} (lowering it below {now} needs privilege: CAP_SYS_RESOURCE)"
+            )),
+            _ => e,
+        })?;
     }
     drop(procfs);
     if let Some(p) = process {

@@ -52,6 +52,8 @@ pub struct Spawn<'a> {
     pub seccomp_listener: Option<OwnedFd>,
     /// The state dir's lock fd, closed in the children.
     pub lock_fd: Option<std::os::fd::RawFd>,
+    /// Without privilege: `setgroups` is denied before `gid_map` is written.
+    pub rootless: bool,
 }
 
 /// The process's cwd resolved inside the container's root (`/` after
@@ -206,7 +208,15 @@ fn drive(s: &Spawn, ch: &Channel, child: Pid, two_stage: bool) -> Result<Pid> {
         match ch.recv()? {
             Msg::MapRequest => {
                 let linux = s.bundle.spec.linux().as_ref().expect("validated");
-                // gid_map after setgroups is settled; uid_map last.
+                // gid_map after setgroups is settled; uid_map last. An
+                // unprivileged writer may map its own gid only once
+                // setgroups is denied.
+                if s.rootless {
+                    let path = format!("/proc/{child}/setgroups");
+                    fs::write(&path, "deny").map_err(|e| {
+                        Error::Process(format!("write \"deny\" to {path}: {}", io_text(&e)))
+                    })?;
+                }
                 write_map(
                     child,
                     "gid_map",

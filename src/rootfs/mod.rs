@@ -20,7 +20,7 @@ use nix::fcntl::{OFlag, open};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sys::stat::{Mode, SFlag};
 use nix::unistd::{Gid, Uid, chdir, fchdir, pivot_root};
-use oci_spec::runtime::{LinuxDevice, LinuxDeviceType, Mount, Spec};
+use oci_spec::runtime::{LinuxDevice, LinuxDeviceType, LinuxNamespaceType, Mount, Spec};
 use pathrs::{Handle, InodeType, Root};
 
 use crate::cgroups::Hierarchy;
@@ -441,9 +441,51 @@ fn make_mount(
     if r == Err(Errno::EINVAL) && typ == "mqueue" && p.userns {
         r = Ok(());
     }
+    if r == Err(Errno::EPERM) && typ == "sysfs" && p.userns && !new_netns(p.spec) {
+        // A user namespace may mount sysfs only with a network namespace of
+        // its own: bind the host's /sys instead (as runc's rootless spec).
+        drop(target);
+        return bind_host_sys(p, root, m);
+    }
+    let hint = match (r, typ) {
+        (Err(Errno::EPERM), "mqueue") if p.userns => {
+            " (in a user namespace mqueue needs an ipc namespace of the container's own)"
+        }
+        (Err(Errno::EPERM), _) if p.userns => {
+            " (the kernel refuses this mount in the container's user namespace)"
+        }
+        _ => "",
+    };
     r.ctx(Error::Rootfs, || {
-        format!("mount {typ} on {}{}", p.rootfs.display(), dest.display())
+        format!(
+            "mount {typ} on {}{}{hint}",
+            p.rootfs.display(),
+            dest.display()
+        )
     })
+}
+
+fn new_netns(spec: &Spec) -> bool {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|ns| {
+            ns.iter()
+                .any(|n| n.typ() == LinuxNamespaceType::Network && n.path().is_none())
+        })
+}
+
+/// `sysfs` on `m`'s destination as a recursive bind of the host's /sys with
+/// the mount's own options.
+fn bind_host_sys(p: &Plan, root: &Root, m: &Mount) -> Result<()> {
+    let mut words = vec!["rbind".to_string()];
+    words.extend(m.options().iter().flatten().cloned());
+    let mut bind = m.clone();
+    bind.set_typ(Some("bind".into()));
+    bind.set_source(Some("/sys".into()));
+    bind.set_options(Some(words));
+    let opts = options::parse(bind.options().as_deref().unwrap_or_default())?;
+    make_mount(p, root, &bind, &opts, None)
 }
 
 fn resolve(root: &Root, dest: &Path) -> Result<Handle> {

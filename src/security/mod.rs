@@ -44,9 +44,21 @@ pub fn set_rlimits(p: &Process) -> Result<()> {
                 r.hard()
             )));
         }
-        setrlimit(resource(r.typ()), r.soft(), r.hard()).ctx(Error::Security, || {
-            format!("setrlimit {:?} to {}/{}", r.typ(), r.soft(), r.hard())
-        })?;
+        let res = resource(r.typ());
+        if let Err(e) = setrlimit(res, r.soft(), r.hard()) {
+            let hint = match nix::sys::resource::getrlimit(res) {
+                Ok((_, cur)) if e == nix::errno::Errno::EPERM && r.hard() > cur => format!(
+                    " (raising the hard limit above {cur} needs privilege: CAP_SYS_RESOURCE)"
+                ),
+                _ => String::new(),
+            };
+            return Err(Error::Security(format!(
+                "setrlimit {:?} to {}/{}: {e:?}{hint}",
+                r.typ(),
+                r.soft(),
+                r.hard()
+            )));
+        }
     }
     Ok(())
 }

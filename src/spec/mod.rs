@@ -365,6 +365,17 @@ fn make_rootless(spec: &mut Spec) {
     if let Some(mounts) = spec.mounts_mut() {
         mounts.retain(|m| m.destination() != Path::new("/sys/fs/cgroup"));
         for m in mounts.iter_mut() {
+            // sysfs cannot be mounted without a network namespace of the
+            // container's own: a read-only bind of the host's (as runc).
+            if m.destination() == Path::new("/sys") {
+                m.set_typ(Some("none".into()));
+                m.set_source(Some("/sys".into()));
+                m.set_options(Some(
+                    ["rbind", "nosuid", "noexec", "nodev", "ro"]
+                        .map(String::from)
+                        .to_vec(),
+                ));
+            }
             if m.destination() == Path::new("/dev/pts")
                 && let Some(opts) = m.options_mut()
             {

@@ -1,0 +1,346 @@
+//! Rootless: the runtime run by an ordinary user (`rtuser`, made here if
+//! missing) with `--rootless true` and a state root of its own, on a config
+//! from the runtime's own `spec --rootless` (a user namespace mapping only
+//! the user's uid and gid, no network namespace, no resources).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use runtime_tests::{make_busybox_rootfs, runtime, runtime_name};
+use serde_json::{Value, json};
+
+const USER: &str = "rtuser";
+
+/// rtuser's uid and gid, creating the user the first time.
+fn user() -> (u32, u32) {
+    static IDS: OnceLock<(u32, u32)> = OnceLock::new();
+    *IDS.get_or_init(|| {
+        let id = |flag: &str| {
+            Command::new("id")
+                .args([flag, USER])
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().parse().unwrap())
+        };
+        if id("-u").is_none() {
+            let st = Command::new("useradd")
+                .args(["--no-create-home", "--shell", "/usr/sbin/nologin", USER])
+                .status()
+                .unwrap();
+            assert!(st.success(), "useradd {USER}");
+        }
+        (id("-u").unwrap(), id("-g").unwrap())
+    })
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// One rootless container: a bundle and a state root owned by rtuser.
+struct Rl {
+    id: String,
+    dir: PathBuf,
+    root: PathBuf,
+    /// A number unique to this container, in its process's command line.
+    mark: u32,
+    config: Value,
+}
+
+impl Rl {
+    fn new(name: &str) -> Rl {
+        let (uid, gid) = user();
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let id = format!("rl-{}-{name}-{n}", std::process::id());
+        let dir = std::env::temp_dir().join(&id);
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("bundle")).unwrap();
+        make_busybox_rootfs(&dir.join("bundle/rootfs"));
+        let st = Command::new("chown")
+            .args(["-R", &format!("{uid}:{gid}")])
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let mut c = Rl {
+            id,
+            root: dir.join("state"),
+            dir,
+            mark: 900_000 + std::process::id() % 1000 * 100 + n,
+            config: Value::Null,
+        };
+        let o = c.as_user(&["spec", "--rootless", "--bundle"], Some(&c.bundle()));
+        assert!(o.status.success(), "spec --rootless: {}", text(&o.stderr));
+        let path = c.bundle().join("config.json");
+        c.config = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        c.config["process"]["terminal"] = json!(false);
+        c.set_args(&["sleep", &c.mark.to_string()]);
+        c
+    }
+
+    fn bundle(&self) -> PathBuf {
+        self.dir.join("bundle")
+    }
+
+    fn set_args(&mut self, args: &[&str]) {
+        self.config["process"]["args"] = json!(args);
+    }
+
+    fn write_config(&self) {
+        // Rewritten in place: the file stays rtuser's.
+        fs::write(
+            self.bundle().join("config.json"),
+            serde_json::to_vec_pretty(&self.config).unwrap(),
+        )
+        .unwrap();
+    }
+
+    /// The runtime as rtuser: `setpriv` to its ids, `--rootless true` and
+    /// its own `--root`; `args`, then `path` if given.
+    fn cmd(&self, args: &[&str], path: Option<&Path>) -> Command {
+        let (uid, gid) = user();
+        let mut c = Command::new("setpriv");
+        c.args([
+            &format!("--reuid={uid}"),
+            &format!("--regid={gid}"),
+            "--init-groups",
+            "--",
+        ])
+        .arg(runtime())
+        .args(["--rootless", "true", "--root"])
+        .arg(&self.root)
+        .args(args);
+        if let Some(p) = path {
+            c.arg(p);
+        }
+        c.env_remove("XDG_RUNTIME_DIR").stdin(Stdio::null());
+        c
+    }
+
+    fn as_user(&self, args: &[&str], path: Option<&Path>) -> Output {
+        self.cmd(args, path).output().unwrap()
+    }
+
+    fn op(&self, args: &[&str]) -> Output {
+        let mut a = args.to_vec();
+        a.push(&self.id);
+        self.as_user(&a, None)
+    }
+
+    fn op_ok(&self, args: &[&str]) -> String {
+        let o = self.op(args);
+        assert!(
+            o.status.success(),
+            "{args:?} {} failed: {}",
+            self.id,
+            text(&o.stderr)
+        );
+        text(&o.stdout)
+    }
+
+    fn run(&self) -> Output {
+        self.write_config();
+        let b = self.bundle();
+        let mut c = self.cmd(&["run", "--bundle"], Some(&b));
+        c.arg(&self.id);
+        c.output().unwrap()
+    }
+
+    fn create_ok(&self) {
+        self.write_config();
+        let b = self.bundle();
+        let out = fs::File::create(self.dir.join("out.txt")).unwrap();
+        let mut c = self.cmd(&["create", "--bundle"], Some(&b));
+        c.arg(&self.id).stdout(out.try_clone().unwrap()).stderr(out);
+        let st = c.status().unwrap();
+        assert!(
+            st.success(),
+            "create failed: {}",
+            fs::read_to_string(self.dir.join("out.txt")).unwrap_or_default()
+        );
+    }
+
+    fn state(&self) -> Value {
+        serde_json::from_str(&self.op_ok(&["state"])).unwrap()
+    }
+
+    fn status(&self) -> String {
+        self.state()["status"].as_str().unwrap().to_string()
+    }
+
+    fn wait_status(&self, want: &str) {
+        for _ in 0..200 {
+            if self.status() == want {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        panic!("{} never reached {want} (now {})", self.id, self.status());
+    }
+
+    /// Live processes whose command line has this container's mark.
+    fn processes(&self) -> Vec<i32> {
+        let mark = self.mark.to_string();
+        let mut v = Vec::new();
+        for e in fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let stat = fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            if stat
+                .rsplit_once(") ")
+                .is_some_and(|(_, r)| r.starts_with('Z'))
+            {
+                continue;
+            }
+            let cmd = fs::read(e.path().join("cmdline")).unwrap_or_default();
+            if cmd.split(|b| *b == 0).any(|a| a == mark.as_bytes()) {
+                v.push(pid);
+            }
+        }
+        v
+    }
+
+    fn assert_no_leftovers(&self) {
+        let state = self.root.join(&self.id);
+        assert!(!state.exists(), "state dir {} left", state.display());
+        let p = self.processes();
+        assert!(p.is_empty(), "processes left: {p:?}");
+    }
+}
+
+impl Drop for Rl {
+    fn drop(&mut self) {
+        let _ = self.op(&["delete", "--force"]);
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// The one mapping line for rtuser's `id`: `0 <id> 1`.
+fn one_map(id: u32) -> Vec<String> {
+    ["0".to_string(), id.to_string(), "1".to_string()].to_vec()
+}
+
+fn fields(line: &str) -> Vec<String> {
+    line.split_whitespace().map(String::from).collect()
+}
+
+#[test]
+fn run_is_root_inside_with_own_ids_mapped() {
+    let (uid, gid) = user();
+    let mut c = Rl::new("run");
+    c.set_args(&[
+        "sh",
+        "-c",
+        "id -u; id -g; cat /proc/self/uid_map /proc/self/gid_map",
+    ]);
+    let o = c.run();
+    assert!(o.status.success(), "run failed: {}", text(&o.stderr));
+    let out = text(&o.stdout);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 4, "{out}");
+    assert_eq!(lines[0], "0");
+    assert_eq!(lines[1], "0");
+    assert_eq!(fields(lines[2]), one_map(uid));
+    assert_eq!(fields(lines[3]), one_map(gid));
+    c.assert_no_leftovers();
+}
+
+#[test]
+fn lifecycle_create_start_state_kill_delete() {
+    let (uid, _) = user();
+    let c = Rl::new("life");
+    c.create_ok();
+    assert_eq!(c.status(), "created");
+    let pid = c.state()["pid"].as_i64().unwrap();
+    assert!(pid > 0);
+    c.op_ok(&["start"]);
+    c.wait_status("running");
+    // On the host the process is rtuser's.
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uids = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert_eq!(fields(uids)[1], uid.to_string(), "{uids}");
+    assert!(!c.processes().is_empty());
+    let o = c.as_user(&["kill", &c.id, "KILL"], None);
+    assert!(o.status.success(), "kill: {}", text(&o.stderr));
+    c.wait_status("stopped");
+    c.op_ok(&["delete"]);
+    c.assert_no_leftovers();
+}
+
+#[test]
+fn exec_joins_the_user_namespace_as_root() {
+    let (uid, _) = user();
+    let c = Rl::new("exec");
+    c.create_ok();
+    c.op_ok(&["start"]);
+    c.wait_status("running");
+    let b = c.bundle();
+    let mut cmd = c.cmd(&["exec"], None);
+    cmd.arg(&c.id)
+        .args(["sh", "-c", "id -u; cat /proc/self/uid_map"])
+        .current_dir(&b);
+    let o = cmd.output().unwrap();
+    assert!(o.status.success(), "exec failed: {}", text(&o.stderr));
+    let out = text(&o.stdout);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.first(), Some(&"0"), "{out}");
+    assert_eq!(fields(lines[1]), one_map(uid));
+    c.op_ok(&["delete", "--force"]);
+    c.assert_no_leftovers();
+}
+
+/// No cgroup of rtuser's own exists on the host: a limit cannot be set.
+#[test]
+fn limit_without_writable_cgroup_is_an_error() {
+    let mut c = Rl::new("limit");
+    c.config["linux"]["resources"] = json!({"memory": {"limit": 104_857_600}});
+    c.set_args(&["sh", "-c", "true"]);
+    let o = c.run();
+    assert!(!o.status.success(), "run with a memory limit succeeded");
+    let err = text(&o.stderr);
+    assert!(err.contains("memory") && err.contains("cgroup"), "{err}");
+    if runtime_name() == "ocirun" {
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+    c.assert_no_leftovers();
+}
+
+#[test]
+fn mapping_someone_elses_uid_is_an_error() {
+    let (uid, _) = user();
+    let mut c = Rl::new("otheruid");
+    c.config["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": uid + 1, "size": 1}]);
+    let o = c.run();
+    assert!(!o.status.success(), "run mapping uid {} succeeded", uid + 1);
+    let err = text(&o.stderr);
+    assert!(!err.trim().is_empty());
+    if runtime_name() == "ocirun" {
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(
+            err.contains("uidMappings") && err.contains("newuidmap"),
+            "{err}"
+        );
+    }
+    c.assert_no_leftovers();
+}
+
+#[test]
+fn no_user_namespace_is_an_error() {
+    let mut c = Rl::new("nouserns");
+    let ns = c.config["linux"]["namespaces"].as_array_mut().unwrap();
+    ns.retain(|n| n["type"] != "user");
+    let o = c.run();
+    assert!(!o.status.success(), "rootless run without a user namespace");
+    if runtime_name() == "ocirun" {
+        let err = text(&o.stderr);
+        assert!(err.contains("user namespace"), "{err}");
+    }
+    c.assert_no_leftovers();
+}
