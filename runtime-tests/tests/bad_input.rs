@@ -319,9 +319,15 @@ fn list_warns_about_a_corrupt_state_file() {
     }
     let c = Ctr::new("corrupt", &["sleep", "5"]);
     c.create_ok();
-    std::fs::write(c.root.join(&c.id).join("state.json"), "{not json").unwrap();
+    let state = c.root.join(&c.id).join("state.json");
+    let good = std::fs::read(&state).unwrap();
+    std::fs::write(&state, "{not json").unwrap();
     let o = c.op(&["list"]);
+    // Put it back, so the container can be deleted (its init is waiting).
+    std::fs::write(&state, good).unwrap();
     assert!(o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("warning") && err.contains(&c.id), "{err}");
+    c.op_ok(&["delete", "--force", &c.id]);
+    c.assert_no_leftovers();
 }
