@@ -11,7 +11,7 @@ mod common;
 
 use common::busybox_image;
 use common::clients::{
-    Runtime, Table, clean_up, expect, leftovers, nonblocking_read, run_for, runtimes, text,
+    Runtime, Table, check_interactive, clean_up, leftovers, run_for, runtimes, text,
 };
 
 use std::path::{Path, PathBuf};
@@ -359,67 +359,19 @@ fn docker_run_exec_kill_stop() {
 /// `docker run -it` on a terminal the test owns: stdin is a pty, typed
 /// input reaches the container, its exit code comes back.
 fn docker_interactive(d: &Docker, rt: &Runtime, t: &mut Table) {
-    use std::os::fd::OwnedFd;
     let runtime = format!("{}-test", rt.name);
-    let pty = nix::pty::openpty(None, None).unwrap();
-    let io = |fd: &OwnedFd| Stdio::from(fd.try_clone().unwrap());
-    let mut child = d
-        .cmd()
-        .args([
-            "run",
-            "-it",
-            "--rm",
-            "--network",
-            "none",
-            "--runtime",
-            &runtime,
-            IMAGE,
-        ])
-        .arg("[ -t 0 ] && echo is-a-tty; read x; echo got-$x; exit 7")
-        .stdin(io(&pty.slave))
-        .stdout(io(&pty.slave))
-        .stderr(io(&pty.slave))
-        .spawn()
-        .unwrap();
-    drop(pty.slave);
-    let mut master = std::fs::File::from(pty.master);
-    let mut seen = String::new();
-    let tty = expect(&mut master, &mut seen, "is-a-tty");
-    if tty {
-        std::io::Write::write_all(&mut master, b"hello\r").unwrap();
-    }
-    let echoed = tty && expect(&mut master, &mut seen, "got-hello");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        let mut buf = [0u8; 1024];
-        if let Some(st) = child.try_wait().unwrap() {
-            break st.code().map_or("signal".to_string(), |c| c.to_string());
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break "timeout".to_string();
-        }
-        if let Ok(n) = nonblocking_read(&master, &mut buf) {
-            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    t.record(
-        "docker run -it: stdin is a terminal",
-        rt,
-        "true",
-        &tty.to_string(),
-        &seen,
-    );
-    t.record(
-        "  input typed reaches the container",
-        rt,
-        "true",
-        &echoed.to_string(),
-        &seen,
-    );
-    t.record("  exit code", rt, "7", &status, &seen);
+    let mut cmd = d.cmd();
+    cmd.args([
+        "run",
+        "-it",
+        "--rm",
+        "--network",
+        "none",
+        "--runtime",
+        &runtime,
+        IMAGE,
+    ]);
+    check_interactive("docker run -it", cmd, rt, t);
 }
 
 /// 20 `docker run -d` at once, waited for and removed.

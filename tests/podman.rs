@@ -11,15 +11,12 @@ mod common;
 
 use common::busybox_image;
 use common::clients::{
-    Runtime, Table, clean_up, expect, leftovers, nonblocking_read, run_for, runtimes, text, wrapper,
+    Runtime, Table, check_interactive, clean_up, leftovers, run_for, runtimes, text, wrapper,
 };
 
-use std::fs::File;
-use std::io::Write;
-use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 const IMAGE: &str = "localhost/busybox:latest";
 
@@ -328,55 +325,9 @@ fn run_interactive_on_a_terminal() {
     let parent = format!("/{}", p.cgroup);
     let mut t = Table::default();
     for rt in runtimes() {
-        let pty = nix::pty::openpty(None, None).unwrap();
-        let io = |fd: &OwnedFd| Stdio::from(fd.try_clone().unwrap());
         let mut cmd = p.cmd(&rt);
-        cmd.args(["run", "-it", "--rm", "--cgroup-parent", &parent, IMAGE])
-            .arg("[ -t 0 ] && echo is-a-tty; read x; echo got-$x; exit 7")
-            .stdin(io(&pty.slave))
-            .stdout(io(&pty.slave))
-            .stderr(io(&pty.slave));
-        let mut child = cmd.spawn().unwrap();
-        drop(pty.slave);
-        let mut master = File::from(pty.master);
-        let mut seen = String::new();
-        let tty = expect(&mut master, &mut seen, "is-a-tty");
-        if tty {
-            master.write_all(b"hello\r").unwrap();
-        }
-        let echoed = tty && expect(&mut master, &mut seen, "got-hello");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let status = loop {
-            // Keep the terminal drained so podman never blocks writing it.
-            let mut buf = [0u8; 1024];
-            if let Some(st) = child.try_wait().unwrap() {
-                break st.code().map_or("signal".to_string(), |c| c.to_string());
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                break "timeout".to_string();
-            }
-            if let Ok(n) = nonblocking_read(&master, &mut buf) {
-                seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        t.record(
-            "podman run -it: stdin is a terminal",
-            &rt,
-            "true",
-            &tty.to_string(),
-            &seen,
-        );
-        t.record(
-            "  input typed reaches the container",
-            &rt,
-            "true",
-            &echoed.to_string(),
-            &seen,
-        );
-        t.record("  exit code", &rt, "7", &status, &seen);
+        cmd.args(["run", "-it", "--rm", "--cgroup-parent", &parent, IMAGE]);
+        check_interactive("podman run -it", cmd, &rt, &mut t);
     }
     t.check("podman run -it");
 }

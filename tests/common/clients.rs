@@ -331,3 +331,62 @@ pub fn nonblocking_read(f: &std::fs::File, buf: &mut [u8]) -> std::io::Result<us
     let mut r = f;
     std::io::Read::read(&mut r, buf)
 }
+
+/// The script every `run -it` case runs on the test's terminal.
+pub const INTERACTIVE_SCRIPT: &str = "[ -t 0 ] && echo is-a-tty; read x; echo got-$x; exit 7";
+
+/// Runs `cmd` (a client's `run -it ... INTERACTIVE_SCRIPT`) on a pty the
+/// test owns, types `hello`, and records in `t` whether stdin was a
+/// terminal, whether the input arrived, and the exit code (7).
+pub fn check_interactive(what: &str, mut cmd: Command, rt: &Runtime, t: &mut Table) {
+    use std::os::fd::OwnedFd;
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let io = |fd: &OwnedFd| Stdio::from(fd.try_clone().unwrap());
+    let mut child = cmd
+        .arg(INTERACTIVE_SCRIPT)
+        .stdin(io(&pty.slave))
+        .stdout(io(&pty.slave))
+        .stderr(io(&pty.slave))
+        .spawn()
+        .unwrap();
+    drop(pty.slave);
+    let mut master = std::fs::File::from(pty.master);
+    let mut seen = String::new();
+    let tty = expect(&mut master, &mut seen, "is-a-tty");
+    if tty {
+        std::io::Write::write_all(&mut master, b"hello\r").unwrap();
+    }
+    let echoed = tty && expect(&mut master, &mut seen, "got-hello");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        // Keep the terminal drained so the client never blocks writing it.
+        let mut buf = [0u8; 1024];
+        if let Some(st) = child.try_wait().unwrap() {
+            break st.code().map_or("signal".to_string(), |c| c.to_string());
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break "timeout".to_string();
+        }
+        if let Ok(n) = nonblocking_read(&master, &mut buf) {
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    t.record(
+        &format!("{what}: stdin is a terminal"),
+        rt,
+        "true",
+        &tty.to_string(),
+        &seen,
+    );
+    t.record(
+        "  input typed reaches the container",
+        rt,
+        "true",
+        &echoed.to_string(),
+        &seen,
+    );
+    t.record("  exit code", rt, "7", &status, &seen);
+}
