@@ -25,8 +25,8 @@ mod common;
 
 use common::busybox_image;
 use common::clients::{
-    Runtime, Table, cgroup_pids, cgroups_below, clean_up, mounts_below, processes_naming, run_for,
-    runtimes, text,
+    Runtime, Table, cgroup_pids, cgroups_below, clean_up, containers_in, mounts_below,
+    processes_naming, run_for, runtimes, text,
 };
 
 use std::path::{Path, PathBuf};
@@ -82,14 +82,7 @@ fn state_root(dir: &Path, rt: &Runtime) -> PathBuf {
 }
 
 fn runtime_state(dir: &Path, rt: &Runtime) -> Vec<String> {
-    std::fs::read_dir(state_root(dir, rt))
-        .map(|r| {
-            r.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| !n.starts_with('.'))
-                .collect()
-        })
-        .unwrap_or_default()
+    containers_in(&state_root(dir, rt))
 }
 
 impl Containerd {

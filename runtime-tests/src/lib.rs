@@ -335,9 +335,9 @@ pub fn cgroup_dirs(path: &str) -> Vec<PathBuf> {
     out
 }
 
-/// Live (not zombie) host pids whose /proc/<pid>/cgroup mentions `needle`.
-/// A zombie has already exited: reaping it is its parent's business.
-pub fn processes_in_cgroup(needle: &str) -> Vec<i32> {
+/// Live (not zombie) host pids for which `keep(/proc/<pid>)` holds. A
+/// zombie has already exited: reaping it is its parent's business.
+pub fn live_processes(keep: impl Fn(&Path) -> bool) -> Vec<i32> {
     let mut v = Vec::new();
     for e in fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
@@ -350,13 +350,18 @@ pub fn processes_in_cgroup(needle: &str) -> Vec<i32> {
         {
             continue;
         }
-        if let Ok(cg) = fs::read_to_string(e.path().join("cgroup"))
-            && cg.contains(needle)
-        {
+        if keep(&e.path()) {
             v.push(pid);
         }
     }
     v
+}
+
+/// Live host pids whose /proc/<pid>/cgroup mentions `needle`.
+pub fn processes_in_cgroup(needle: &str) -> Vec<i32> {
+    live_processes(|proc| {
+        fs::read_to_string(proc.join("cgroup")).is_ok_and(|cg| cg.contains(needle))
+    })
 }
 
 /// Inode of a namespace link of a process, e.g. `ns_inode(pid, "net")`.

@@ -9,7 +9,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use runtime_tests::{make_busybox_rootfs, runtime, runtime_name};
+use runtime_tests::{live_processes, make_busybox_rootfs, runtime, runtime_name};
 use serde_json::{Value, json};
 
 const USER: &str = "rtuser";
@@ -183,24 +183,10 @@ impl Rl {
     /// Live processes whose command line has this container's mark.
     fn processes(&self) -> Vec<i32> {
         let mark = self.mark.to_string();
-        let mut v = Vec::new();
-        for e in fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-                continue;
-            };
-            let stat = fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-            if stat
-                .rsplit_once(") ")
-                .is_some_and(|(_, r)| r.starts_with('Z'))
-            {
-                continue;
-            }
-            let cmd = fs::read(e.path().join("cmdline")).unwrap_or_default();
-            if cmd.split(|b| *b == 0).any(|a| a == mark.as_bytes()) {
-                v.push(pid);
-            }
-        }
-        v
+        live_processes(|proc| {
+            let cmd = fs::read(proc.join("cmdline")).unwrap_or_default();
+            cmd.split(|b| *b == 0).any(|a| a == mark.as_bytes())
+        })
     }
 
     fn assert_no_leftovers(&self) {

@@ -59,7 +59,12 @@ pub fn wrapper(dir: &Path, rt: &Runtime) -> PathBuf {
 
 /// The containers whose state the runtime still has under `<dir>/state-<name>`.
 pub fn runtime_state(dir: &Path, rt: &Runtime) -> Vec<String> {
-    std::fs::read_dir(dir.join(format!("state-{}", rt.name)))
+    containers_in(&dir.join(format!("state-{}", rt.name)))
+}
+
+/// The container state dirs under a runtime's state root.
+pub fn containers_in(root: &Path) -> Vec<String> {
+    std::fs::read_dir(root)
         .map(|r| {
             r.flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())
