@@ -249,8 +249,10 @@ pub fn ps(g: &Global, id: &str, json_out: bool, ps_args: &[String]) -> Result<St
     state::check_id(id)?;
     let dir = g.root.join(id);
     let saved = state::load(&dir)?;
-    let cg = cgroups::from_hierarchies(saved.cgroups.clone());
-    let pids: Vec<i32> = cg.procs()?.iter().map(|p| p.as_raw()).collect();
+    let pids: Vec<i32> = state::processes(&saved)?
+        .iter()
+        .map(|p| p.as_raw())
+        .collect();
     // A stopped container whose cgroup still has processes (a shared pid
     // namespace) lists them.
     if pids.is_empty() && state::status(&dir, &saved) == Status::Stopped {

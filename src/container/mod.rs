@@ -428,10 +428,9 @@ pub fn kill(g: &Global, id: &str, sig: &str, all: bool) -> Result<()> {
         // Every process left in the cgroup, even when the init is gone (a
         // shared or the host's pid namespace), frozen while signalled so
         // that none forks one that escapes.
-        let cg = cgroups::from_hierarchies(saved.cgroups.clone());
         let paused = status == Status::Paused;
         let froze = !paused && cgroups::freeze(&saved.cgroups, true).is_ok();
-        for pid in cg.procs().unwrap_or_default() {
+        for pid in state::processes(&saved).unwrap_or_default() {
             let _ = signal_pid(pid, None, signo);
         }
         // SIGKILL to a paused container takes effect only once thawed.
@@ -494,7 +493,7 @@ fn destroy(dir: StateDir, saved: &Saved) -> Result<()> {
     let cg = cgroups::from_hierarchies(saved.cgroups.clone());
     let mut pidfds = Vec::new();
     let init = (saved.pid != 0).then(|| Pid::from_raw(saved.pid));
-    let procs = cg.procs().unwrap_or_default();
+    let procs = state::processes(saved).unwrap_or_default();
     for pid in init.into_iter().chain(procs) {
         let start = (Some(pid) == init).then_some(saved.pid_start);
         if let Ok(fd) = crate::sys::pidfd_open(pid) {

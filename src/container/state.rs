@@ -351,6 +351,35 @@ pub fn locked(dir: &Path) -> bool {
     Flock::lock(f, FlockArg::LockExclusiveNonblock).is_err()
 }
 
+/// The container's processes: its cgroup's, or, without a cgroup (rootless
+/// with none writable), every process in the init's own pid namespace.
+pub fn processes(saved: &Saved) -> Result<Vec<Pid>> {
+    if !saved.cgroups.is_empty() {
+        return crate::cgroups::from_hierarchies(saved.cgroups.clone()).procs();
+    }
+    let init = Pid::from_raw(saved.pid);
+    if saved.pid <= 0 || process_start_time(init) != Some(saved.pid_start) {
+        return Ok(Vec::new());
+    }
+    let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
+    let Some(own) = ns(&saved.pid.to_string()) else {
+        return Ok(Vec::new());
+    };
+    if ns("self").as_ref() == Some(&own) {
+        // The runtime's pid namespace: its other processes are not told apart.
+        return Ok(vec![init]);
+    }
+    let mut pids: Vec<Pid> = std::fs::read_dir("/proc")
+        .map_err(|e| Error::Container(format!("read /proc: {}", crate::error::io_text(&e))))?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| ns(&p.to_string()).as_ref() == Some(&own))
+        .map(Pid::from_raw)
+        .collect();
+    pids.sort();
+    Ok(pids)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
