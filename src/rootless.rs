@@ -84,9 +84,22 @@ pub fn default_root() -> Result<PathBuf> {
     Ok(root)
 }
 
+/// How the parent writes a new user namespace's maps without privilege:
+/// directly (only the caller's own id, `setgroups` denied first), or through
+/// the setuid helpers `newuidmap`/`newgidmap` for ranges in /etc/subuid and
+/// /etc/subgid (as runc and podman do).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MapTools {
+    /// `newuidmap`, when `linux.uidMappings` needs it.
+    pub uid: Option<PathBuf>,
+    /// `newgidmap`, when `linux.gidMappings` needs it.
+    pub gid: Option<PathBuf>,
+}
+
 /// What a config must be to run rootless as `uid`/`gid`: a user namespace,
-/// and (for a new one) mappings of only our own ids, one each.
-pub fn check_spec(spec: &Spec, uid: u32, gid: u32) -> Result<()> {
+/// and (for a new one) mappings of our own ids, or of ranges delegated to us
+/// in /etc/subuid and /etc/subgid (written by newuidmap/newgidmap).
+pub fn check_spec(spec: &Spec, uid: u32, gid: u32) -> Result<MapTools> {
     let linux = spec
         .linux()
         .as_ref()
@@ -103,28 +116,127 @@ pub fn check_spec(spec: &Spec, uid: u32, gid: u32) -> Result<()> {
             )
         })?;
     if userns.path().is_some() {
-        return Ok(());
+        return Ok(MapTools::default());
     }
-    check_maps("uid", linux.uid_mappings().as_deref(), uid)?;
-    check_maps("gid", linux.gid_mappings().as_deref(), gid)
+    let name = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map(|u| u.name);
+    let ranges = |file: &str, own: u32| {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        sub_ids(&text, name.as_deref(), own)
+    };
+    let maps = linux.uid_mappings().as_deref().unwrap_or_default();
+    let uid_tool = check_maps("uid", maps, uid, || ranges("/etc/subuid", uid))?
+        .then(|| find_tool("newuidmap"))
+        .transpose()?;
+    let maps = linux.gid_mappings().as_deref().unwrap_or_default();
+    let gid_tool = check_maps("gid", maps, gid, || ranges("/etc/subgid", gid))?
+        .then(|| find_tool("newgidmap"))
+        .transpose()?;
+    Ok(MapTools {
+        uid: uid_tool,
+        gid: gid_tool,
+    })
 }
 
-fn check_maps(kind: &str, maps: Option<&[LinuxIdMapping]>, own: u32) -> Result<()> {
-    let maps = maps.unwrap_or_default();
-    let text = |m: &LinuxIdMapping| format!("{} {} {}", m.container_id(), m.host_id(), m.size());
+/// A user's subordinate id ranges `(start, count)` from /etc/subuid or
+/// /etc/subgid text: lines `name:start:count` naming the user or its id.
+pub fn sub_ids(text: &str, name: Option<&str>, id: u32) -> Vec<(u32, u32)> {
+    let own = id.to_string();
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.trim().splitn(3, ':');
+            let (who, start, count) = (f.next()?, f.next()?, f.next()?);
+            if who != own && Some(who) != name {
+                return None;
+            }
+            Some((start.trim().parse().ok()?, count.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// Checks one kind's mappings; true when they need the setuid helper (some
+/// id other than our own, each mapping inside one of `ranges()`).
+fn check_maps(
+    kind: &str,
+    maps: &[LinuxIdMapping],
+    own: u32,
+    ranges: impl FnOnce() -> Vec<(u32, u32)>,
+) -> Result<bool> {
+    let sub = if kind == "uid" {
+        "/etc/subuid"
+    } else {
+        "/etc/subgid"
+    };
     match maps {
         [] => Err(Error::Spec(format!(
-            "rootless container requires linux.{kind}Mappings (one mapping of {kind} {own})"
+            "rootless container requires linux.{kind}Mappings (your own {kind} {own}, or ranges from {sub})"
         ))),
-        [m] if m.host_id() == own && m.size() == 1 => Ok(()),
+        [m] if m.host_id() == own && m.size() == 1 => Ok(false),
         _ => {
-            let all: Vec<String> = maps.iter().map(text).collect();
-            Err(Error::Spec(format!(
-                "linux.{kind}Mappings [{}]: without privilege only your own {kind} {own} can be mapped (one id); other ids need newuidmap/newgidmap, which ocirun does not use yet",
-                all.join(", ")
-            )))
+            let ranges = ranges();
+            let inside = |m: &LinuxIdMapping| {
+                let end = u64::from(m.host_id()) + u64::from(m.size());
+                (m.host_id() == own && m.size() == 1)
+                    || ranges
+                        .iter()
+                        .any(|&(s, c)| m.host_id() >= s && end <= u64::from(s) + u64::from(c))
+            };
+            if let Some(bad) = maps.iter().find(|m| !inside(m)) {
+                let yours: Vec<String> = ranges
+                    .iter()
+                    .map(|(s, c)| format!("{s}-{}", u64::from(*s) + u64::from(*c) - 1))
+                    .collect();
+                let yours = if yours.is_empty() {
+                    format!("you have none in {sub}")
+                } else {
+                    format!("yours in {sub}: {}", yours.join(", "))
+                };
+                return Err(Error::Spec(format!(
+                    "linux.{kind}Mappings: {{containerID {}, hostID {}, size {}}} maps host {kind}s that are not yours: without privilege only your own {kind} {own} and your subordinate ranges can be mapped ({yours})",
+                    bad.container_id(),
+                    bad.host_id(),
+                    bad.size()
+                )));
+            }
+            Ok(true)
         }
     }
+}
+
+/// The helper `name` on PATH (else /usr/bin), or an error naming its package.
+fn find_tool(name: &str) -> Result<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/bin")])
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            Error::Spec(format!(
+                "mapping ids other than your own needs {name} (Debian package uidmap): not found in PATH"
+            ))
+        })
+}
+
+/// Runs `tool PID inside outside count...` (newuidmap/newgidmap).
+pub fn run_tool(tool: &std::path::Path, pid: i32, maps: &[LinuxIdMapping]) -> Result<()> {
+    let mut args = vec![pid.to_string()];
+    for m in maps {
+        args.extend([m.container_id(), m.host_id(), m.size()].map(|v| v.to_string()));
+    }
+    let shown = format!("{} {}", tool.display(), args.join(" "));
+    let out = std::process::Command::new(tool)
+        .args(&args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| Error::Process(format!("run {shown}: {}", io_text(&e))))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    let err = err.trim().lines().last().unwrap_or("").trim().to_string();
+    Err(Error::Process(format!("{shown}: {} ({})", err, out.status)))
 }
 
 #[cfg(test)]
@@ -159,17 +271,53 @@ mod tests {
         let uid = nix::unistd::geteuid().as_raw();
         let gid = nix::unistd::getegid().as_raw();
         let own = format!(r#"[{{"containerID":0,"hostID":{uid},"size":1}}]"#);
-        check_spec(&spec(&own), uid, gid).unwrap();
-        let other = format!(r#"[{{"containerID":0,"hostID":{},"size":1}}]"#, uid + 1);
-        let e = check_spec(&spec(&other), uid, gid).unwrap_err().to_string();
-        assert!(e.contains("newuidmap"), "{e}");
-        let multi = format!(
-            r#"[{{"containerID":0,"hostID":{uid},"size":1}},{{"containerID":1,"hostID":100000,"size":65536}}]"#
+        assert_eq!(
+            check_spec(&spec(&own), uid, gid).unwrap(),
+            MapTools::default()
         );
-        assert!(check_spec(&spec(&multi), uid, gid).is_err());
         let mut no_userns = crate::spec::default_spec(false).unwrap();
         no_userns.linux_mut().as_mut().unwrap().set_resources(None);
         let e = check_spec(&no_userns, uid, gid).unwrap_err().to_string();
         assert!(e.contains("user namespace"), "{e}");
+    }
+
+    fn maps(json: &str) -> Vec<LinuxIdMapping> {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn subordinate_ranges_need_the_helper() {
+        let ranges = || vec![(100000, 65536)];
+        let own = maps(r#"[{"containerID":0,"hostID":1001,"size":1}]"#);
+        assert!(!check_maps("uid", &own, 1001, ranges).unwrap());
+        let sub = maps(
+            r#"[{"containerID":0,"hostID":1001,"size":1},{"containerID":1,"hostID":100000,"size":65536}]"#,
+        );
+        assert!(check_maps("uid", &sub, 1001, ranges).unwrap());
+        let past = maps(r#"[{"containerID":0,"hostID":100000,"size":65537}]"#);
+        let e = check_maps("uid", &past, 1001, ranges)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("hostID 100000, size 65537"), "{e}");
+        assert!(e.contains("yours in /etc/subuid: 100000-165535"), "{e}");
+        let other = maps(r#"[{"containerID":0,"hostID":1002,"size":1}]"#);
+        let e = check_maps("gid", &other, 1001, Vec::new)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("you have none in /etc/subgid"), "{e}");
+        let e = check_maps("uid", &[], 1001, ranges)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("requires linux.uidMappings"), "{e}");
+    }
+
+    #[test]
+    fn subid_lines_by_name_or_id() {
+        let text = "alice:100000:65536\n1001:300000:10\nbob:200000:65536\n# junk\nbad:line\n";
+        assert_eq!(
+            sub_ids(text, Some("alice"), 1001),
+            vec![(100000, 65536), (300000, 10)]
+        );
+        assert_eq!(sub_ids(text, None, 7), vec![]);
     }
 }

@@ -329,7 +329,23 @@ pub fn for_container(
     Ok(from_hierarchies(hs))
 }
 
-/// Rebuilds a manager from the hierarchies saved in state.json.
+/// Where a rootless container without a writable cgroup of its own sits
+/// in every hierarchy: the runtime's own cgroups (which it inherits), with
+/// the writable ones in `kept` taken from there instead.
+pub fn rootless_view(kept: &[Hierarchy]) -> Result<Vec<Hierarchy>> {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| Error::Cgroup(format!("read /proc/self/mountinfo: {}", io_text(&e))))?;
+    let own = fs::read_to_string("/proc/self/cgroup")
+        .map_err(|e| Error::Cgroup(format!("read /proc/self/cgroup: {}", io_text(&e))))?;
+    let mut hs = plan(&mountinfo, &own, Path::new(""))?;
+    for h in &mut hs {
+        if let Some(k) = kept.iter().find(|k| k.mount == h.mount) {
+            h.dir = k.dir.clone();
+        }
+    }
+    Ok(hs)
+}
+
 /// The container's hierarchies moved into the sub-cgroups `exec --cgroup`
 /// names: `PATH` for every hierarchy, or `CONTROLLER[,CONTROLLER]:PATH` for
 /// the v1 hierarchies of those controllers. Each must exist below the

@@ -70,22 +70,27 @@ fn create_locked(g: &Global, o: &CreateOpts, detached: bool) -> Result<Created> 
     if let Some(p) = bundle.spec.process() {
         crate::security::lsm::check(p)?;
     }
-    if g.rootless {
+    let map_tools = if g.rootless {
         let (uid, gid) = (nix::unistd::geteuid(), nix::unistd::getegid());
-        crate::rootless::check_spec(&bundle.spec, uid.as_raw(), gid.as_raw())?;
-    }
+        crate::rootless::check_spec(&bundle.spec, uid.as_raw(), gid.as_raw())?
+    } else {
+        Default::default()
+    };
     let seccomp = compile_seccomp(linux, &g.root)?;
     let cg = cgroups::for_container(linux.cgroups_path().as_deref(), &o.id, g.systemd_cgroup)?;
     // Rootless: only a cgroup the user may write (delegated) is made or
     // joined; a limit without one fails here, before anything exists.
-    let cg = if g.rootless {
+    let (cg, cgroup_view) = if g.rootless {
         let kept = cgroups::writable(cg.hierarchies());
         if let Some(r) = linux.resources() {
             cgroups::check_rootless_limits(cg.hierarchies(), &kept, r)?;
         }
-        cgroups::from_hierarchies(kept)
+        let view = (kept.len() < cg.hierarchies().len())
+            .then(|| cgroups::rootless_view(&kept))
+            .transpose()?;
+        (cgroups::from_hierarchies(kept), view)
     } else {
-        cg
+        (cg, None)
     };
     let dir = StateDir::create(&g.root, &o.id)?;
     let mut saved = Saved {
@@ -165,16 +170,20 @@ fn create_locked(g: &Global, o: &CreateOpts, detached: bool) -> Result<Created> 
             seccomp_listener,
             lock_fd: Some(dir.lock_fd()),
             rootless: g.rootless,
+            map_tools: map_tools.clone(),
+            cgroup_view: cgroup_view.clone(),
         })?;
         crate::logging::debug(|| format!("container {} init is pid {pid}", o.id));
-        process::netdev::move_devices(linux, pid)?;
-        if let Some(r) = &relay {
-            master = Some(crate::tty::recv_master(r)?);
-        }
+        // Known before any later step can fail, so the cleanup below kills
+        // the init even where no cgroup holds it (rootless).
         saved.pid = pid.as_raw();
         saved.pid_start = state::process_start_time(pid).ok_or_else(|| {
             Error::Container(format!("container init {pid} died right after setup"))
         })?;
+        process::netdev::move_devices(linux, pid)?;
+        if let Some(r) = &relay {
+            master = Some(crate::tty::recv_master(r)?);
+        }
         dir.save(&saved)?;
         if let Some(pf) = &o.pid_file {
             write_pid_file(pf, pid)?;

@@ -44,7 +44,7 @@ pub(super) fn run(s: &Spawn, cgroupns: bool, userns: bool, ch: &Channel) -> Resu
             bundle: &s.bundle.dir,
             userns,
             cgroupns,
-            cgroups: s.cgroup.hierarchies(),
+            cgroups: s.cgroup_view.as_deref().unwrap_or(s.cgroup.hierarchies()),
             no_pivot: s.no_pivot,
             mountns: spec.linux().as_ref().is_some_and(|l| {
                 l.namespaces()
@@ -156,6 +156,14 @@ pub(super) fn run(s: &Spawn, cgroupns: bool, userns: bool, ch: &Channel) -> Resu
         f.load()?;
     }
 
+    // Rootless: `exec` into the created container runs as the user, with
+    // no capability in the initial user namespace, so it may open our
+    // /proc/<pid>/ns files only if we are dumpable (as runc's init is when
+    // it makes the user namespace). We still hold what the container's own
+    // root holds in its user namespace, no more; execve recomputes it.
+    if s.rootless && userns {
+        nix::sys::prctl::set_dumpable(true).ctx(Error::Process, || "prctl PR_SET_DUMPABLE")?;
+    }
     ch.send(&Msg::Ready)?;
     // From here the parent is gone: what goes wrong is told to `start`.
     let Err(e) = after_start(s, process, prepared, late.as_ref(), &state("created"));

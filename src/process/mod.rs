@@ -52,8 +52,13 @@ pub struct Spawn<'a> {
     pub seccomp_listener: Option<OwnedFd>,
     /// The state dir's lock fd, closed in the children.
     pub lock_fd: Option<std::os::fd::RawFd>,
-    /// Without privilege: `setgroups` is denied before `gid_map` is written.
+    /// Without privilege: `setgroups` is denied before a `gid_map` written
+    /// directly; maps of other ids go through newuidmap/newgidmap.
     pub rootless: bool,
+    pub map_tools: crate::rootless::MapTools,
+    /// What `type: cgroup` mounts show, when not the container's own
+    /// cgroups (rootless: the runtime's cgroup where none was writable).
+    pub cgroup_view: Option<Vec<crate::cgroups::Hierarchy>>,
 }
 
 /// The process's cwd resolved inside the container's root (`/` after
@@ -211,22 +216,26 @@ fn drive(s: &Spawn, ch: &Channel, child: Pid, two_stage: bool) -> Result<Pid> {
                 // gid_map after setgroups is settled; uid_map last. An
                 // unprivileged writer may map its own gid only once
                 // setgroups is denied.
-                if s.rootless {
-                    let path = format!("/proc/{child}/setgroups");
-                    fs::write(&path, "deny").map_err(|e| {
-                        Error::Process(format!("write \"deny\" to {path}: {}", io_text(&e)))
-                    })?;
-                }
-                write_map(
-                    child,
-                    "gid_map",
-                    linux.gid_mappings().as_deref().unwrap_or_default(),
-                )?;
-                write_map(
-                    child,
-                    "uid_map",
+                let (uids, gids) = (
                     linux.uid_mappings().as_deref().unwrap_or_default(),
-                )?;
+                    linux.gid_mappings().as_deref().unwrap_or_default(),
+                );
+                match &s.map_tools.gid {
+                    Some(tool) => crate::rootless::run_tool(tool, child.as_raw(), gids)?,
+                    None => {
+                        if s.rootless {
+                            let path = format!("/proc/{child}/setgroups");
+                            fs::write(&path, "deny").map_err(|e| {
+                                Error::Process(format!("write \"deny\" to {path}: {}", io_text(&e)))
+                            })?;
+                        }
+                        write_map(child, "gid_map", gids)?;
+                    }
+                }
+                match &s.map_tools.uid {
+                    Some(tool) => crate::rootless::run_tool(tool, child.as_raw(), uids)?,
+                    None => write_map(child, "uid_map", uids)?,
+                }
                 ch.send(&Msg::MapsDone)?;
             }
             Msg::Pid(p) if ready => {
