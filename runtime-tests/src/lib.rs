@@ -3,6 +3,13 @@
 //!
 //! `RUNTIME=/path/to/runtime cargo test -p runtime-tests` runs the suite
 //! against that binary (default: the workspace's release, then debug, ocirun).
+//!
+//! `RUNTIME_ROOTLESS=1` is the rootless mode: the tests still run as root,
+//! but every `Ctr` runs the runtime as the ordinary user `rtuser` (made if
+//! missing, with ranges in /etc/subuid and /etc/subgid), in a bundle that
+//! user owns, with a user namespace mapping rtuser to root and 65536
+//! subordinate ids after it (written by newuidmap/newgidmap). Tests that
+//! need privilege say so with `skip_rootless` and skip.
 
 pub mod sys;
 
@@ -48,12 +55,131 @@ fn scratch() -> &'static Path {
     })
 }
 
+/// The ordinary user the rootless tests run the runtime as.
+pub const TEST_USER: &str = "rtuser";
+
+/// Whether the suite runs in rootless mode (`RUNTIME_ROOTLESS=1`).
+pub fn rootless() -> bool {
+    std::env::var("RUNTIME_ROOTLESS").is_ok_and(|v| v == "1")
+}
+
+/// In rootless mode, says why a test cannot run there and returns true
+/// (the test then returns early).
+/// With `RUNTIME_TESTS_SKIPS=FILE`, each skip is also a line there:
+/// `TEST: REASON`.
+pub fn skip_rootless(why: &str) -> bool {
+    if rootless() {
+        eprintln!("skipped in rootless mode: {why}");
+        if let Some(file) = std::env::var_os("RUNTIME_TESTS_SKIPS") {
+            use std::io::Write;
+            let test = std::thread::current().name().unwrap_or("?").to_string();
+            let mut f = fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(file)
+                .unwrap();
+            writeln!(f, "{test}: {why}").unwrap();
+        }
+    }
+    rootless()
+}
+
+/// rtuser's uid and gid, creating the user (and its subordinate id ranges,
+/// where useradd did not) the first time.
+pub fn test_user() -> (u32, u32) {
+    static IDS: OnceLock<(u32, u32)> = OnceLock::new();
+    *IDS.get_or_init(|| {
+        let id = |flag: &str| {
+            Command::new("id")
+                .args([flag, TEST_USER])
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().parse().unwrap())
+        };
+        if id("-u").is_none() {
+            let st = Command::new("useradd")
+                .args([
+                    "--no-create-home",
+                    "--shell",
+                    "/usr/sbin/nologin",
+                    TEST_USER,
+                ])
+                .status()
+                .unwrap();
+            assert!(st.success(), "useradd {TEST_USER}");
+        }
+        for (file, flag) in [
+            ("/etc/subuid", "--add-subuids"),
+            ("/etc/subgid", "--add-subgids"),
+        ] {
+            let text = fs::read_to_string(file).unwrap_or_default();
+            if !text
+                .lines()
+                .any(|l| l.starts_with(&format!("{TEST_USER}:")))
+            {
+                let st = Command::new("usermod")
+                    .args([flag, "100000-165535", TEST_USER])
+                    .status()
+                    .unwrap();
+                assert!(st.success(), "usermod {flag} {TEST_USER}");
+            }
+        }
+        (id("-u").unwrap(), id("-g").unwrap())
+    })
+}
+
+/// rtuser's first subordinate uid and gid range starts.
+pub fn test_user_subids() -> (u32, u32) {
+    let (uid, _) = test_user();
+    let start = |file: &str| {
+        fs::read_to_string(file)
+            .unwrap()
+            .lines()
+            .find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.len() == 3 && (f[0] == TEST_USER || f[0] == uid.to_string()))
+                    .then(|| f[1].parse().unwrap())
+            })
+            .unwrap_or_else(|| panic!("{TEST_USER} has no range in {file}"))
+    };
+    (start("/etc/subuid"), start("/etc/subgid"))
+}
+
+/// Gives `path` (recursively) to rtuser.
+pub fn give_to_test_user(path: &Path) {
+    let (uid, gid) = test_user();
+    let st = Command::new("chown")
+        .args(["-R", &format!("{uid}:{gid}")])
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(st.success(), "chown -R {}", path.display());
+}
+
+/// A command that runs `prog` as rtuser (no supplementary groups).
+pub fn as_test_user(prog: impl AsRef<std::ffi::OsStr>) -> Command {
+    let (uid, gid) = test_user();
+    let mut c = Command::new("setpriv");
+    c.args([
+        &format!("--reuid={uid}"),
+        &format!("--regid={gid}"),
+        "--clear-groups",
+        "--",
+    ])
+    .arg(prog);
+    c
+}
+
 /// A shared busybox rootfs template, built once per test run.
 fn rootfs_template() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let d = scratch().join("rootfs-template");
         make_busybox_rootfs(&d);
+        if rootless() {
+            give_to_test_user(&d);
+        }
         d
     })
 }
@@ -97,6 +223,11 @@ pub fn make_busybox_rootfs(dir: &Path) {
     fs::write(dir.join("etc/group"), "root:x:0:\ntty:x:5:\nuser:x:1000:\n").unwrap();
 }
 
+fn nix_chown(path: &Path, uid: u32, gid: u32) {
+    std::os::unix::fs::chown(path, Some(uid), Some(gid))
+        .unwrap_or_else(|e| panic!("chown {}: {e}", path.display()));
+}
+
 fn copy_tree(from: &Path, to: &Path) {
     let st = Command::new("cp")
         .arg("-a")
@@ -127,6 +258,10 @@ impl Ctr {
         let dir = scratch().join(&id);
         fs::create_dir_all(&dir).unwrap();
         copy_tree(rootfs_template(), &dir.join("rootfs"));
+        if rootless() {
+            let (uid, gid) = test_user();
+            nix_chown(&dir, uid, gid);
+        }
         let root = dir.join("state");
         let config = json!({
             "ociVersion": "1.0.2",
@@ -157,12 +292,37 @@ impl Ctr {
                 "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
             }
         });
-        Ctr {
+        let mut c = Ctr {
             id,
             dir,
             root,
             config,
+        };
+        if rootless() {
+            c.make_rootless();
         }
+        c
+    }
+
+    /// The rootless mode's config: a user namespace mapping rtuser to root
+    /// and its subordinate ids to 1..65536.
+    fn make_rootless(&mut self) {
+        let (uid, gid) = test_user();
+        let (subuid, subgid) = test_user_subids();
+        let maps = |own: u32, sub: u32| {
+            json!([{"containerID": 0, "hostID": own, "size": 1},
+                   {"containerID": 1, "hostID": sub, "size": 65536}])
+        };
+        let linux = &mut self.config["linux"];
+        linux["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"type": "user"}));
+        linux["uidMappings"] = maps(uid, subuid);
+        linux["gidMappings"] = maps(gid, subgid);
+        // As `spec --rootless` writes: no cgroupsPath (runc refuses one it
+        // cannot create; ocirun leaves out what it cannot write).
+        linux.as_object_mut().unwrap().remove("cgroupsPath");
     }
 
     pub fn bundle(&self) -> PathBuf {
@@ -183,7 +343,11 @@ impl Ctr {
 
     /// The runtime command with `--root` set.
     pub fn cmd(&self) -> Command {
-        let mut c = Command::new(runtime());
+        let mut c = if rootless() {
+            as_test_user(runtime())
+        } else {
+            Command::new(runtime())
+        };
         c.arg("--root").arg(&self.root);
         c
     }
@@ -377,4 +541,16 @@ pub fn mount_count() -> usize {
         .unwrap()
         .lines()
         .count()
+}
+
+/// A unix socket listening at `path` for the runtime to connect to (a
+/// console socket, a seccomp listener): in rootless mode given to rtuser.
+pub fn listen(path: &Path) -> std::os::unix::net::UnixListener {
+    let l = std::os::unix::net::UnixListener::bind(path)
+        .unwrap_or_else(|e| panic!("bind {}: {e}", path.display()));
+    if rootless() {
+        let (uid, gid) = test_user();
+        nix_chown(path, uid, gid);
+    }
+    l
 }

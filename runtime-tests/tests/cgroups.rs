@@ -64,6 +64,11 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
 
 #[test]
 fn limits_are_written_where_the_kernel_enforces_them() {
+    if runtime_tests::skip_rootless(
+        "needs a cgroup of its own: without privilege only a delegated cgroup v2 subtree is writable (rootless.rs tests that in the VM)",
+    ) {
+        return;
+    }
     let mut c = Ctr::new("cg-limits", &["sleep", "100"]);
     c.config["linux"]["resources"] = json!({
         "memory": {"limit": 67108864, "reservation": 33554432},
@@ -98,6 +103,11 @@ fn limits_are_written_where_the_kernel_enforces_them() {
 
 #[test]
 fn pids_limit_stops_a_fork_bomb() {
+    if runtime_tests::skip_rootless(
+        "needs a cgroup of its own: without privilege only a delegated cgroup v2 subtree is writable (rootless.rs tests that in the VM)",
+    ) {
+        return;
+    }
     let mut c = Ctr::new("cg-pids", &["sleep", "100"]);
     c.config["linux"]["resources"] = json!({"pids": {"limit": 8}});
     started(&c);
@@ -167,6 +177,11 @@ impl Drop for Events {
 
 #[test]
 fn a_process_over_its_memory_limit_is_oom_killed_and_events_reports_it() {
+    if runtime_tests::skip_rootless(
+        "needs a cgroup of its own: without privilege only a delegated cgroup v2 subtree is writable (rootless.rs tests that in the VM)",
+    ) {
+        return;
+    }
     // `tail /dev/zero` buffers an endless line: it grows until killed.
     let mut c = Ctr::new(
         "cg-oom",
@@ -192,6 +207,11 @@ fn a_process_over_its_memory_limit_is_oom_killed_and_events_reports_it() {
 
 #[test]
 fn events_stats_has_runc_shape() {
+    if runtime_tests::skip_rootless(
+        "needs a cgroup of its own: without privilege only a delegated cgroup v2 subtree is writable (rootless.rs tests that in the VM)",
+    ) {
+        return;
+    }
     let mut c = Ctr::new("cg-stats", &["sh", "-c", "sleep 100 & sleep 100; true"]);
     c.config["linux"]["resources"] = json!({"pids": {"limit": 20}});
     started(&c);
@@ -218,6 +238,11 @@ fn events_stats_has_runc_shape() {
 
 #[test]
 fn pause_freezes_and_resume_thaws_a_busy_loop() {
+    if runtime_tests::skip_rootless(
+        "pause needs a freezer cgroup of the container's own, which needs a delegated cgroup v2 subtree",
+    ) {
+        return;
+    }
     let c = Ctr::new("cg-pause", &["sh", "-c", "while :; do :; done"]);
     started(&c);
     wait_for("the loop to burn cpu", || cpu_usage_us(&c) > 20_000);
@@ -246,6 +271,11 @@ fn pause_freezes_and_resume_thaws_a_busy_loop() {
 
 #[test]
 fn update_changes_the_limits_of_a_running_container() {
+    if runtime_tests::skip_rootless(
+        "needs a cgroup of its own: without privilege only a delegated cgroup v2 subtree is writable (rootless.rs tests that in the VM)",
+    ) {
+        return;
+    }
     let mut c = Ctr::new("cg-update", &["sleep", "100"]);
     c.config["linux"]["resources"] = json!({"memory": {"limit": 67108864}, "pids": {"limit": 30}});
     started(&c);
@@ -286,6 +316,11 @@ fn update_changes_the_limits_of_a_running_container() {
 
 #[test]
 fn a_failed_update_leaves_the_running_container_untouched() {
+    if runtime_tests::skip_rootless(
+        "needs a cgroup of its own: without privilege only a delegated cgroup v2 subtree is writable (rootless.rs tests that in the VM)",
+    ) {
+        return;
+    }
     let mut c = Ctr::new("cg-update-bad", &["sleep", "100"]);
     c.config["linux"]["resources"] = json!({"memory": {"limit": 67108864}, "pids": {"limit": 30}});
     started(&c);
@@ -408,6 +443,11 @@ fn invalid_resources_fail_create_and_leave_nothing() {
 
 #[test]
 fn cgroups_path_forms() {
+    if runtime_tests::skip_rootless(
+        "needs a cgroup of its own: without privilege only a delegated cgroup v2 subtree is writable (rootless.rs tests that in the VM)",
+    ) {
+        return;
+    }
     // Relative: under the runtime's own cgroup; absolute: as given.
     let mut c = Ctr::new("cg-rel", &["sleep", "100"]);
     let rel = format!("rt-rel/{}", c.id);
@@ -475,6 +515,11 @@ fn a_disk() -> Option<String> {
 
 #[test]
 fn block_io_and_unified_limits() {
+    if runtime_tests::skip_rootless(
+        "needs a cgroup of its own: without privilege only a delegated cgroup v2 subtree is writable (rootless.rs tests that in the VM)",
+    ) {
+        return;
+    }
     let mut c = Ctr::new("cg-more", &["sleep", "100"]);
     let disk = a_disk();
     let mut res = json!({});

@@ -47,6 +47,11 @@ fn the_process_is_pid_1_of_a_new_pid_namespace() {
 
 #[test]
 fn namespaces_without_entries_are_shared_with_the_runtime() {
+    if runtime_tests::skip_rootless(
+        "replaces linux.namespaces without a user namespace: a rootless container needs its own",
+    ) {
+        return;
+    }
     let mut c = Ctr::new("sharenet", &["sleep", "30"]);
     c.config.as_object_mut().unwrap().remove("hostname");
     c.config["linux"]["namespaces"] = json!([{"type": "pid"}, {"type": "mount"}]);
@@ -58,6 +63,11 @@ fn namespaces_without_entries_are_shared_with_the_runtime() {
 
 #[test]
 fn a_namespace_path_is_joined() {
+    if runtime_tests::skip_rootless(
+        "replaces linux.namespaces without a user namespace: a rootless container needs its own",
+    ) {
+        return;
+    }
     let a = Ctr::new("nsa", &["sleep", "30"]);
     a.create_ok();
     let apid = a.pid();
@@ -77,6 +87,11 @@ fn a_namespace_path_is_joined() {
 
 #[test]
 fn a_pid_namespace_path_is_joined() {
+    if runtime_tests::skip_rootless(
+        "replaces linux.namespaces without a user namespace: a rootless container needs its own",
+    ) {
+        return;
+    }
     let a = Ctr::new("pidnsa", &["sleep", "30"]);
     a.create_ok();
     let apid = a.pid();
@@ -95,6 +110,11 @@ fn a_pid_namespace_path_is_joined() {
 
 #[test]
 fn user_namespace_with_uid_and_gid_mappings() {
+    if runtime_tests::skip_rootless(
+        "the rootless mode already gives the container a user namespace with its own mappings",
+    ) {
+        return;
+    }
     let mut c = Ctr::new(
         "userns",
         &[
@@ -158,6 +178,11 @@ fn time_namespace_offsets_shift_boottime() {
 
 #[test]
 fn the_process_is_in_its_cgroup_and_it_goes_on_delete() {
+    if runtime_tests::skip_rootless(
+        "needs a cgroup of its own: without privilege only a delegated cgroup v2 subtree is writable (rootless.rs tests that in the VM)",
+    ) {
+        return;
+    }
     let c = Ctr::new("cgroup", &["sleep", "30"]);
     c.create_ok();
     let pid = c.pid();
@@ -262,6 +287,11 @@ fn default_devices_and_dev_links_exist() {
 
 #[test]
 fn linux_devices_are_created_with_mode_and_owner() {
+    if runtime_tests::skip_rootless(
+        "mknod needs privilege: in a user namespace device nodes are bind mounts of the host's, and this one is not on the host",
+    ) {
+        return;
+    }
     let mut c = Ctr::new(
         "lindev",
         &["stat", "-c", "%F %t,%T %a %u:%g", "/dev/mynull"],
@@ -386,12 +416,11 @@ fn oom_score_adj_is_set() {
 
 #[test]
 fn terminal_master_goes_to_the_console_socket() {
-    use std::os::unix::net::UnixListener;
     let mut c = Ctr::new("tty", &["sh", "-c", "tty; stty size; echo done"]);
     c.config["process"]["terminal"] = json!(true);
     c.config["process"]["consoleSize"] = json!({"height": 30, "width": 100});
     let sock = c.dir.join("console.sock");
-    let listener = UnixListener::bind(&sock).unwrap();
+    let listener = runtime_tests::listen(&sock);
     let o = c.create_with(&["--console-socket", sock.to_str().unwrap()]);
     assert!(o.status.success(), "{}", c.output());
     let (conn, _) = listener.accept().unwrap();

@@ -36,6 +36,11 @@ fn stderr_of(o: &std::process::Output) -> String {
 /// `deny_write_to_dev_zero_keeps_reads` is the same check for any runtime.
 #[test]
 fn deny_write_to_dev_null_keeps_reads() {
+    if runtime_tests::skip_rootless(
+        "device cgroup rules need privilege (not applied rootless, as runc)",
+    ) {
+        return;
+    }
     if runtime_name() != "ocirun" {
         eprintln!(
             "skipped for {}: runc's init opens /dev/null O_RDWR",
@@ -48,6 +53,11 @@ fn deny_write_to_dev_null_keeps_reads() {
 
 #[test]
 fn deny_write_to_dev_zero_keeps_reads() {
+    if runtime_tests::skip_rootless(
+        "device cgroup rules need privilege (not applied rootless, as runc)",
+    ) {
+        return;
+    }
     deny_write_keeps_reads("zero", 5);
 }
 
@@ -87,6 +97,11 @@ fn runc_defaults_win_over_earlier_denies() {
 /// `c *:* m` default only takes exactly that wildcard away, not the deny).
 #[test]
 fn mknod_of_a_denied_device_fails_with_eperm() {
+    if runtime_tests::skip_rootless(
+        "device cgroup rules need privilege (not applied rootless, as runc)",
+    ) {
+        return;
+    }
     let mut c = Ctr::new(
         "mknod",
         &[
@@ -111,6 +126,11 @@ fn mknod_of_a_denied_device_fails_with_eperm() {
 /// allowed default device made the same way works.
 #[test]
 fn deny_all_allows_mknod_but_not_open() {
+    if runtime_tests::skip_rootless(
+        "device cgroup rules need privilege (not applied rootless, as runc)",
+    ) {
+        return;
+    }
     let mut c = Ctr::new(
         "mknodopen",
         &[
@@ -133,6 +153,11 @@ const OPEN_KMSG: &str = "(: > /dev/kmsg) 2>&1 && echo opened || echo denied";
 /// even without any rule); with an allow rule it can be opened.
 #[test]
 fn listed_device_needs_an_allow_rule() {
+    if runtime_tests::skip_rootless(
+        "device cgroup rules need privilege (not applied rootless, as runc)",
+    ) {
+        return;
+    }
     let kmsg =
         json!([{"path": "/dev/kmsg", "type": "c", "major": 1, "minor": 11, "fileMode": 0o600}]);
 

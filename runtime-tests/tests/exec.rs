@@ -130,10 +130,9 @@ fn exec_in_a_stopped_container_fails() {
 
 #[test]
 fn exec_tty_sends_the_pty_master_to_the_console_socket() {
-    use std::os::unix::net::UnixListener;
     let c = running("exec-tty");
     let sock = c.dir.join("exec-console.sock");
-    let listener = UnixListener::bind(&sock).unwrap();
+    let listener = runtime_tests::listen(&sock);
     let mut child = c
         .cmd()
         .args([

@@ -25,7 +25,17 @@ impl SourceTree {
         fs::create_dir_all(&sub).unwrap();
         fs::write(dir.join("file.txt"), "top\n").unwrap();
         symlink("file.txt", dir.join("link")).unwrap();
-        mount(&["-t", "tmpfs", "-o", "mode=755", "tmpfs"], &sub);
+        // In rootless mode the container's root is rtuser: its tmpfs.
+        let owner = if runtime_tests::rootless() {
+            let (uid, gid) = runtime_tests::test_user();
+            format!(",uid={uid},gid={gid}")
+        } else {
+            String::new()
+        };
+        mount(
+            &["-t", "tmpfs", "-o", &format!("mode=755{owner}"), "tmpfs"],
+            &sub,
+        );
         let t = SourceTree { dir };
         fs::write(sub.join("file.txt"), "sub\n").unwrap();
         symlink("file.txt", sub.join("link")).unwrap();
@@ -128,6 +138,11 @@ fn plain_ro_leaves_submounts_writable() {
 
 #[test]
 fn rrw_makes_a_read_only_submount_writable() {
+    if runtime_tests::skip_rootless(
+        "the flags of mounts made outside are locked in a user namespace (the kernel refuses to change them)",
+    ) {
+        return;
+    }
     let mut c = Ctr::new(
         "rrw",
         &[
@@ -164,6 +179,11 @@ fn rnosuid_rnodev_rnoexec_reach_submounts() {
 
 #[test]
 fn rsuid_clears_nosuid_on_submounts() {
+    if runtime_tests::skip_rootless(
+        "the flags of mounts made outside are locked in a user namespace (the kernel refuses to change them)",
+    ) {
+        return;
+    }
     let mut c = Ctr::new("rsuid", &["sh", "-c", SHOW]);
     let t = SourceTree::new(&c, &["nosuid", "noexec"]);
     add_bind(&mut c, "/mnt", t.path(), &["rbind", "rsuid"]);
@@ -175,6 +195,11 @@ fn rsuid_clears_nosuid_on_submounts() {
 
 #[test]
 fn recursive_access_time_options() {
+    if runtime_tests::skip_rootless(
+        "the flags of mounts made outside are locked in a user namespace (the kernel refuses to change them)",
+    ) {
+        return;
+    }
     let mut c = Ctr::new("ratime", &["sh", "-c", SHOW]);
     let t = SourceTree::new(&c, &[]);
     add_bind(
@@ -312,6 +337,11 @@ fn map_1000_to_0() -> Value {
 
 #[test]
 fn idmap_shows_files_with_the_mapped_owner() {
+    if runtime_tests::skip_rootless(
+        "idmapped mounts need CAP_SYS_ADMIN in the initial user namespace",
+    ) {
+        return;
+    }
     if skip_without_idmap() {
         return;
     }
@@ -341,6 +371,11 @@ fn idmap_shows_files_with_the_mapped_owner() {
 
 #[test]
 fn ridmap_maps_submounts_too() {
+    if runtime_tests::skip_rootless(
+        "idmapped mounts need CAP_SYS_ADMIN in the initial user namespace",
+    ) {
+        return;
+    }
     if skip_without_idmap() {
         return;
     }
@@ -366,6 +401,11 @@ fn ridmap_maps_submounts_too() {
 
 #[test]
 fn mappings_without_idmap_option_idmap_the_mount() {
+    if runtime_tests::skip_rootless(
+        "idmapped mounts need CAP_SYS_ADMIN in the initial user namespace",
+    ) {
+        return;
+    }
     if skip_without_idmap() {
         return;
     }

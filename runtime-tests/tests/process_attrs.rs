@@ -224,6 +224,10 @@ impl Drop for Veth {
 
 #[test]
 fn net_devices_are_moved_renamed_kept_addressed_and_up() {
+    if runtime_tests::skip_rootless("moving a host network device needs CAP_NET_ADMIN on the host")
+    {
+        return;
+    }
     if skip_old_runc("linux.netDevices") {
         return;
     }
@@ -244,6 +248,10 @@ fn net_devices_are_moved_renamed_kept_addressed_and_up() {
 
 #[test]
 fn a_missing_net_device_fails_and_leaves_the_others_on_the_host() {
+    if runtime_tests::skip_rootless("moving a host network device needs CAP_NET_ADMIN on the host")
+    {
+        return;
+    }
     if skip_old_runc("linux.netDevices") {
         return;
     }
@@ -257,6 +265,11 @@ fn a_missing_net_device_fails_and_leaves_the_others_on_the_host() {
 
 #[test]
 fn net_devices_need_a_new_network_namespace() {
+    if runtime_tests::skip_rootless(
+        "replaces linux.namespaces without a user namespace: a rootless container needs its own",
+    ) {
+        return;
+    }
     if skip_old_runc("linux.netDevices") {
         return;
     }

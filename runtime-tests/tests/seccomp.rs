@@ -123,10 +123,9 @@ fn bad_profiles_fail_at_create_and_leave_nothing() {
 
 #[test]
 fn notify_fd_and_state_go_to_the_listener() {
-    use std::os::unix::net::UnixListener;
     let mut c = with_seccomp("sc-notify", "mkdir /tmp/z 2>&1; echo rc=$?", json!({}));
     let sock = c.dir.join("listener.sock");
-    let listener = UnixListener::bind(&sock).unwrap();
+    let listener = runtime_tests::listen(&sock);
     c.config["linux"]["seccomp"] = json!({
         "defaultAction": "SCMP_ACT_ALLOW",
         "listenerPath": sock, "listenerMetadata": "meta-data",
