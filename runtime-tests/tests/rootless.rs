@@ -6,35 +6,14 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use runtime_tests::{live_processes, make_busybox_rootfs, runtime, runtime_name};
 use serde_json::{Value, json};
 
-const USER: &str = "rtuser";
-
-/// rtuser's uid and gid, creating the user the first time.
+/// rtuser's uid and gid (made, with subordinate ranges, if missing).
 fn user() -> (u32, u32) {
-    static IDS: OnceLock<(u32, u32)> = OnceLock::new();
-    *IDS.get_or_init(|| {
-        let id = |flag: &str| {
-            Command::new("id")
-                .args([flag, USER])
-                .output()
-                .ok()
-                .filter(|o| o.status.success())
-                .map(|o| String::from_utf8_lossy(&o.stdout).trim().parse().unwrap())
-        };
-        if id("-u").is_none() {
-            let st = Command::new("useradd")
-                .args(["--no-create-home", "--shell", "/usr/sbin/nologin", USER])
-                .status()
-                .unwrap();
-            assert!(st.success(), "useradd {USER}");
-        }
-        (id("-u").unwrap(), id("-g").unwrap())
-    })
+    runtime_tests::test_user()
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -310,7 +289,7 @@ fn mapping_someone_elses_uid_is_an_error() {
     if runtime_name() == "ocirun" {
         assert_eq!(err.trim().lines().count(), 1, "{err}");
         assert!(
-            err.contains("uidMappings") && err.contains("newuidmap"),
+            err.contains("uidMappings") && err.contains("not yours"),
             "{err}"
         );
     }
@@ -327,6 +306,75 @@ fn no_user_namespace_is_an_error() {
     if runtime_name() == "ocirun" {
         let err = text(&o.stderr);
         assert!(err.contains("user namespace"), "{err}");
+    }
+    c.assert_no_leftovers();
+}
+
+/// Root and 65536 subordinate ids, as podman maps them: written by
+/// newuidmap/newgidmap; setgroups stays allowed, so additional gids work.
+#[test]
+fn subordinate_ranges_are_mapped_through_newuidmap() {
+    let (uid, gid) = user();
+    let (subuid, subgid) = runtime_tests::test_user_subids();
+    let mut c = Rl::new("subids");
+    let maps = |own: u32, sub: u32| {
+        json!([{"containerID": 0, "hostID": own, "size": 1},
+               {"containerID": 1, "hostID": sub, "size": 65536}])
+    };
+    c.config["linux"]["uidMappings"] = maps(uid, subuid);
+    c.config["linux"]["gidMappings"] = maps(gid, subgid);
+    c.config["process"]["user"] = json!({"uid": 1000, "gid": 1000, "additionalGids": [5]});
+    c.set_args(&[
+        "sh",
+        "-c",
+        "id -u; id -G; cat /proc/self/uid_map /proc/self/setgroups; stat -c %u /bin/busybox",
+    ]);
+    let o = c.run();
+    if runtime_name() == "runc" {
+        // runc 1.1.5: "cannot set any additional groups in a rootless container".
+        assert!(!o.status.success());
+        c.assert_no_leftovers();
+        return;
+    }
+    assert!(o.status.success(), "run failed: {}", text(&o.stderr));
+    let out = text(&o.stdout);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "1000", "{out}");
+    assert_eq!(lines[1], "1000 5", "{out}");
+    assert_eq!(fields(lines[2]), one_map(uid), "{out}");
+    assert_eq!(
+        fields(lines[3]),
+        ["1", &subuid.to_string(), "65536"]
+            .map(String::from)
+            .to_vec(),
+        "{out}"
+    );
+    assert_eq!(lines[4], "allow", "{out}");
+    assert_eq!(
+        lines[5], "0",
+        "the rootfs, owned by rtuser, is root's inside: {out}"
+    );
+    c.assert_no_leftovers();
+}
+
+#[test]
+fn a_range_outside_the_users_subordinate_ids_is_an_error() {
+    let (uid, _) = user();
+    let (subuid, _) = runtime_tests::test_user_subids();
+    let mut c = Rl::new("outside");
+    c.config["linux"]["uidMappings"] = json!([
+        {"containerID": 0, "hostID": uid, "size": 1},
+        {"containerID": 1, "hostID": subuid + 1, "size": 65536}
+    ]);
+    let o = c.run();
+    assert!(!o.status.success(), "a mapping past the range was taken");
+    let err = text(&o.stderr);
+    if runtime_name() == "ocirun" {
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(
+            err.contains(&format!("hostID {}", subuid + 1)) && err.contains("/etc/subuid"),
+            "{err}"
+        );
     }
     c.assert_no_leftovers();
 }
