@@ -22,8 +22,8 @@ fn dispatch(cli: Cli) -> ocirun::Result<i32> {
         cli.command,
         Command::Spec { .. } | Command::Features | Command::Unpack { .. } | Command::Image(_)
     );
-    let rootless =
-        ocirun::rootless::detect(ocirun::rootless::parse_mode(cli.rootless_mode.as_deref())?);
+    let mode = ocirun::rootless::parse_mode(cli.rootless_mode.as_deref())?;
+    let rootless = ocirun::rootless::detect(mode);
     let root = match cli.root {
         Some(r) => r,
         None if needs_root => ocirun::rootless::default_root()?,
@@ -33,6 +33,7 @@ fn dispatch(cli: Cli) -> ocirun::Result<i32> {
         root,
         systemd_cgroup: cli.systemd_cgroup,
         rootless,
+        rootless_cgroups: ocirun::rootless::cgroups_rootless(mode, rootless),
     };
     if matches!(
         cli.command,

@@ -36,6 +36,25 @@ pub fn detect(mode: Option<bool>) -> bool {
     std::fs::read_to_string("/proc/self/uid_map").is_ok_and(|m| single_id_map(&m))
 }
 
+/// Whether only the cgroups the user may write are made or joined (runc's
+/// rootless cgroup manager): as asked, else (auto) when rootless or inside
+/// a user namespace (a runtime started by rootless podman is uid 0 in the
+/// user namespace podman made, and may write no cgroup it was not given).
+pub fn cgroups_rootless(mode: Option<bool>, rootless: bool) -> bool {
+    mode.unwrap_or_else(|| rootless || in_user_namespace())
+}
+
+/// Whether we run in a user namespace other than the initial one.
+pub fn in_user_namespace() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map").is_ok_and(|m| !initial_id_map(&m))
+}
+
+/// The initial user namespace's uid_map: every id, as itself.
+fn initial_id_map(text: &str) -> bool {
+    let f: Vec<&str> = text.split_whitespace().collect();
+    f == ["0", "0", "4294967295"]
+}
+
 /// A uid_map of one line of size 1 (a user namespace made by an ordinary user).
 pub fn single_id_map(text: &str) -> bool {
     let lines: Vec<Vec<&str>> = text
@@ -250,6 +269,14 @@ mod tests {
         assert_eq!(parse_mode(Some("true")).unwrap(), Some(true));
         assert_eq!(parse_mode(Some("false")).unwrap(), Some(false));
         assert!(parse_mode(Some("maybe")).is_err());
+    }
+
+    #[test]
+    fn initial_map_is_told_apart() {
+        assert!(initial_id_map("         0          0 4294967295\n"));
+        assert!(!initial_id_map("0 1001 1\n1 100000 65536\n"));
+        assert!(cgroups_rootless(None, true));
+        assert!(!cgroups_rootless(Some(false), true));
     }
 
     #[test]

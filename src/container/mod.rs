@@ -32,6 +32,8 @@ pub struct Global {
     pub systemd_cgroup: bool,
     /// Without privilege (`--rootless`): see `crate::rootless`.
     pub rootless: bool,
+    /// Only writable cgroups are used: see `rootless::cgroups_rootless`.
+    pub rootless_cgroups: bool,
 }
 
 pub struct CreateOpts {
@@ -80,7 +82,7 @@ fn create_locked(g: &Global, o: &CreateOpts, detached: bool) -> Result<Created> 
     let cg = cgroups::for_container(linux.cgroups_path().as_deref(), &o.id, g.systemd_cgroup)?;
     // Rootless: only a cgroup the user may write (delegated) is made or
     // joined; a limit without one fails here, before anything exists.
-    let (cg, cgroup_view) = if g.rootless {
+    let (cg, cgroup_view) = if g.rootless_cgroups {
         let kept = cgroups::writable(cg.hierarchies());
         if let Some(r) = linux.resources() {
             cgroups::check_rootless_limits(cg.hierarchies(), &kept, r)?;
@@ -115,7 +117,7 @@ fn create_locked(g: &Global, o: &CreateOpts, detached: bool) -> Result<Created> 
         // Saved before anything exists, so `delete --force` can clean up after a crash.
         dir.save(&saved)?;
         cg.create()?;
-        if !g.rootless {
+        if !g.rootless_cgroups {
             cgroups::devices::apply_for(cg.hierarchies(), linux)?;
         } else if let Err(e) = cgroups::devices::apply_for(cg.hierarchies(), linux) {
             // As runc: device rules are not expected to work without privilege.

@@ -42,7 +42,8 @@ pub(super) fn run(s: &Spawn, cgroupns: bool, userns: bool, ch: &Channel) -> Resu
             spec,
             rootfs: &s.bundle.rootfs,
             bundle: &s.bundle.dir,
-            userns,
+            // Also when the runtime itself runs in one (rootless podman's).
+            userns: userns || crate::rootless::in_user_namespace(),
             cgroupns,
             cgroups: s.cgroup_view.as_deref().unwrap_or(s.cgroup.hierarchies()),
             no_pivot: s.no_pivot,
