@@ -6,6 +6,10 @@
 //! and containers go in a cgroup parent of their own. The busybox image is
 //! the project's OCI layout, loaded with `podman load`; no registry, no
 //! network (`--network none`).
+//!
+//! Rootless podman too: the same private podman run as the ordinary user
+//! rtuser (runtime-tests' test user, with subordinate ids), which runs the
+//! runtime inside the user namespace it makes with newuidmap/newgidmap.
 
 mod common;
 
@@ -24,6 +28,8 @@ struct Podman {
     dir: PathBuf,
     /// The containers' cgroup parent (a path below each hierarchy's root).
     cgroup: String,
+    /// Run as rtuser (rootless podman).
+    rootless: bool,
 }
 
 impl Drop for Podman {
@@ -38,6 +44,15 @@ impl Drop for Podman {
 impl Podman {
     /// A private podman in a temp dir named after `name`, the image loaded.
     fn new(name: &str) -> Podman {
+        Podman::make(name, false)
+    }
+
+    /// The same, for rootless podman: everything in the temp dir is rtuser's.
+    fn rootless(name: &str) -> Podman {
+        Podman::make(name, true)
+    }
+
+    fn make(name: &str, rootless: bool) -> Podman {
         assert!(
             Path::new("/usr/bin/podman").exists(),
             "podman is not installed: scripts/setup installs it"
@@ -52,6 +67,7 @@ impl Podman {
             "xdg/config",
             "xdg/data",
             "xdg/run",
+            "home",
         ] {
             std::fs::create_dir_all(dir.join(d)).unwrap();
         }
@@ -83,9 +99,19 @@ impl Podman {
         let p = Podman {
             cgroup: format!("ocirun-podman-{}-{name}", std::process::id()),
             dir,
+            rootless,
         };
         let rt = &runtimes()[0];
         let img = busybox_image(&p.dir);
+        if rootless {
+            for rt in runtimes() {
+                wrapper(&p.dir, &rt);
+            }
+            runtime_tests::give_to_test_user(&p.dir);
+            use std::os::unix::fs::PermissionsExt;
+            let run = p.dir.join("xdg/run");
+            std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700)).unwrap();
+        }
         let o = p.ok(rt, &["load", "-q", "-i", img.to_str().unwrap()]);
         let loaded = o
             .lines()
@@ -100,7 +126,13 @@ impl Podman {
     /// `podman` with the private paths and `rt` as the runtime.
     fn cmd(&self, rt: &Runtime) -> Command {
         let d = &self.dir;
-        let mut c = Command::new("podman");
+        let mut c = if self.rootless {
+            let mut c = runtime_tests::as_test_user("podman");
+            c.env("HOME", d.join("home"));
+            c
+        } else {
+            Command::new("podman")
+        };
         c.env("CONTAINERS_CONF", d.join("containers.conf"))
             .env("CONTAINERS_STORAGE_CONF", d.join("storage.conf"))
             .env("CONTAINERS_REGISTRIES_CONF", d.join("registries.conf"))
@@ -151,9 +183,11 @@ impl Podman {
     /// `podman run -d` of `cmd` (through the image's `sh -c` entrypoint)
     /// with `extra` options; returns the container id.
     fn start(&self, rt: &Runtime, name: &str, extra: &[&str], cmd: &str) -> String {
-        let mut a = vec!["run", "-d", "--name", name, "--cgroup-parent"];
+        let mut a = vec!["run", "-d", "--name", name];
         let parent = format!("/{}", self.cgroup);
-        a.push(&parent);
+        if !self.rootless {
+            a.extend(["--cgroup-parent", &parent]);
+        }
         a.extend_from_slice(extra);
         a.extend_from_slice(&[IMAGE, cmd]);
         self.ok(rt, &a)
@@ -406,4 +440,112 @@ fn twenty_in_parallel_and_nothing_left() {
         );
     }
     t.check("podman, 20 containers in parallel");
+}
+
+/// Rootless podman (podman 4.3 as rtuser, its user namespace mapping rtuser
+/// and its subordinate ids): run, exec, stop, kill, and their exit codes,
+/// with podman's default seccomp profile.
+#[test]
+fn rootless_run_exec_stop_kill() {
+    let p = Podman::rootless("rootless");
+    let mut t = Table::default();
+    for rt in runtimes() {
+        let o = p.run(
+            &rt,
+            &[
+                "run",
+                "--rm",
+                IMAGE,
+                "id -u; sed -n 2p /proc/self/uid_map | tr -s ' '; exit 3",
+            ],
+        );
+        t.record(
+            "rootless podman run --rm: exit code",
+            &rt,
+            "3",
+            &code(&o),
+            &text(&o.stderr),
+        );
+        let (sub, _) = runtime_tests::test_user_subids();
+        t.record(
+            "  its uid and second uid_map line",
+            &rt,
+            &format!("1000 | 1 {sub} 65536"),
+            &text(&o.stdout).trim().replace('\n', " |"),
+            &text(&o.stderr),
+        );
+        let n = format!("rl-{}", rt.name);
+        p.start(&rt, &n, &[], "trap 'exit 0' TERM; sleep 1000 & wait");
+        let o = p.run(
+            &rt,
+            &[
+                "exec",
+                &n,
+                "sh",
+                "-c",
+                "grep Seccomp: /proc/self/status; exit 5",
+            ],
+        );
+        t.record(
+            "  podman exec: exit code",
+            &rt,
+            "5",
+            &code(&o),
+            &text(&o.stderr),
+        );
+        t.record(
+            "  podman exec: seccomp filter on (podman's profile)",
+            &rt,
+            "Seccomp:\t2",
+            text(&o.stdout).trim(),
+            &text(&o.stderr),
+        );
+        let o = p.run(&rt, &["stop", "-t", "10", &n]);
+        t.record("  podman stop", &rt, "0", &code(&o), &text(&o.stderr));
+        t.record(
+            "  then its state (SIGTERM trapped)",
+            &rt,
+            "exited 0",
+            &{
+                let (s, c) = p.state(&rt, &n);
+                format!("{s} {c}")
+            },
+            "",
+        );
+        p.ok(&rt, &["start", &n]);
+        let o = p.run(&rt, &["kill", &n]);
+        t.record(
+            "  podman kill (restarted)",
+            &rt,
+            "0",
+            &code(&o),
+            &text(&o.stderr),
+        );
+        let w = p.wait(&rt, &n);
+        t.record(
+            "  then its exit code (podman wait)",
+            &rt,
+            "137",
+            text(&w.stdout).trim(),
+            &text(&w.stderr),
+        );
+        let o = p.run(&rt, &["rm", "-f", "-t", "0", &n]);
+        t.record("  podman rm", &rt, "0", &code(&o), &text(&o.stderr));
+    }
+    let left = p.leftovers();
+    t.check("rootless podman");
+    assert!(left.is_empty(), "left behind: {left:#?}");
+}
+
+/// Rootless `podman run -it`: the terminal relay as an ordinary user.
+#[test]
+fn rootless_run_interactive_on_a_terminal() {
+    let p = Podman::rootless("rltty");
+    let mut t = Table::default();
+    for rt in runtimes() {
+        let mut cmd = p.cmd(&rt);
+        cmd.args(["run", "-it", "--rm", IMAGE]);
+        check_interactive("rootless podman run -it", cmd, &rt, &mut t);
+    }
+    t.check("rootless podman run -it");
 }
