@@ -572,13 +572,28 @@ fn mount_cgroup(p: &Plan, root: &Root, dest: &Path, opts: &options::Parsed) -> R
     let fdp = fd_path(&target);
     if v2_only {
         let h = &p.cgroups[0];
-        if p.cgroupns {
-            mnt(Some("cgroup2"), &fdp[..], Some("cgroup2"), flags, None)
-                .ctx(Error::Rootfs, || {
-                    format!("mount cgroup2 on {}", dest.display())
-                })?;
-        } else {
-            bind_with_flags(root, &h.dir, dest, &fdp, flags)?;
+        let mounted = match p.cgroupns {
+            true => mnt(Some("cgroup2"), &fdp[..], Some("cgroup2"), flags, None),
+            false => Err(Errno::EPERM),
+        };
+        match mounted {
+            Ok(()) => {}
+            // In a user namespace a cgroup2 mount can be refused (EPERM), or
+            // be the same superblock as the host's cgroup2 that a bind of
+            // the host's /sys put here (EBUSY): bind the container's cgroup
+            // instead, as runc does.
+            Err(Errno::EPERM | Errno::EBUSY) if p.cgroupns && p.userns => {
+                bind_with_flags(root, &h.dir, dest, &fdp, flags)?;
+            }
+            Err(e) if p.cgroupns => {
+                return Err(Error::Rootfs(format!(
+                    "mount cgroup2 on {}: {e:?}",
+                    dest.display()
+                )));
+            }
+            Err(_) => {
+                bind_with_flags(root, &h.dir, dest, &fdp, flags)?;
+            }
         }
         return Ok(());
     }
