@@ -86,6 +86,13 @@ pub fn freeze(hs: &[Hierarchy], on: bool) -> Result<()> {
         }
     }
     let Some(h) = hs.iter().find(|h| h.v2) else {
+        if hs.is_empty() {
+            // Rootless without a delegated cgroup.
+            return Err(Error::Cgroup(
+                "no freezer: the container has no cgroup of its own (rootless needs a delegated cgroup v2 subtree to pause)"
+                    .into(),
+            ));
+        }
         return Err(Error::Cgroup(
             "no freezer: neither a v1 freezer hierarchy nor cgroup v2".into(),
         ));
