@@ -209,6 +209,7 @@ fn drive(s: &Spawn, ch: &Channel, child: Pid, two_stage: bool) -> Result<Pid> {
     ch.send(&Msg::Go)?;
     let mut init = if two_stage { None } else { Some(child) };
     let mut ready = false;
+    let mut hooks_waiting = false;
     loop {
         match ch.recv()? {
             Msg::MapRequest => {
@@ -242,29 +243,18 @@ fn drive(s: &Spawn, ch: &Channel, child: Pid, two_stage: bool) -> Result<Pid> {
                 init = Some(Pid::from_raw(p));
                 break;
             }
-            Msg::Pid(p) => init = Some(Pid::from_raw(p)),
-            Msg::RuntimeHooks => {
-                let b = s.bundle;
-                let state = crate::hooks::state_json(
-                    s.id,
-                    "creating",
-                    init.unwrap_or(child).as_raw(),
-                    &b.dir,
-                    &b.spec.annotations().clone().unwrap_or_default(),
-                );
-                let hooks = b.spec.hooks().as_ref();
-                let r =
-                    crate::hooks::run(hooks, crate::hooks::Kind::Prestart, &state).and_then(|()| {
-                        crate::hooks::run(hooks, crate::hooks::Kind::CreateRuntime, &state)
-                    });
-                match r {
-                    Ok(()) => ch.send(&Msg::HooksDone)?,
-                    Err(e) => {
-                        let _ = ch.send(&Msg::Error(e.to_string()));
-                        return Err(e);
-                    }
+            Msg::Pid(p) => {
+                init = Some(Pid::from_raw(p));
+                if hooks_waiting {
+                    hooks_waiting = false;
+                    runtime_hooks(s, ch, Pid::from_raw(p))?;
                 }
             }
+            // The init may ask before the intermediate child's Pid is read
+            // (two processes, one channel): the hooks' state needs the
+            // init's pid, so they wait for it.
+            Msg::RuntimeHooks if init.is_none() && two_stage => hooks_waiting = true,
+            Msg::RuntimeHooks => runtime_hooks(s, ch, init.unwrap_or(child))?,
             // The intermediate child's Pid and the init's Ready come from two
             // processes, in either order: wait for both.
             Msg::Ready if init.is_some() => break,
@@ -296,6 +286,29 @@ fn drive(s: &Spawn, ch: &Channel, child: Pid, two_stage: bool) -> Result<Pid> {
         }
     }
     init.ok_or_else(|| Error::Process("the container's init pid was never reported".into()))
+}
+
+/// The prestart and createRuntime hooks, run by the parent on the init's
+/// request; their failure is sent back and returned.
+fn runtime_hooks(s: &Spawn, ch: &Channel, init: Pid) -> Result<()> {
+    let b = s.bundle;
+    let state = crate::hooks::state_json(
+        s.id,
+        "creating",
+        init.as_raw(),
+        &b.dir,
+        &b.spec.annotations().clone().unwrap_or_default(),
+    );
+    let hooks = b.spec.hooks().as_ref();
+    let r = crate::hooks::run(hooks, crate::hooks::Kind::Prestart, &state)
+        .and_then(|()| crate::hooks::run(hooks, crate::hooks::Kind::CreateRuntime, &state));
+    match r {
+        Ok(()) => ch.send(&Msg::HooksDone),
+        Err(e) => {
+            let _ = ch.send(&Msg::Error(e.to_string()));
+            Err(e)
+        }
+    }
 }
 
 fn write_map(pid: Pid, file: &str, maps: &[LinuxIdMapping]) -> Result<()> {
