@@ -37,6 +37,14 @@ impl Drop for Podman {
         for rt in runtimes() {
             let _ = run_for(60, self.cmd(&rt).args(["rm", "-a", "-f", "-t", "0"]));
         }
+        // Rootless podman's pause process holds its user namespace open.
+        let pause = std::fs::read_to_string(self.dir.join("tmp/pause.pid")).unwrap_or_default();
+        if let Ok(pid) = pause.trim().parse::<i32>() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
         clean_up(&self.dir, &self.cgroup);
     }
 }
