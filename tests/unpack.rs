@@ -485,6 +485,7 @@ fn hostile_layers_never_write_outside_the_rootfs() {
     let t = tmp("hostile");
     let outside = t.0.join("outside");
     std::fs::create_dir_all(&outside).unwrap();
+    let host_target = outside.join("target");
     // (name, layers, must fail). The others may fail with a clear error or be
     // contained inside the rootfs; either way nothing outside is touched.
     let cases: Vec<(&str, Vec<Vec<u8>>, bool)> = vec![
@@ -549,8 +550,23 @@ fn hostile_layers_never_write_outside_the_rootfs() {
             ],
             false,
         ),
+        (
+            // The directory's mode is applied after the layer: to the
+            // directory, never through the symlink that replaced it.
+            "dir-then-symlink-same-layer",
+            vec![tar_of(&[
+                E::Dir("x/", 0o777),
+                E::Link("x", host_target.to_str().unwrap()),
+            ])],
+            false,
+        ),
     ];
     std::fs::write(outside.join("target"), "host file").unwrap();
+    std::fs::set_permissions(
+        outside.join("target"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     for (name, layers, must_fail) in cases {
         let d = t.0.join(name);
         std::fs::create_dir_all(&d).unwrap();
@@ -569,6 +585,11 @@ fn hostile_layers_never_write_outside_the_rootfs() {
             std::fs::read_to_string(outside.join("target")).unwrap(),
             "host file",
             "{name}: host file changed"
+        );
+        assert_eq!(
+            std::fs::metadata(&host_target).unwrap().mode() & 0o7777,
+            0o600,
+            "{name}: host file's mode changed"
         );
         let left: Vec<_> = std::fs::read_dir(&outside)
             .unwrap()

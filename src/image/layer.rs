@@ -557,14 +557,19 @@ impl Applier {
             let parent = p.parent().unwrap_or(Path::new(""));
             let name = p.file_name().expect("named").to_os_string();
             let pfd = self.dir(parent)?;
-            fchmodat(
-                &pfd,
-                name.as_os_str(),
-                Mode::from_bits_truncate(mode),
-                FchmodatFlags::FollowSymlink,
-            )
-            .map_err(img(|| format!("chmod /{}", p.display())))?;
-            set_times_at(&pfd, &name, mtime, &|| format!("/{}", p.display()))?;
+            // The directory itself, never what a later entry of the layer
+            // put in its place (a symlink could point outside the rootfs).
+            let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+            let dfd = match openat(&pfd, name.as_os_str(), flags, Mode::empty()) {
+                Ok(fd) => fd,
+                Err(Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP) => continue,
+                Err(e) => return Err(Error::Image(format!("open /{}: {e:?}", p.display()))),
+            };
+            nix::sys::stat::fchmod(&dfd, Mode::from_bits_truncate(mode))
+                .map_err(img(|| format!("chmod /{}", p.display())))?;
+            let t = TimeSpec::new(mtime, 0);
+            nix::sys::stat::futimens(&dfd, &t, &t)
+                .map_err(img(|| format!("set times of /{}", p.display())))?;
         }
         Ok(())
     }
