@@ -441,6 +441,54 @@ fn layers_whiteouts_links_and_metadata() {
     assert_eq!(cfg["process"]["args"], json!(["sh"]));
 }
 
+/// Directory modes and mtimes come from the last layer with an entry for
+/// the directory, applied once every layer is in; a directory removed and
+/// made again as a parent keeps nothing of the removed one.
+#[test]
+fn directory_metadata_from_the_last_entry_across_layers() {
+    let t = tmp("dirmeta");
+    let l1 = tar_of(&[
+        E::Dir("ro/", 0o555),
+        E::File("ro/a", "a", 0o444),
+        E::Dir("gone/", 0o500),
+        E::Dir("gone/sub/", 0o555),
+        E::Dir("again/", 0o700),
+    ]);
+    let l2 = tar_of(&[
+        E::File("ro/.wh.a", "", 0o644),
+        E::File("ro/b", "b", 0o644),
+        E::File(".wh.gone", "", 0o644),
+        E::File("gone/sub/f", "f", 0o644),
+    ]);
+    let mut h = header(tar::EntryType::Directory, 0o751);
+    h.set_mtime(2_000_000);
+    let mut b3 = tar::Builder::new(Vec::new());
+    b3.append_data(&mut h, "again/", &[][..]).unwrap();
+    let l3 = b3.into_inner().unwrap();
+    let l = layout(
+        &t.0,
+        &[(Comp::Plain, l1), (Comp::Plain, l2), (Comp::Plain, l3)],
+        json!({}),
+        &[],
+    );
+    let b = t.0.join("bundle");
+    unpack_ok(l.to_str().unwrap(), &b);
+    let r = b.join("rootfs");
+    let tr = tree(&r);
+    let meta = |p: &str| std::fs::symlink_metadata(r.join(p)).unwrap();
+    assert!(tr["ro"].starts_with("d 555 "), "{}", tr["ro"]);
+    assert!(
+        tr.contains_key("ro/b") && !tr.contains_key("ro/a"),
+        "{tr:#?}"
+    );
+    // ro was changed by layer 2 but has no entry there: layer 1's mtime.
+    assert_eq!(meta("ro").mtime(), 1_000_000);
+    assert!(tr["gone"].starts_with("d 755 "), "{}", tr["gone"]);
+    assert!(tr["gone/sub"].starts_with("d 755 "), "{}", tr["gone/sub"]);
+    assert!(tr["again"].starts_with("d 751 "), "{}", tr["again"]);
+    assert_eq!(meta("again").mtime(), 2_000_000);
+}
+
 #[test]
 fn same_tree_as_umoci() {
     if Command::new("umoci").arg("--version").output().is_err() {

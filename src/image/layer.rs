@@ -8,7 +8,7 @@
 //! same layer are kept whatever their order in the tar, and whiteout files
 //! never appear in the rootfs.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::{CString, OsStr};
 use std::fs::{File, Permissions};
 use std::io::{self, Read, Write};
@@ -91,8 +91,12 @@ pub struct Applier {
     dir_cache_max: usize,
     /// Paths this layer has created (whiteouts spare them).
     layer: HashSet<PathBuf>,
-    /// Directories whose mode and mtime are set once their children are in.
-    deferred: Vec<(PathBuf, u32, i64)>,
+    /// Directories' modes and mtimes, set by `finish` once every layer is
+    /// in, by their real path in the rootfs (no symlinks): the last entry
+    /// for a directory wins, removed trees are dropped.
+    dir_meta: BTreeMap<PathBuf, (u32, i64)>,
+    /// The rootfs as /proc/self/fd shows it, to make real paths relative.
+    top_real: PathBuf,
     buf: Vec<u8>,
     /// The umask to restore when done (we apply modes with umask 0).
     old_umask: Mode,
@@ -141,6 +145,8 @@ impl Applier {
             .map(|l| l.0)
             .unwrap_or(soft);
         let dir_cache_max = (limit.min(1 << 16) as usize).saturating_sub(256).max(64);
+        let top_real = std::fs::read_link(format!("/proc/self/fd/{}", top.as_raw_fd()))
+            .map_err(|e| Error::Image(format!("open rootfs {}: {e}", rootfs.display())))?;
         let mut dirs = HashMap::new();
         dirs.insert(PathBuf::new(), Rc::new(top));
         Ok(Applier {
@@ -148,7 +154,8 @@ impl Applier {
             dirs,
             dir_cache_max,
             layer: HashSet::new(),
-            deferred: Vec::new(),
+            dir_meta: BTreeMap::new(),
+            top_real,
             buf: vec![0; 256 << 10],
             old_umask,
             progress: None,
@@ -225,6 +232,16 @@ impl Applier {
             .retain(|k, _| k.as_os_str().is_empty() || !k.starts_with(rel));
     }
 
+    /// The real path in the rootfs of `logical`, whose parent was resolved
+    /// to `dir` (the same path unless a symlink was followed on the way).
+    fn real_path(&self, dir: &OwnedFd, logical: &Path) -> PathBuf {
+        let name = logical.file_name().unwrap_or_default();
+        std::fs::read_link(format!("/proc/self/fd/{}", dir.as_raw_fd()))
+            .ok()
+            .and_then(|d| Some(d.strip_prefix(&self.top_real).ok()?.join(name)))
+            .unwrap_or_else(|| logical.to_path_buf())
+    }
+
     /// Drops cached fds strictly under `rel`.
     fn forget_under(&mut self, rel: &Path) {
         self.dirs
@@ -235,7 +252,6 @@ impl Applier {
     /// archive, not necessarily to EOF: callers verify digests separately.
     pub fn apply<R: Read>(&mut self, reader: R) -> Result<Stats> {
         self.layer.clear();
-        self.deferred.clear();
         let mut stats = Stats::default();
         let mut archive = tar::Archive::new(reader);
         let entries = archive
@@ -253,7 +269,6 @@ impl Applier {
                 eprint!("\r{p}: {} entries, {} MB", stats.entries, stats.bytes >> 20);
             }
         }
-        self.finish_dirs()?;
         Ok(stats)
     }
 
@@ -270,6 +285,7 @@ impl Applier {
                 .remove_all(Path::new("/").join(path))
                 .map_err(|e| Error::Image(format!("replace directory {}: {e}", shown())))?;
             self.forget(path);
+            self.drop_meta(&self.real_path(pfd, path));
         } else {
             unlinkat(pfd, name, UnlinkatFlags::NoRemoveDir)
                 .map_err(img(|| format!("replace {}", shown())))?;
@@ -364,7 +380,8 @@ impl Applier {
                     .map_err(img(|| format!("open {}", shown())))?;
                     set_xattrs_fd(&dfd, &meta.xattrs, &shown)?;
                 }
-                self.deferred.push((path.clone(), meta.mode, meta.mtime));
+                let real = self.real_path(&pfd, &path);
+                self.dir_meta.insert(real, (meta.mode, meta.mtime));
             }
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
                 let flags = OFlag::O_CREAT
@@ -507,12 +524,18 @@ impl Applier {
                 if self.layer.iter().any(|l| l.starts_with(&p)) {
                     return self.opaque(&p);
                 }
+                let parent = p.parent().unwrap_or(Path::new(""));
+                let real = match self.root.resolve(Path::new("/").join(parent)) {
+                    Ok(h) => self.real_path(&OwnedFd::from(h), &p),
+                    Err(_) => p.clone(),
+                };
                 match self.root.remove_all(Path::new("/").join(&p)) {
                     Ok(()) => {}
                     Err(e) if crate::rootfs::is_enoent(&e) => {}
                     Err(e) => return Err(Error::Image(format!("whiteout /{}: {e}", p.display()))),
                 }
                 self.forget(&p);
+                self.drop_meta(&real);
                 Ok(())
             }
         }
@@ -542,25 +565,49 @@ impl Applier {
                         child.display()
                     ))
                 })?;
+            self.drop_meta(&self.real_path(&dfd, &child));
         }
         self.forget_under(dir);
         self.layer.insert(dir.to_path_buf());
         Ok(())
     }
 
-    /// Sets directories' modes and mtimes after their children are in,
-    /// deepest first.
-    fn finish_dirs(&mut self) -> Result<()> {
-        let mut dirs = std::mem::take(&mut self.deferred);
-        dirs.sort_by_key(|(p, _, _)| std::cmp::Reverse(p.components().count()));
-        for (p, mode, mtime) in dirs {
+    /// Forgets the directory metadata of `rel` and everything under it
+    /// (the tree was removed).
+    fn drop_meta(&mut self, rel: &Path) {
+        let gone: Vec<PathBuf> = self
+            .dir_meta
+            .range(rel.to_path_buf()..)
+            .take_while(|(k, _)| k.starts_with(rel))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in gone {
+            self.dir_meta.remove(&k);
+        }
+    }
+
+    /// Sets directories' modes and mtimes, deepest first, once every layer
+    /// is in: upper layers add to and remove from lower layers' directories
+    /// as they were made (writable, searchable), and a directory keeps the
+    /// mtime of the last layer that has an entry for it.
+    pub fn finish(&mut self) -> Result<()> {
+        let mut dirs: Vec<(PathBuf, (u32, i64))> =
+            std::mem::take(&mut self.dir_meta).into_iter().collect();
+        dirs.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
+        // Siblings are adjacent in this order: their parent is opened once.
+        let mut last: Option<(PathBuf, Option<Rc<OwnedFd>>)> = None;
+        for (p, (mode, mtime)) in dirs {
             let parent = p.parent().unwrap_or(Path::new(""));
-            let name = p.file_name().expect("named").to_os_string();
-            let pfd = self.dir(parent)?;
-            // The directory itself, never what a later entry of the layer
-            // put in its place (a symlink could point outside the rootfs).
-            let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-            let dfd = match openat(&pfd, name.as_os_str(), flags, Mode::empty()) {
+            if last.as_ref().is_none_or(|(lp, _)| lp != parent) {
+                last = Some((parent.to_path_buf(), self.open_nofollow(parent)));
+            }
+            let Some((_, Some(pfd))) = &last else {
+                continue; // its parent went away with a removed tree
+            };
+            let name = p.file_name().expect("named");
+            // The directory itself, never what a later entry put in its
+            // place (a symlink could point outside the rootfs).
+            let dfd = match open_dir_at(pfd, name, OFlag::O_RDONLY) {
                 Ok(fd) => fd,
                 Err(Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP) => continue,
                 Err(e) => return Err(Error::Image(format!("open /{}: {e:?}", p.display()))),
@@ -573,6 +620,30 @@ impl Applier {
         }
         Ok(())
     }
+
+    /// Directory `rel` of the rootfs (O_PATH) opened component by component
+    /// without following any symlink; `None` when it is not there.
+    fn open_nofollow(&self, rel: &Path) -> Option<Rc<OwnedFd>> {
+        let mut cur = self.dirs.get(Path::new("")).expect("the rootfs fd").clone();
+        for c in rel.components() {
+            cur = Rc::new(open_dir_at(&cur, c.as_os_str(), OFlag::O_PATH).ok()?);
+        }
+        Some(cur)
+    }
+}
+
+/// Directory `name` in `dir`, never through a symlink.
+fn open_dir_at<P: ?Sized + nix::NixPath>(
+    dir: &OwnedFd,
+    name: &P,
+    how: OFlag,
+) -> std::result::Result<OwnedFd, Errno> {
+    openat(
+        dir,
+        name,
+        how | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
 }
 
 /// Sets atime and mtime of `dir/name` without following a symlink.

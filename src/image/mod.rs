@@ -371,6 +371,7 @@ fn unpack_into(
         applier.root(),
         img.manifest.annotations().as_ref(),
     )?;
+    applier.finish()?;
     drop(applier); // restores the umask before config.json is written
     let text = serde_json::to_vec_pretty(&spec).expect("spec serialises");
     std::fs::write(tmp.join("config.json"), text)
