@@ -467,7 +467,7 @@ impl Applier {
                     })?;
                 let hfd: OwnedFd = h.into();
                 self.create_at(&pfd, &name, &path, "hardlink", || {
-                    linkat(&hfd, "", &pfd, name.as_os_str(), AtFlags::AT_EMPTY_PATH)
+                    link_fd_at(&hfd, &pfd, name.as_os_str())
                 })?;
             }
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
@@ -646,6 +646,32 @@ fn open_dir_at<P: ?Sized + nix::NixPath>(
     )
 }
 
+/// A hard link `dir/name` to the inode of `target` (an O_PATH fd, a
+/// symlink itself included). Linux before 6.10 refuses AT_EMPTY_PATH
+/// without CAP_DAC_READ_SEARCH (ENOENT); then the fd's /proc/self/fd link
+/// is followed instead, which leads to the same inode.
+fn link_fd_at(target: &OwnedFd, dir: &OwnedFd, name: &OsStr) -> std::result::Result<(), Errno> {
+    match linkat(target, "", dir, name, AtFlags::AT_EMPTY_PATH) {
+        Err(Errno::ENOENT) => link_through_proc(target, dir, name),
+        r => r,
+    }
+}
+
+fn link_through_proc(
+    target: &OwnedFd,
+    dir: &OwnedFd,
+    name: &OsStr,
+) -> std::result::Result<(), Errno> {
+    let proc = format!("/proc/self/fd/{}", target.as_raw_fd());
+    linkat(
+        nix::fcntl::AT_FDCWD,
+        proc.as_str(),
+        dir,
+        name,
+        AtFlags::AT_SYMLINK_FOLLOW,
+    )
+}
+
 /// Sets atime and mtime of `dir/name` without following a symlink.
 fn set_times_at(dir: &OwnedFd, name: &OsStr, mtime: i64, shown: &dyn Fn() -> String) -> Result<()> {
     let t = TimeSpec::new(mtime, 0);
@@ -742,6 +768,46 @@ mod tests {
         assert_eq!(clean_name(Path::new("./")).unwrap(), None);
         assert!(clean_name(Path::new("a/../../etc")).is_err());
         assert!(clean_name(Path::new("../x")).is_err());
+    }
+
+    /// The fallback of kernels before 6.10: a link to the fd's inode, a
+    /// symlink itself rather than what it points to.
+    #[test]
+    fn hard_links_through_proc() {
+        use std::os::unix::fs::MetadataExt;
+        let d = std::env::temp_dir().join(format!("ocirun-link-proc-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("file"), "x").unwrap();
+        std::os::unix::fs::symlink("file", d.join("sym")).unwrap();
+        let dfd = openat(
+            nix::fcntl::AT_FDCWD,
+            &d,
+            OFlag::O_PATH | OFlag::O_DIRECTORY,
+            Mode::empty(),
+        )
+        .unwrap();
+        for (from, to) in [("file", "file2"), ("sym", "sym2")] {
+            let t = openat(
+                &dfd,
+                from,
+                OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .unwrap();
+            link_through_proc(&t, &dfd, OsStr::new(to)).unwrap();
+            let (a, b) = (
+                std::fs::symlink_metadata(d.join(from)).unwrap(),
+                std::fs::symlink_metadata(d.join(to)).unwrap(),
+            );
+            assert_eq!((a.ino(), a.nlink()), (b.ino(), 2), "{from} -> {to}");
+        }
+        assert!(
+            std::fs::symlink_metadata(d.join("sym2"))
+                .unwrap()
+                .is_symlink()
+        );
+        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
