@@ -167,7 +167,7 @@ fuzz_target!(|input: Input| {
         Input::Raw(bytes) => vec![bytes.clone()],
         Input::Layers(ls) => ls.iter().take(4).map(|l| tar_of(l)).collect(),
     };
-    let Ok(mut applier) = ocirun::image::layer::Applier::new(&rootfs) else {
+    let Ok(mut applier) = ocirun::image::layer::Applier::new(&rootfs, false) else {
         panic!("cannot open the rootfs");
     };
     for l in &layers {

@@ -9,7 +9,7 @@
 //! never appear in the rootfs.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::ffi::{CString, OsStr};
+use std::ffi::{CStr, CString, OsStr};
 use std::fs::{File, Permissions};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -28,17 +28,71 @@ use nix::unistd::{Gid, Uid, UnlinkatFlags, fchownat, linkat, symlinkat, unlinkat
 use pathrs::Root;
 use tar::EntryType;
 
+use super::owner;
 use crate::error::{Error, Result};
 
 pub const WHITEOUT_PREFIX: &str = ".wh.";
 pub const OPAQUE: &str = ".wh..wh..opq";
 
-/// Counts of what a layer did, for progress and tests.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+/// Counts of what a layer did, for progress, the summary and tests.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Stats {
     pub entries: u64,
     pub bytes: u64,
     pub whiteouts: u64,
+    /// Rootless: character and block devices not made (mknod needs
+    /// privilege).
+    pub skipped_devices: u64,
+    /// Rootless: xattrs the kernel refused without privilege
+    /// (`security.*`, `trusted.*`), by name.
+    pub skipped_xattrs: BTreeMap<String, u64>,
+    /// Rootless: entries whose owner is not root but could not be kept in
+    /// `user.rootlesscontainers` (symlinks and fifos take no user xattrs, or
+    /// the filesystem has none).
+    pub unrecorded_owners: u64,
+}
+
+impl Stats {
+    pub fn add(&mut self, o: &Stats) {
+        self.entries += o.entries;
+        self.bytes += o.bytes;
+        self.whiteouts += o.whiteouts;
+        self.skipped_devices += o.skipped_devices;
+        for (k, n) in &o.skipped_xattrs {
+            *self.skipped_xattrs.entry(k.clone()).or_default() += n;
+        }
+        self.unrecorded_owners += o.unrecorded_owners;
+    }
+
+    /// One line on what a rootless unpack could not keep, if anything.
+    pub fn rootless_summary(&self) -> Option<String> {
+        let plural =
+            |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+        let mut parts = Vec::new();
+        if self.skipped_devices > 0 {
+            parts.push(format!(
+                "{} skipped (mknod needs privilege)",
+                plural(self.skipped_devices, "device node", "device nodes")
+            ));
+        }
+        if !self.skipped_xattrs.is_empty() {
+            let n = self.skipped_xattrs.values().sum();
+            let names: Vec<&str> = self.skipped_xattrs.keys().map(String::as_str).collect();
+            parts.push(format!(
+                "{} not set ({}: needs privilege)",
+                plural(n, "xattr", "xattrs"),
+                names.join(", ")
+            ));
+        }
+        if self.unrecorded_owners > 0 {
+            parts.push(format!(
+                "{} not kept ({}: not allowed on symlinks and fifos, or by the filesystem)",
+                plural(self.unrecorded_owners, "owner", "owners"),
+                owner::XATTR
+            ));
+        }
+        (!parts.is_empty()).then(|| format!("rootless unpack: {}", parts.join("; ")))
+    }
 }
 
 /// Normalises a tar entry name to a relative path inside the rootfs. Leading
@@ -102,6 +156,9 @@ pub struct Applier {
     old_umask: Mode,
     /// When set, progress lines go to stderr with this prefix.
     pub progress: Option<String>,
+    /// Without privilege: no chown (owners go to `user.rootlesscontainers`),
+    /// no device nodes, xattrs the kernel refuses are counted.
+    rootless: bool,
 }
 
 impl Drop for Applier {
@@ -123,7 +180,9 @@ fn is_symlink(mode: u32) -> bool {
 }
 
 impl Applier {
-    pub fn new(rootfs: &Path) -> Result<Applier> {
+    /// An applier for `rootfs`; `rootless` for a caller without privilege
+    /// (see [`Stats`] for what it cannot keep).
+    pub fn new(rootfs: &Path, rootless: bool) -> Result<Applier> {
         let root = Root::open(rootfs)
             .map_err(|e| Error::Image(format!("open rootfs {}: {e}", rootfs.display())))?;
         let top = openat(
@@ -159,6 +218,7 @@ impl Applier {
             buf: vec![0; 256 << 10],
             old_umask,
             progress: None,
+            rootless,
         })
     }
 
@@ -342,7 +402,14 @@ impl Applier {
             self.whiteout(w)?;
             return Ok(0);
         }
-        let meta = Meta::of(entry)?;
+        let mut meta = Meta::of(entry)?;
+        if self.rootless {
+            // The owner record is ours to write; a layer's own is dropped
+            // (as umoci does).
+            meta.xattrs
+                .retain(|(k, _)| k.as_bytes() != owner::XATTR.as_bytes());
+            meta.owner = owner::encode(meta.uid, meta.gid);
+        }
         let parent = path.parent().unwrap_or(Path::new(""));
         let name = path
             .file_name()
@@ -351,7 +418,8 @@ impl Applier {
         let pfd = self.dir(parent)?;
         let shown = || format!("/{}", path.display());
         let mode = Mode::from_bits_truncate(meta.mode);
-        // chown clears setuid/setgid: such modes are set again after it.
+        // chown, and a write without privilege, clear setuid/setgid: such
+        // modes are set again afterwards.
         let special = meta.mode & 0o7000 != 0;
         let mut written = 0;
         match kind {
@@ -370,15 +438,18 @@ impl Applier {
                     Err(e) => return Err(Error::Image(format!("mkdir {}: {e:?}", shown()))),
                 }
                 self.chown(&pfd, &name, &meta, &shown)?;
-                if !meta.xattrs.is_empty() {
-                    let dfd = openat(
-                        &pfd,
-                        name.as_os_str(),
-                        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-                        Mode::empty(),
-                    )
-                    .map_err(img(|| format!("open {}", shown())))?;
-                    set_xattrs_fd(&dfd, &meta.xattrs, &shown)?;
+                if meta.has_xattrs() {
+                    // Writable for its owner until `finish`: user xattrs
+                    // can be set without privilege.
+                    let dfd = open_dir_at(&pfd, name.as_os_str(), OFlag::O_RDONLY)
+                        .map_err(img(|| format!("open {}", shown())))?;
+                    self.set_xattrs(
+                        &meta.xattrs,
+                        meta.owner.as_deref(),
+                        stats,
+                        &shown,
+                        |k, v| crate::sys::fsetxattr(dfd.as_fd(), k, v),
+                    )?;
                 }
                 let real = self.real_path(&pfd, &path);
                 self.dir_meta.insert(real, (meta.mode, meta.mtime));
@@ -389,10 +460,17 @@ impl Applier {
                     | OFlag::O_WRONLY
                     | OFlag::O_NOFOLLOW
                     | OFlag::O_CLOEXEC;
-                let fd = match openat(&pfd, name.as_os_str(), flags, mode) {
+                // Without privilege a user xattr needs write permission:
+                // the owner may write until the mode is set at the end.
+                let first = if self.rootless && meta.has_xattrs() {
+                    Mode::from_bits_truncate(meta.mode | 0o200)
+                } else {
+                    mode
+                };
+                let fd = match openat(&pfd, name.as_os_str(), flags, first) {
                     Err(Errno::EEXIST) => {
                         self.clear_spot(&pfd, &name, &path)?;
-                        openat(&pfd, name.as_os_str(), flags, mode)
+                        openat(&pfd, name.as_os_str(), flags, first)
                     }
                     r => r,
                 }
@@ -409,17 +487,26 @@ impl Applier {
                         .map_err(|e| Error::Image(format!("write {}: {e}", shown())))?;
                     written += n as u64;
                 }
-                nix::unistd::fchown(
-                    &f,
-                    Some(Uid::from_raw(meta.uid)),
-                    Some(Gid::from_raw(meta.gid)),
-                )
-                .map_err(img(|| format!("chown {}", shown())))?;
-                if special {
+                if !self.rootless {
+                    nix::unistd::fchown(
+                        &f,
+                        Some(Uid::from_raw(meta.uid)),
+                        Some(Gid::from_raw(meta.gid)),
+                    )
+                    .map_err(img(|| format!("chown {}", shown())))?;
+                }
+                // After chown, which drops security.capability.
+                self.set_xattrs(
+                    &meta.xattrs,
+                    meta.owner.as_deref(),
+                    stats,
+                    &shown,
+                    |k, v| crate::sys::fsetxattr(f.as_fd(), k, v),
+                )?;
+                if special || first != mode {
                     nix::sys::stat::fchmod(&f, mode)
                         .map_err(img(|| format!("chmod {}", shown())))?;
                 }
-                set_xattrs_fd(&f, &meta.xattrs, &shown)?;
                 let t = TimeSpec::new(meta.mtime, 0);
                 nix::sys::stat::futimens(&f, &t, &t)
                     .map_err(img(|| format!("set times of {}", shown())))?;
@@ -434,12 +521,15 @@ impl Applier {
                     symlinkat(target.as_os_str(), &pfd, name.as_os_str())
                 })?;
                 self.chown(&pfd, &name, &meta, &shown)?;
-                if !meta.xattrs.is_empty() {
+                if meta.has_xattrs() {
                     let p = fd_child_path(&pfd, &name);
-                    for (k, v) in &meta.xattrs {
-                        crate::sys::lsetxattr(&p, k, v)
-                            .map_err(img(|| format!("set xattr {k:?} on {}", shown())))?;
-                    }
+                    self.set_xattrs(
+                        &meta.xattrs,
+                        meta.owner.as_deref(),
+                        stats,
+                        &shown,
+                        |k, v| crate::sys::lsetxattr(&p, k, v),
+                    )?;
                 }
                 set_times_at(&pfd, &name, meta.mtime, &shown)?;
             }
@@ -470,6 +560,12 @@ impl Applier {
                     link_fd_at(&hfd, &pfd, name.as_os_str())
                 })?;
             }
+            EntryType::Char | EntryType::Block if self.rootless => {
+                // mknod(2) of a device needs privilege: the entry still
+                // replaces what lower layers had there.
+                self.clear_spot(&pfd, &name, &path)?;
+                stats.skipped_devices += 1;
+            }
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
                 let (ft, dev) = match kind {
                     EntryType::Char => (SFlag::S_IFCHR, dev_of(entry)),
@@ -480,6 +576,14 @@ impl Applier {
                     mknodat(&pfd, name.as_os_str(), ft, mode, dev)
                 })?;
                 self.chown(&pfd, &name, &meta, &shown)?;
+                if meta.owner.is_some() {
+                    // The owner record only (Linux takes no user xattr on
+                    // a fifo today: then it is counted).
+                    let p = fd_child_path(&pfd, &name);
+                    self.set_xattrs(&[], meta.owner.as_deref(), stats, &shown, |k, v| {
+                        crate::sys::lsetxattr(&p, k, v)
+                    })?;
+                }
                 if special {
                     fchmodat(&pfd, name.as_os_str(), mode, FchmodatFlags::FollowSymlink)
                         .map_err(img(|| format!("chmod {}", shown())))?;
@@ -497,6 +601,51 @@ impl Applier {
         Ok(written)
     }
 
+    /// Sets the entry's xattrs, then (rootless) its owner record, with
+    /// `set`. Without privilege an xattr the kernel refuses with EPERM
+    /// (`security.*`, `trusted.*`) is counted instead, and so is an owner
+    /// record the entry or the filesystem takes no user xattr for.
+    fn set_xattrs(
+        &self,
+        xattrs: &[(CString, Vec<u8>)],
+        owner: Option<&[u8]>,
+        stats: &mut Stats,
+        shown: &dyn Fn() -> String,
+        set: impl Fn(&CStr, &[u8]) -> std::result::Result<(), Errno>,
+    ) -> Result<()> {
+        for (k, v) in xattrs {
+            match set(k, v) {
+                Ok(()) => {}
+                Err(Errno::EPERM) if self.rootless => {
+                    let name = k.to_string_lossy().into_owned();
+                    *stats.skipped_xattrs.entry(name).or_default() += 1;
+                }
+                Err(e) => {
+                    return Err(Error::Image(format!(
+                        "set xattr {k:?} on {}: {e:?}",
+                        shown()
+                    )));
+                }
+            }
+        }
+        if let Some(v) = owner {
+            match set(owner::XATTR_C, v) {
+                Ok(()) => {}
+                Err(Errno::EPERM | Errno::EOPNOTSUPP) => stats.unrecorded_owners += 1,
+                Err(e) => {
+                    return Err(Error::Image(format!(
+                        "set xattr {:?} on {}: {e:?}",
+                        owner::XATTR,
+                        shown()
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// chown as the entry says; nothing without privilege (the caller owns
+    /// everything, the owner goes to `user.rootlesscontainers`).
     fn chown(
         &self,
         pfd: &OwnedFd,
@@ -504,6 +653,9 @@ impl Applier {
         meta: &Meta,
         shown: &dyn Fn() -> String,
     ) -> Result<()> {
+        if self.rootless {
+            return Ok(());
+        }
         fchownat(
             pfd,
             name,
@@ -685,18 +837,6 @@ fn fd_child_path(dir: &OwnedFd, name: &OsStr) -> CString {
     CString::new(v).expect("no NUL in a file name")
 }
 
-fn set_xattrs_fd(
-    fd: &impl AsFd,
-    xattrs: &[(CString, Vec<u8>)],
-    shown: &dyn Fn() -> String,
-) -> Result<()> {
-    for (k, v) in xattrs {
-        crate::sys::fsetxattr(fd.as_fd(), k, v)
-            .map_err(img(|| format!("set xattr {k:?} on {}", shown())))?;
-    }
-    Ok(())
-}
-
 fn dev_of<R: Read>(entry: &tar::Entry<R>) -> u64 {
     let h = entry.header();
     let major = h.device_major().ok().flatten().unwrap_or(0);
@@ -711,6 +851,8 @@ struct Meta {
     mode: u32,
     mtime: i64,
     xattrs: Vec<(CString, Vec<u8>)>,
+    /// Rootless: the `user.rootlesscontainers` value for uid:gid, if any.
+    owner: Option<Vec<u8>>,
 }
 
 impl Meta {
@@ -723,6 +865,7 @@ impl Meta {
             mode: h.mode().map_err(|e| bad("mode", e))? & 0o7777,
             mtime: h.mtime().map_err(|e| bad("mtime", e))? as i64,
             xattrs: Vec::new(),
+            owner: None,
         };
         if let Some(exts) = entry.pax_extensions().map_err(|e| bad("pax header", e))? {
             for ext in exts {
@@ -748,6 +891,10 @@ impl Meta {
             }
         }
         Ok(m)
+    }
+
+    fn has_xattrs(&self) -> bool {
+        !self.xattrs.is_empty() || self.owner.is_some()
     }
 }
 
@@ -808,6 +955,30 @@ mod tests {
                 .is_symlink()
         );
         std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn rootless_summary_says_what_was_not_kept() {
+        assert_eq!(Stats::default().rootless_summary(), None);
+        let mut a = Stats {
+            skipped_devices: 1,
+            ..Stats::default()
+        };
+        a.skipped_xattrs.insert("security.capability".into(), 1);
+        let mut b = Stats {
+            skipped_devices: 2,
+            unrecorded_owners: 1,
+            ..Stats::default()
+        };
+        b.skipped_xattrs.insert("trusted.x".into(), 1);
+        a.add(&b);
+        assert_eq!(
+            a.rootless_summary().unwrap(),
+            "rootless unpack: 3 device nodes skipped (mknod needs privilege); \
+             2 xattrs not set (security.capability, trusted.x: needs privilege); \
+             1 owner not kept (user.rootlesscontainers: not allowed on symlinks \
+             and fifos, or by the filesystem)"
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod blob;
 pub mod bundle;
 pub mod layer;
 pub mod layout;
+pub mod owner;
 
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -207,6 +208,9 @@ pub struct UnpackOpts<'a> {
     pub bundle: &'a Path,
     /// Print progress (bytes and layers) to stderr.
     pub progress: bool,
+    /// Without privilege (`--rootless`): files owned by the caller, owners
+    /// in `user.rootlesscontainers`, no device nodes (`layer::Applier`).
+    pub rootless: bool,
 }
 
 /// `ocirun unpack`.
@@ -231,7 +235,7 @@ pub fn unpack(o: &UnpackOpts) -> Result<layer::Stats> {
     remove_stale_staging(parent, &name);
     let tmp = parent.join(format!(".{name}.unpack-{}", std::process::id()));
     let _cleanup = CleanupOnSignal::start(tmp.clone());
-    let r = unpack_into(&dir, &img, &tmp, o.progress).and_then(|stats| {
+    let r = unpack_into(&dir, &img, &tmp, o).and_then(|stats| {
         if bundle.exists() {
             std::fs::remove_dir(&bundle).map_err(|e| {
                 Error::Image(format!(
@@ -319,8 +323,9 @@ fn unpack_into(
     dir: &Path,
     img: &layout::Resolved,
     tmp: &Path,
-    progress: bool,
+    o: &UnpackOpts,
 ) -> Result<layer::Stats> {
+    let progress = o.progress;
     let rootfs = tmp.join("rootfs");
     std::fs::create_dir_all(&rootfs)
         .map_err(|e| Error::Image(format!("create {}: {}", rootfs.display(), io_text(&e))))?;
@@ -334,7 +339,7 @@ fn unpack_into(
         streams.push(layer_stream(dir, d, id)?);
     }
     let mut workers: Vec<(Ahead, JoinHandle<()>)> = streams.into_iter().map(spawn_worker).collect();
-    let mut applier = layer::Applier::new(&rootfs)?;
+    let mut applier = layer::Applier::new(&rootfs, o.rootless)?;
     let mut total = layer::Stats::default();
     let n = workers.len();
     for (i, (ahead, _)) in workers.iter_mut().enumerate() {
@@ -348,9 +353,7 @@ fn unpack_into(
         ahead
             .finish()
             .map_err(|e| Error::Image(format!("layer {} ({}): {e}", i + 1, d.digest())))?;
-        total.entries += stats.entries;
-        total.bytes += stats.bytes;
-        total.whiteouts += stats.whiteouts;
+        total.add(&stats);
         if progress {
             eprint!(
                 "\rlayer {}/{n}: {} entries, {} MB of files",
