@@ -87,15 +87,15 @@ fn dispatch(cli: Cli) -> ocirun::Result<i32> {
             bundle,
         } => {
             use std::io::IsTerminal;
-            let stats = ocirun::image::unpack(&ocirun::image::UnpackOpts {
+            let done = ocirun::image::unpack(&ocirun::image::UnpackOpts {
                 image: &image,
                 platform: platform.as_deref(),
                 bundle: &bundle,
                 progress: std::io::stderr().is_terminal(),
                 rootless: g.rootless,
             })?;
-            if let Some(s) = stats.rootless_summary() {
-                logging::warn(&s);
+            for w in &done.warnings {
+                logging::warn(w);
             }
             Ok(0)
         }

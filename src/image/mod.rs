@@ -213,8 +213,17 @@ pub struct UnpackOpts<'a> {
     pub rootless: bool,
 }
 
+/// What an unpack did, and what the caller should be told.
+#[derive(Debug, Default)]
+pub struct Unpacked {
+    pub stats: layer::Stats,
+    /// One line each: what a rootless unpack could not keep, the image
+    /// user a rootless config.json does not run as.
+    pub warnings: Vec<String>,
+}
+
 /// `ocirun unpack`.
-pub fn unpack(o: &UnpackOpts) -> Result<layer::Stats> {
+pub fn unpack(o: &UnpackOpts) -> Result<Unpacked> {
     let (dir, reference) = layout::split_image_arg(o.image);
     let want = o.platform.map(Platform::parse).transpose()?;
     let img = layout::resolve(&dir, reference.as_deref(), want.as_ref())?;
@@ -235,7 +244,7 @@ pub fn unpack(o: &UnpackOpts) -> Result<layer::Stats> {
     remove_stale_staging(parent, &name);
     let tmp = parent.join(format!(".{name}.unpack-{}", std::process::id()));
     let _cleanup = CleanupOnSignal::start(tmp.clone());
-    let r = unpack_into(&dir, &img, &tmp, o).and_then(|stats| {
+    let r = unpack_into(&dir, &img, &tmp, o).and_then(|done| {
         if bundle.exists() {
             std::fs::remove_dir(&bundle).map_err(|e| {
                 Error::Image(format!(
@@ -253,7 +262,7 @@ pub fn unpack(o: &UnpackOpts) -> Result<layer::Stats> {
                 io_text(&e)
             ))
         })?;
-        Ok(stats)
+        Ok(done)
     });
     if r.is_err() {
         let _ = std::fs::remove_dir_all(&tmp);
@@ -319,12 +328,7 @@ impl CleanupOnSignal {
     }
 }
 
-fn unpack_into(
-    dir: &Path,
-    img: &layout::Resolved,
-    tmp: &Path,
-    o: &UnpackOpts,
-) -> Result<layer::Stats> {
+fn unpack_into(dir: &Path, img: &layout::Resolved, tmp: &Path, o: &UnpackOpts) -> Result<Unpacked> {
     let progress = o.progress;
     let rootfs = tmp.join("rootfs");
     std::fs::create_dir_all(&rootfs)
@@ -369,17 +373,26 @@ fn unpack_into(
     for (_, h) in workers {
         let _ = h.join();
     }
-    let spec = bundle::config_for(
+    let (spec, user_note) = bundle::config_for(
         &img.config,
         applier.root(),
         img.manifest.annotations().as_ref(),
+        o.rootless,
     )?;
     applier.finish()?;
     drop(applier); // restores the umask before config.json is written
     let text = serde_json::to_vec_pretty(&spec).expect("spec serialises");
     std::fs::write(tmp.join("config.json"), text)
         .map_err(|e| Error::Image(format!("write config.json: {}", io_text(&e))))?;
-    Ok(total)
+    let warnings = total
+        .rootless_summary()
+        .into_iter()
+        .chain(user_note)
+        .collect();
+    Ok(Unpacked {
+        stats: total,
+        warnings,
+    })
 }
 
 /// `ocirun image inspect`: the resolved manifest, config and layers.
