@@ -28,6 +28,9 @@ pub enum E<'a> {
     Hard(&'a str, &'a str),
     Fifo(&'a str),
     Char(&'a str, u32, u32),
+    Block(&'a str, u32, u32),
+    /// The owner (uid, gid) of the entries that follow, 0:0 until then.
+    Owner(u64, u64),
     /// A name written raw into the header (no checks), e.g. "../x".
     Raw(&'a str, &'a str),
     RawHard(&'a str, &'a str),
@@ -71,8 +74,16 @@ pub fn raw_name(h: &mut tar::Header, name: &str) {
 
 pub fn tar_of(entries: &[E]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
+    let mut owner = (0, 0);
     for e in entries {
+        let header = |kind, mode| {
+            let mut h = header(kind, mode);
+            h.set_uid(owner.0);
+            h.set_gid(owner.1);
+            h
+        };
         match e {
+            E::Owner(u, g) => owner = (*u, *g),
             E::Dir(p, m) => {
                 let mut h = header(tar::EntryType::Directory, *m);
                 b.append_data(&mut h, p, &[][..]).unwrap();
@@ -107,8 +118,12 @@ pub fn tar_of(entries: &[E]) -> Vec<u8> {
                 let mut h = header(tar::EntryType::Fifo, 0o600);
                 b.append_data(&mut h, p, &[][..]).unwrap();
             }
-            E::Char(p, ma, mi) => {
-                let mut h = header(tar::EntryType::Char, 0o666);
+            E::Char(p, ma, mi) | E::Block(p, ma, mi) => {
+                let (kind, mode) = match e {
+                    E::Char(..) => (tar::EntryType::Char, 0o666),
+                    _ => (tar::EntryType::Block, 0o660),
+                };
+                let mut h = header(kind, mode);
                 h.set_device_major(*ma).unwrap();
                 h.set_device_minor(*mi).unwrap();
                 b.append_data(&mut h, p, &[][..]).unwrap();
@@ -255,6 +270,8 @@ pub fn tree(root: &Path) -> BTreeMap<String, String> {
                 "f"
             } else if ft.is_fifo() {
                 "p"
+            } else if ft.is_block_device() {
+                "b"
             } else {
                 "c"
             };
@@ -274,6 +291,37 @@ pub fn tree(root: &Path) -> BTreeMap<String, String> {
     }
     walk(root, root, &mut out);
     out
+}
+
+/// path -> "name=0xhex ..." for every entry under `root` with xattrs (as
+/// `getfattr -d -m - -e hex` shows them, symlinks themselves).
+pub fn xattrs(root: &Path) -> BTreeMap<String, String> {
+    let o = Command::new("getfattr")
+        .args(["-R", "-h", "-d", "-m", "-", "-e", "hex", "--absolute-names"])
+        .arg(root)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "getfattr: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let mut all: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut cur: Option<String> = None;
+    for line in String::from_utf8_lossy(&o.stdout).lines() {
+        if let Some(p) = line.strip_prefix("# file: ") {
+            let rel = Path::new(p).strip_prefix(root).unwrap();
+            cur = Some(rel.to_string_lossy().into_owned());
+        } else if let (Some(p), false) = (&cur, line.is_empty()) {
+            all.entry(p.clone()).or_default().push(line.to_string());
+        }
+    }
+    all.into_iter()
+        .map(|(p, mut v)| {
+            v.sort();
+            (p, v.join(" "))
+        })
+        .collect()
 }
 
 pub fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
