@@ -145,6 +145,9 @@ pub struct Applier {
     dir_cache_max: usize,
     /// Paths this layer has created (whiteouts spare them).
     layer: HashSet<PathBuf>,
+    /// Rootless: the device nodes not made (a hard link to one is not
+    /// made either).
+    skipped_devices: HashSet<PathBuf>,
     /// Directories' modes and mtimes, set by `finish` once every layer is
     /// in, by their real path in the rootfs (no symlinks): the last entry
     /// for a directory wins, removed trees are dropped.
@@ -213,6 +216,7 @@ impl Applier {
             dirs,
             dir_cache_max,
             layer: HashSet::new(),
+            skipped_devices: HashSet::new(),
             dir_meta: BTreeMap::new(),
             top_real,
             buf: vec![0; 256 << 10],
@@ -402,6 +406,10 @@ impl Applier {
             self.whiteout(w)?;
             return Ok(0);
         }
+        // Whatever this entry is, a device skipped there is gone.
+        if self.rootless {
+            self.skipped_devices.remove(&path);
+        }
         let mut meta = Meta::of(entry)?;
         if self.rootless {
             // The owner record is ours to write; a layer's own is dropped
@@ -544,6 +552,13 @@ impl Applier {
                 if target == path {
                     return Err(Error::Image(format!("hardlink {} to itself", shown())));
                 }
+                if self.skipped_devices.contains(&target) {
+                    self.clear_spot(&pfd, &name, &path)?;
+                    self.skipped_devices.insert(path.clone());
+                    stats.skipped_devices += 1;
+                    self.layer.insert(path);
+                    return Ok(0);
+                }
                 // The link itself, not what it may point to, and never outside.
                 let h = self
                     .root
@@ -564,6 +579,7 @@ impl Applier {
                 // mknod(2) of a device needs privilege: the entry still
                 // replaces what lower layers had there.
                 self.clear_spot(&pfd, &name, &path)?;
+                self.skipped_devices.insert(path.clone());
                 stats.skipped_devices += 1;
             }
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
