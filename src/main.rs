@@ -87,13 +87,17 @@ fn dispatch(cli: Cli) -> ocirun::Result<i32> {
             bundle,
         } => {
             use std::io::IsTerminal;
-            ocirun::image::unpack(&ocirun::image::UnpackOpts {
+            let done = ocirun::image::unpack(&ocirun::image::UnpackOpts {
                 image: &image,
                 platform: platform.as_deref(),
                 bundle: &bundle,
                 progress: std::io::stderr().is_terminal(),
-            })
-            .map(|_| 0)
+                rootless: g.rootless,
+            })?;
+            for w in &done.warnings {
+                logging::warn(w);
+            }
+            Ok(0)
         }
         Command::Image(ImageCommand::Inspect { image, platform }) => {
             ocirun::image::inspect(&image, platform.as_deref()).map(|i| {

@@ -3,232 +3,18 @@
 
 mod common;
 
+use common::layers::{
+    Comp, E, blob_path, first_manifest, header, hexd, json_at, layers_semantics, layout, tar_of,
+    tree, xattr,
+};
 use common::{bin, busybox_image, tmp};
 
-use std::collections::BTreeMap;
 use std::io::Write;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
-
-fn hexd(b: &[u8]) -> String {
-    Sha256::digest(b)
-        .iter()
-        .map(|x| format!("{x:02x}"))
-        .collect()
-}
-
-/// One tar entry of a test layer.
-enum E<'a> {
-    Dir(&'a str, u32),
-    File(&'a str, &'a str, u32),
-    Owned(&'a str, &'a str, u32, u64, u64),
-    Xattr(&'a str, &'a str, &'a str, &'a [u8]),
-    Link(&'a str, &'a str),
-    Hard(&'a str, &'a str),
-    Fifo(&'a str),
-    Char(&'a str, u32, u32),
-    /// A name written raw into the header (no checks), e.g. "../x".
-    Raw(&'a str, &'a str),
-    RawHard(&'a str, &'a str),
-}
-
-fn pax(b: &mut tar::Builder<Vec<u8>>, recs: &[(&str, &[u8])]) {
-    let mut data = Vec::new();
-    for (k, v) in recs {
-        let body = [k.as_bytes(), b"=", v, b"\n"].concat();
-        let mut len = body.len() + 1;
-        while (len.to_string().len() + 1 + body.len()) != len {
-            len = len.to_string().len() + 1 + body.len();
-        }
-        data.extend_from_slice(format!("{len} ").as_bytes());
-        data.extend_from_slice(&body);
-    }
-    let mut h = tar::Header::new_ustar();
-    h.set_entry_type(tar::EntryType::XHeader);
-    h.set_path("PaxHeader").unwrap();
-    h.set_size(data.len() as u64);
-    h.set_cksum();
-    b.append(&h, &data[..]).unwrap();
-}
-
-fn header(kind: tar::EntryType, mode: u32) -> tar::Header {
-    let mut h = tar::Header::new_ustar();
-    h.set_entry_type(kind);
-    h.set_mode(mode);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_mtime(1_000_000);
-    h.set_size(0);
-    h
-}
-
-fn raw_name(h: &mut tar::Header, name: &str) {
-    let old = h.as_old_mut();
-    old.name = [0; 100];
-    old.name[..name.len()].copy_from_slice(name.as_bytes());
-}
-
-fn tar_of(entries: &[E]) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    for e in entries {
-        match e {
-            E::Dir(p, m) => {
-                let mut h = header(tar::EntryType::Directory, *m);
-                b.append_data(&mut h, p, &[][..]).unwrap();
-            }
-            E::File(p, c, m) => {
-                let mut h = header(tar::EntryType::Regular, *m);
-                h.set_size(c.len() as u64);
-                b.append_data(&mut h, p, c.as_bytes()).unwrap();
-            }
-            E::Owned(p, c, m, u, g) => {
-                let mut h = header(tar::EntryType::Regular, *m);
-                h.set_size(c.len() as u64);
-                h.set_uid(*u);
-                h.set_gid(*g);
-                b.append_data(&mut h, p, c.as_bytes()).unwrap();
-            }
-            E::Xattr(p, c, k, v) => {
-                pax(&mut b, &[(&format!("SCHILY.xattr.{k}"), v)]);
-                let mut h = header(tar::EntryType::Regular, 0o644);
-                h.set_size(c.len() as u64);
-                b.append_data(&mut h, p, c.as_bytes()).unwrap();
-            }
-            E::Link(p, t) => {
-                let mut h = header(tar::EntryType::Symlink, 0o777);
-                b.append_link(&mut h, p, t).unwrap();
-            }
-            E::Hard(p, t) => {
-                let mut h = header(tar::EntryType::Link, 0o644);
-                b.append_link(&mut h, p, t).unwrap();
-            }
-            E::Fifo(p) => {
-                let mut h = header(tar::EntryType::Fifo, 0o600);
-                b.append_data(&mut h, p, &[][..]).unwrap();
-            }
-            E::Char(p, ma, mi) => {
-                let mut h = header(tar::EntryType::Char, 0o666);
-                h.set_device_major(*ma).unwrap();
-                h.set_device_minor(*mi).unwrap();
-                b.append_data(&mut h, p, &[][..]).unwrap();
-            }
-            E::Raw(p, c) => {
-                let mut h = header(tar::EntryType::Regular, 0o644);
-                raw_name(&mut h, p);
-                h.set_size(c.len() as u64);
-                h.set_cksum();
-                b.append(&h, c.as_bytes()).unwrap();
-            }
-            E::RawHard(p, t) => {
-                let mut h = header(tar::EntryType::Link, 0o644);
-                raw_name(&mut h, p);
-                let old = h.as_old_mut();
-                old.linkname = [0; 100];
-                old.linkname[..t.len()].copy_from_slice(t.as_bytes());
-                h.set_cksum();
-                b.append(&h, &[][..]).unwrap();
-            }
-        }
-    }
-    b.into_inner().unwrap()
-}
-
-#[derive(Clone, Copy)]
-enum Comp {
-    Plain,
-    Gzip,
-    Zstd,
-}
-
-/// Writes an image layout with the given layers; returns the layout dir.
-fn layout(
-    dir: &Path,
-    layers: &[(Comp, Vec<u8>)],
-    config: Value,
-    platforms: &[(&str, &str)],
-) -> PathBuf {
-    let l = dir.join("layout");
-    std::fs::create_dir_all(l.join("blobs/sha256")).unwrap();
-    let put = |data: &[u8]| -> (String, usize) {
-        let d = hexd(data);
-        std::fs::write(l.join("blobs/sha256").join(&d), data).unwrap();
-        (format!("sha256:{d}"), data.len())
-    };
-    let mut descs = Vec::new();
-    let mut diff_ids = Vec::new();
-    for (c, tar) in layers {
-        diff_ids.push(format!("sha256:{}", hexd(tar)));
-        let (data, mt) = match c {
-            Comp::Plain => (tar.clone(), "application/vnd.oci.image.layer.v1.tar"),
-            Comp::Gzip => {
-                let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-                e.write_all(tar).unwrap();
-                (
-                    e.finish().unwrap(),
-                    "application/vnd.oci.image.layer.v1.tar+gzip",
-                )
-            }
-            Comp::Zstd => (
-                zstd::encode_all(&tar[..], 3).unwrap(),
-                "application/vnd.oci.image.layer.v1.tar+zstd",
-            ),
-        };
-        let (d, s) = put(&data);
-        descs.push(json!({"mediaType": mt, "digest": d, "size": s}));
-    }
-    let mut manifests = Vec::new();
-    let plats: Vec<(&str, &str)> = if platforms.is_empty() {
-        vec![("linux", "amd64")]
-    } else {
-        platforms.to_vec()
-    };
-    for (os, arch) in &plats {
-        let mut cfg = config.clone();
-        cfg["os"] = json!(os);
-        cfg["architecture"] = json!(arch);
-        cfg["rootfs"] = json!({"type": "layers", "diff_ids": diff_ids});
-        let (cd, cs) = put(&serde_json::to_vec(&cfg).unwrap());
-        let m = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs}, "layers": descs});
-        let (md, ms) = put(&serde_json::to_vec(&m).unwrap());
-        let mut desc = json!({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": ms,
-            "annotations": {"org.opencontainers.image.ref.name": format!("{arch}")}});
-        if !platforms.is_empty() {
-            desc["platform"] = json!({"os": os, "architecture": arch});
-        }
-        manifests.push(desc);
-    }
-    std::fs::write(l.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-    std::fs::write(
-        l.join("index.json"),
-        serde_json::to_vec(&json!({"schemaVersion": 2, "manifests": manifests})).unwrap(),
-    )
-    .unwrap();
-    l
-}
-
-fn json_at(p: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
-}
-
-/// Where a blob of the layout lives.
-fn blob_path(l: &Path, digest: &str) -> PathBuf {
-    l.join("blobs/sha256")
-        .join(digest.trim_start_matches("sha256:"))
-}
-
-/// The first manifest named by the layout's index.json.
-fn first_manifest(l: &Path) -> Value {
-    let idx = json_at(&l.join("index.json"));
-    json_at(&blob_path(
-        l,
-        idx["manifests"][0]["digest"].as_str().unwrap(),
-    ))
-}
 
 fn unpack(image: &str, bundle: &Path, extra: &[&str]) -> Output {
     Command::new(bin())
@@ -248,117 +34,6 @@ fn unpack_ok(image: &str, bundle: &Path) {
         "unpack failed: {}",
         String::from_utf8_lossy(&o.stderr)
     );
-}
-
-/// path -> "type mode uid:gid extra" for every entry under `root`.
-fn tree(root: &Path) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
-        let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().flatten().collect();
-        entries.sort_by_key(|e| e.file_name());
-        for e in entries {
-            let p = e.path();
-            let m = std::fs::symlink_metadata(&p).unwrap();
-            let ft = m.file_type();
-            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
-            let extra = if ft.is_symlink() {
-                format!("-> {}", std::fs::read_link(&p).unwrap().display())
-            } else if ft.is_file() {
-                format!("{} nlink={}", hexd(&std::fs::read(&p).unwrap()), m.nlink())
-            } else if ft.is_char_device() || ft.is_block_device() {
-                format!("dev={}", m.rdev())
-            } else {
-                String::new()
-            };
-            let kind = if ft.is_dir() {
-                "d"
-            } else if ft.is_symlink() {
-                "l"
-            } else if ft.is_file() {
-                "f"
-            } else if ft.is_fifo() {
-                "p"
-            } else {
-                "c"
-            };
-            let mode = if ft.is_symlink() {
-                0
-            } else {
-                m.mode() & 0o7777
-            };
-            out.insert(
-                rel,
-                format!("{kind} {mode:o} {}:{} {extra}", m.uid(), m.gid()),
-            );
-            if ft.is_dir() {
-                walk(root, &p, out);
-            }
-        }
-    }
-    walk(root, root, &mut out);
-    out
-}
-
-fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
-    let o = Command::new("getfattr")
-        .args(["--only-values", "-h", "-n", name])
-        .arg(path)
-        .output()
-        .ok()?;
-    o.status.success().then_some(o.stdout)
-}
-
-fn layers_semantics() -> Vec<(Comp, Vec<u8>)> {
-    let long_name = format!("lngdir/{}", "n".repeat(150));
-    let cap = [
-        1u8, 0, 0, 2, 0, 32, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    ];
-    let l1 = tar_of(&[
-        E::Dir("a/", 0o755),
-        E::Dir("a/b/", 0o750),
-        E::File("a/b/f1", "one", 0o644),
-        E::File("a/keep", "keep me?", 0o644),
-        E::Dir("d/", 0o755),
-        E::File("d/x", "x", 0o644),
-        E::Dir("d/sub/", 0o755),
-        E::File("d/sub/y", "y", 0o644),
-        E::Dir("o/", 0o755),
-        E::File("o/lower1", "l1", 0o644),
-        E::Dir("o/sub/", 0o755),
-        E::File("o/sub/lower2", "l2", 0o644),
-        E::Dir("bin/", 0o755),
-        E::Owned("bin/su", "setuid", 0o4755, 0, 0),
-        E::Owned("bin/owned", "by 1000", 0o640, 1000, 1001),
-        E::Xattr("bin/ping", "ping", "security.capability", &cap),
-        E::Xattr("a/xf", "x", "user.note", b"hello"),
-        E::Dir("tmp/", 0o1777),
-        E::Link("s", "a/b"),
-        E::Hard("a/h1", "a/b/f1"),
-        E::Fifo("p"),
-        E::Char("c", 1, 3),
-        E::Dir("lngdir/", 0o755),
-        E::File(&long_name, "long name", 0o644),
-    ]);
-    let l2 = tar_of(&[
-        E::File(".wh.d", "", 0o644),
-        E::Dir("d/", 0o700),
-        E::File("d/new", "new", 0o644),
-        E::File("a/.wh.keep", "", 0o644),
-        E::File("o/before", "same layer, before the marker", 0o644),
-        E::File("o/.wh..wh..opq", "", 0o644),
-        E::File("o/after", "same layer, after the marker", 0o644),
-        E::Hard("bin/su2", "bin/su"),
-        E::File("gone-later", "x", 0o644),
-    ]);
-    let l3 = tar_of(&[
-        // A symlink replaces a directory, a directory replaces a symlink.
-        E::Link("a/b", "/etc"),
-        E::Dir("s/", 0o755),
-        E::File("s/inside", "in s", 0o644),
-        E::File(".wh.gone-later", "", 0o644),
-        E::File(".wh.never-existed", "", 0o644),
-    ]);
-    vec![(Comp::Gzip, l1), (Comp::Zstd, l2), (Comp::Plain, l3)]
 }
 
 #[test]
@@ -441,6 +116,54 @@ fn layers_whiteouts_links_and_metadata() {
     assert_eq!(cfg["process"]["args"], json!(["sh"]));
 }
 
+/// Directory modes and mtimes come from the last layer with an entry for
+/// the directory, applied once every layer is in; a directory removed and
+/// made again as a parent keeps nothing of the removed one.
+#[test]
+fn directory_metadata_from_the_last_entry_across_layers() {
+    let t = tmp("dirmeta");
+    let l1 = tar_of(&[
+        E::Dir("ro/", 0o555),
+        E::File("ro/a", "a", 0o444),
+        E::Dir("gone/", 0o500),
+        E::Dir("gone/sub/", 0o555),
+        E::Dir("again/", 0o700),
+    ]);
+    let l2 = tar_of(&[
+        E::File("ro/.wh.a", "", 0o644),
+        E::File("ro/b", "b", 0o644),
+        E::File(".wh.gone", "", 0o644),
+        E::File("gone/sub/f", "f", 0o644),
+    ]);
+    let mut h = header(tar::EntryType::Directory, 0o751);
+    h.set_mtime(2_000_000);
+    let mut b3 = tar::Builder::new(Vec::new());
+    b3.append_data(&mut h, "again/", &[][..]).unwrap();
+    let l3 = b3.into_inner().unwrap();
+    let l = layout(
+        &t.0,
+        &[(Comp::Plain, l1), (Comp::Plain, l2), (Comp::Plain, l3)],
+        json!({}),
+        &[],
+    );
+    let b = t.0.join("bundle");
+    unpack_ok(l.to_str().unwrap(), &b);
+    let r = b.join("rootfs");
+    let tr = tree(&r);
+    let meta = |p: &str| std::fs::symlink_metadata(r.join(p)).unwrap();
+    assert!(tr["ro"].starts_with("d 555 "), "{}", tr["ro"]);
+    assert!(
+        tr.contains_key("ro/b") && !tr.contains_key("ro/a"),
+        "{tr:#?}"
+    );
+    // ro was changed by layer 2 but has no entry there: layer 1's mtime.
+    assert_eq!(meta("ro").mtime(), 1_000_000);
+    assert!(tr["gone"].starts_with("d 755 "), "{}", tr["gone"]);
+    assert!(tr["gone/sub"].starts_with("d 755 "), "{}", tr["gone/sub"]);
+    assert!(tr["again"].starts_with("d 751 "), "{}", tr["again"]);
+    assert_eq!(meta("again").mtime(), 2_000_000);
+}
+
 #[test]
 fn same_tree_as_umoci() {
     if Command::new("umoci").arg("--version").output().is_err() {
@@ -485,6 +208,7 @@ fn hostile_layers_never_write_outside_the_rootfs() {
     let t = tmp("hostile");
     let outside = t.0.join("outside");
     std::fs::create_dir_all(&outside).unwrap();
+    let host_target = outside.join("target");
     // (name, layers, must fail). The others may fail with a clear error or be
     // contained inside the rootfs; either way nothing outside is touched.
     let cases: Vec<(&str, Vec<Vec<u8>>, bool)> = vec![
@@ -549,8 +273,23 @@ fn hostile_layers_never_write_outside_the_rootfs() {
             ],
             false,
         ),
+        (
+            // The directory's mode is applied after the layer: to the
+            // directory, never through the symlink that replaced it.
+            "dir-then-symlink-same-layer",
+            vec![tar_of(&[
+                E::Dir("x/", 0o777),
+                E::Link("x", host_target.to_str().unwrap()),
+            ])],
+            false,
+        ),
     ];
     std::fs::write(outside.join("target"), "host file").unwrap();
+    std::fs::set_permissions(
+        outside.join("target"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     for (name, layers, must_fail) in cases {
         let d = t.0.join(name);
         std::fs::create_dir_all(&d).unwrap();
@@ -569,6 +308,11 @@ fn hostile_layers_never_write_outside_the_rootfs() {
             std::fs::read_to_string(outside.join("target")).unwrap(),
             "host file",
             "{name}: host file changed"
+        );
+        assert_eq!(
+            std::fs::metadata(&host_target).unwrap().mode() & 0o7777,
+            0o600,
+            "{name}: host file's mode changed"
         );
         let left: Vec<_> = std::fs::read_dir(&outside)
             .unwrap()

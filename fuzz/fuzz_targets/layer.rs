@@ -3,7 +3,7 @@
 //! hardlinks pointing up or to a host directory, whiteouts over them,
 //! several layers) or raw bytes. Whatever the layers hold, nothing outside
 //! the rootfs may change: a sentinel directory beside it keeps exactly its
-//! one file, and the parent holds only the two.
+//! one file and both their modes, and the parent holds only the two.
 #![no_main]
 
 use std::fs;
@@ -132,6 +132,18 @@ fn check_outside(what: &str) {
     assert_eq!(names, ["keep"], "{what}: the sentinel directory changed");
     let m = fs::symlink_metadata(s.join("keep")).unwrap();
     assert!(m.is_file(), "{what}: sentinel file replaced");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        m.mode() & 0o7777,
+        0o600,
+        "{what}: sentinel file's mode changed"
+    );
+    let d = fs::symlink_metadata(&s).unwrap();
+    assert_eq!(
+        d.mode() & 0o7777,
+        0o750,
+        "{what}: sentinel directory's mode changed"
+    );
     assert_eq!(
         fs::read(s.join("keep")).unwrap(),
         b"keep",
@@ -148,17 +160,22 @@ fuzz_target!(|input: Input| {
     fs::create_dir_all(&rootfs).unwrap();
     fs::create_dir_all(&sentinel).unwrap();
     fs::write(sentinel.join("keep"), b"keep").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(sentinel.join("keep"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::set_permissions(&sentinel, fs::Permissions::from_mode(0o750)).unwrap();
     let layers: Vec<Vec<u8>> = match &input {
         Input::Raw(bytes) => vec![bytes.clone()],
         Input::Layers(ls) => ls.iter().take(4).map(|l| tar_of(l)).collect(),
     };
-    let Ok(mut applier) = ocirun::image::layer::Applier::new(&rootfs) else {
+    let Ok(mut applier) = ocirun::image::layer::Applier::new(&rootfs, false) else {
         panic!("cannot open the rootfs");
     };
     for l in &layers {
         let _ = applier.apply(&l[..]);
         check_outside("after a layer");
     }
+    let _ = applier.finish();
+    check_outside("after the directory modes");
     drop(applier);
     check_outside("at the end");
 });

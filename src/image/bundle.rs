@@ -150,13 +150,17 @@ fn read_in_root(root: &Root, path: &str) -> String {
     s
 }
 
-/// Builds config.json for the unpacked image.
+/// Builds config.json for the unpacked image. A `rootless` one starts from
+/// `ocirun spec --rootless` (a user namespace mapping only the caller's
+/// uid and gid, to 0) and runs the process as 0:0, the only ids there; the
+/// second value then says which image user that replaced, if any.
 pub fn config_for(
     image: &ImageConfiguration,
     root: &Root,
     manifest_annotations: Option<&HashMap<String, String>>,
-) -> Result<Spec> {
-    let mut spec = crate::spec::default_spec(false)?;
+    rootless: bool,
+) -> Result<(Spec, Option<String>)> {
+    let mut spec = crate::spec::default_spec(rootless)?;
     let cfg = image.config().clone().unwrap_or_default();
     let mut annotations: HashMap<String, String> = HashMap::new();
     let mut put = |k: &str, v: String| {
@@ -215,17 +219,33 @@ pub fn config_for(
         .clone()
         .filter(|w| !w.is_empty())
         .unwrap_or_else(|| "/".into());
+    let root_user = ResolvedUser {
+        uid: 0,
+        gid: 0,
+        additional_gids: Vec::new(),
+    };
+    let mut note = None;
     let user = match cfg.user().as_deref().filter(|u| !u.is_empty()) {
-        Some(u) => resolve_user(
-            u,
-            &read_in_root(root, "/etc/passwd"),
-            &read_in_root(root, "/etc/group"),
-        )?,
-        None => ResolvedUser {
-            uid: 0,
-            gid: 0,
-            additional_gids: Vec::new(),
-        },
+        Some(u) => {
+            let user = resolve_user(
+                u,
+                &read_in_root(root, "/etc/passwd"),
+                &read_in_root(root, "/etc/group"),
+            )?;
+            if !rootless {
+                user
+            } else {
+                // Supplementary groups go too: no other gid is mapped.
+                if (user.uid, user.gid) != (0, 0) {
+                    note = Some(format!(
+                        "image user {u:?} ({}:{}) runs as 0:0: a rootless bundle maps only your own uid and gid, to 0",
+                        user.uid, user.gid
+                    ));
+                }
+                root_user
+            }
+        }
+        None => root_user,
     };
 
     let process = spec
@@ -241,15 +261,15 @@ pub fn config_for(
     u.set_gid(user.gid);
     u.set_additional_gids((!user.additional_gids.is_empty()).then_some(user.additional_gids));
     spec.set_annotations(Some(annotations));
-    Ok(spec)
+    Ok((spec, note))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nweb:x:33:33::/var/www:/bin/false\nalice:x:1000:1000::/home/alice:/bin/sh\n";
-    const GROUP: &str =
+    pub(super) const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nweb:x:33:33::/var/www:/bin/false\nalice:x:1000:1000::/home/alice:/bin/sh\n";
+    pub(super) const GROUP: &str =
         "root:x:0:\nwww:x:33:\nalice:x:1000:\nwheel:x:10:alice,bob\naudio:x:29:alice\n";
 
     #[test]
@@ -311,5 +331,58 @@ mod tests {
                 .to_string()
                 .contains("nogroup")
         );
+    }
+}
+
+#[cfg(test)]
+mod rootless_tests {
+    use super::*;
+    use oci_spec::runtime::LinuxNamespaceType;
+
+    fn config(user: &str, rootless: bool) -> (Spec, Option<String>) {
+        let d = std::env::temp_dir().join(format!(
+            "ocirun-bundle-{}-{rootless}-{}",
+            std::process::id(),
+            user.len()
+        ));
+        std::fs::create_dir_all(d.join("etc")).unwrap();
+        std::fs::write(d.join("etc/passwd"), super::tests::PASSWD).unwrap();
+        std::fs::write(d.join("etc/group"), super::tests::GROUP).unwrap();
+        let image: ImageConfiguration = serde_json::from_value(serde_json::json!({
+            "architecture": "amd64", "os": "linux", "config": {"User": user},
+            "rootfs": {"type": "layers", "diff_ids": []}
+        }))
+        .unwrap();
+        let out = config_for(&image, &Root::open(&d).unwrap(), None, rootless).unwrap();
+        std::fs::remove_dir_all(&d).unwrap();
+        out
+    }
+
+    #[test]
+    fn rootless_config_maps_the_caller_to_root() {
+        let (spec, note) = config("alice", true);
+        let u = spec.process().as_ref().unwrap().user();
+        assert_eq!((u.uid(), u.gid(), u.additional_gids()), (0, 0, &None));
+        let note = note.unwrap();
+        assert!(note.contains("\"alice\" (1000:1000)"), "{note}");
+        let linux = spec.linux().as_ref().unwrap();
+        let ns: Vec<_> = linux
+            .namespaces()
+            .iter()
+            .flatten()
+            .map(|n| n.typ())
+            .collect();
+        assert!(ns.contains(&LinuxNamespaceType::User), "{ns:?}");
+        assert!(!ns.contains(&LinuxNamespaceType::Network), "{ns:?}");
+        let uid = nix::unistd::geteuid().as_raw();
+        let gid = nix::unistd::getegid().as_raw();
+        crate::rootless::check_spec(&spec, uid, gid).unwrap();
+        // Root's image, or no User: nothing to say.
+        assert_eq!(config("root", true).1, None);
+        assert_eq!(config("", true).1, None);
+        // With privilege the image user stays.
+        let (spec, note) = config("alice", false);
+        assert_eq!(spec.process().as_ref().unwrap().user().uid(), 1000);
+        assert_eq!(note, None);
     }
 }

@@ -8,8 +8,8 @@
 //! same layer are kept whatever their order in the tar, and whiteout files
 //! never appear in the rootfs.
 
-use std::collections::{HashMap, HashSet};
-use std::ffi::{CString, OsStr};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ffi::{CStr, CString, OsStr};
 use std::fs::{File, Permissions};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -28,17 +28,71 @@ use nix::unistd::{Gid, Uid, UnlinkatFlags, fchownat, linkat, symlinkat, unlinkat
 use pathrs::Root;
 use tar::EntryType;
 
+use super::owner;
 use crate::error::{Error, Result};
 
 pub const WHITEOUT_PREFIX: &str = ".wh.";
 pub const OPAQUE: &str = ".wh..wh..opq";
 
-/// Counts of what a layer did, for progress and tests.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+/// Counts of what a layer did, for progress, the summary and tests.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Stats {
     pub entries: u64,
     pub bytes: u64,
     pub whiteouts: u64,
+    /// Rootless: character and block devices not made (mknod needs
+    /// privilege).
+    pub skipped_devices: u64,
+    /// Rootless: xattrs the kernel refused without privilege
+    /// (`security.*`, `trusted.*`), by name.
+    pub skipped_xattrs: BTreeMap<String, u64>,
+    /// Rootless: entries whose owner is not root but could not be kept in
+    /// `user.rootlesscontainers` (symlinks and fifos take no user xattrs, or
+    /// the filesystem has none).
+    pub unrecorded_owners: u64,
+}
+
+impl Stats {
+    pub fn add(&mut self, o: &Stats) {
+        self.entries += o.entries;
+        self.bytes += o.bytes;
+        self.whiteouts += o.whiteouts;
+        self.skipped_devices += o.skipped_devices;
+        for (k, n) in &o.skipped_xattrs {
+            *self.skipped_xattrs.entry(k.clone()).or_default() += n;
+        }
+        self.unrecorded_owners += o.unrecorded_owners;
+    }
+
+    /// One line on what a rootless unpack could not keep, if anything.
+    pub fn rootless_summary(&self) -> Option<String> {
+        let plural =
+            |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+        let mut parts = Vec::new();
+        if self.skipped_devices > 0 {
+            parts.push(format!(
+                "{} skipped (mknod needs privilege)",
+                plural(self.skipped_devices, "device node", "device nodes")
+            ));
+        }
+        if !self.skipped_xattrs.is_empty() {
+            let n = self.skipped_xattrs.values().sum();
+            let names: Vec<&str> = self.skipped_xattrs.keys().map(String::as_str).collect();
+            parts.push(format!(
+                "{} not set ({}: needs privilege)",
+                plural(n, "xattr", "xattrs"),
+                names.join(", ")
+            ));
+        }
+        if self.unrecorded_owners > 0 {
+            parts.push(format!(
+                "{} not kept ({}: not allowed on symlinks and fifos, or by the filesystem)",
+                plural(self.unrecorded_owners, "owner", "owners"),
+                owner::XATTR
+            ));
+        }
+        (!parts.is_empty()).then(|| format!("rootless unpack: {}", parts.join("; ")))
+    }
 }
 
 /// Normalises a tar entry name to a relative path inside the rootfs. Leading
@@ -91,13 +145,23 @@ pub struct Applier {
     dir_cache_max: usize,
     /// Paths this layer has created (whiteouts spare them).
     layer: HashSet<PathBuf>,
-    /// Directories whose mode and mtime are set once their children are in.
-    deferred: Vec<(PathBuf, u32, i64)>,
+    /// Rootless: the device nodes not made (a hard link to one is not
+    /// made either).
+    skipped_devices: HashSet<PathBuf>,
+    /// Directories' modes and mtimes, set by `finish` once every layer is
+    /// in, by their real path in the rootfs (no symlinks): the last entry
+    /// for a directory wins, removed trees are dropped.
+    dir_meta: BTreeMap<PathBuf, (u32, i64)>,
+    /// The rootfs as /proc/self/fd shows it, to make real paths relative.
+    top_real: PathBuf,
     buf: Vec<u8>,
     /// The umask to restore when done (we apply modes with umask 0).
     old_umask: Mode,
     /// When set, progress lines go to stderr with this prefix.
     pub progress: Option<String>,
+    /// Without privilege: no chown (owners go to `user.rootlesscontainers`),
+    /// no device nodes, xattrs the kernel refuses are counted.
+    rootless: bool,
 }
 
 impl Drop for Applier {
@@ -119,7 +183,9 @@ fn is_symlink(mode: u32) -> bool {
 }
 
 impl Applier {
-    pub fn new(rootfs: &Path) -> Result<Applier> {
+    /// An applier for `rootfs`; `rootless` for a caller without privilege
+    /// (see [`Stats`] for what it cannot keep).
+    pub fn new(rootfs: &Path, rootless: bool) -> Result<Applier> {
         let root = Root::open(rootfs)
             .map_err(|e| Error::Image(format!("open rootfs {}: {e}", rootfs.display())))?;
         let top = openat(
@@ -141,6 +207,8 @@ impl Applier {
             .map(|l| l.0)
             .unwrap_or(soft);
         let dir_cache_max = (limit.min(1 << 16) as usize).saturating_sub(256).max(64);
+        let top_real = std::fs::read_link(format!("/proc/self/fd/{}", top.as_raw_fd()))
+            .map_err(|e| Error::Image(format!("open rootfs {}: {e}", rootfs.display())))?;
         let mut dirs = HashMap::new();
         dirs.insert(PathBuf::new(), Rc::new(top));
         Ok(Applier {
@@ -148,10 +216,13 @@ impl Applier {
             dirs,
             dir_cache_max,
             layer: HashSet::new(),
-            deferred: Vec::new(),
+            skipped_devices: HashSet::new(),
+            dir_meta: BTreeMap::new(),
+            top_real,
             buf: vec![0; 256 << 10],
             old_umask,
             progress: None,
+            rootless,
         })
     }
 
@@ -225,6 +296,16 @@ impl Applier {
             .retain(|k, _| k.as_os_str().is_empty() || !k.starts_with(rel));
     }
 
+    /// The real path in the rootfs of `logical`, whose parent was resolved
+    /// to `dir` (the same path unless a symlink was followed on the way).
+    fn real_path(&self, dir: &OwnedFd, logical: &Path) -> PathBuf {
+        let name = logical.file_name().unwrap_or_default();
+        std::fs::read_link(format!("/proc/self/fd/{}", dir.as_raw_fd()))
+            .ok()
+            .and_then(|d| Some(d.strip_prefix(&self.top_real).ok()?.join(name)))
+            .unwrap_or_else(|| logical.to_path_buf())
+    }
+
     /// Drops cached fds strictly under `rel`.
     fn forget_under(&mut self, rel: &Path) {
         self.dirs
@@ -235,7 +316,6 @@ impl Applier {
     /// archive, not necessarily to EOF: callers verify digests separately.
     pub fn apply<R: Read>(&mut self, reader: R) -> Result<Stats> {
         self.layer.clear();
-        self.deferred.clear();
         let mut stats = Stats::default();
         let mut archive = tar::Archive::new(reader);
         let entries = archive
@@ -253,7 +333,6 @@ impl Applier {
                 eprint!("\r{p}: {} entries, {} MB", stats.entries, stats.bytes >> 20);
             }
         }
-        self.finish_dirs()?;
         Ok(stats)
     }
 
@@ -270,6 +349,7 @@ impl Applier {
                 .remove_all(Path::new("/").join(path))
                 .map_err(|e| Error::Image(format!("replace directory {}: {e}", shown())))?;
             self.forget(path);
+            self.drop_meta(&self.real_path(pfd, path));
         } else {
             unlinkat(pfd, name, UnlinkatFlags::NoRemoveDir)
                 .map_err(img(|| format!("replace {}", shown())))?;
@@ -326,7 +406,18 @@ impl Applier {
             self.whiteout(w)?;
             return Ok(0);
         }
-        let meta = Meta::of(entry)?;
+        // Whatever this entry is, a device skipped there is gone.
+        if self.rootless {
+            self.skipped_devices.remove(&path);
+        }
+        let mut meta = Meta::of(entry)?;
+        if self.rootless {
+            // The owner record is ours to write; a layer's own is dropped
+            // (as umoci does).
+            meta.xattrs
+                .retain(|(k, _)| k.as_bytes() != owner::XATTR.as_bytes());
+            meta.owner = owner::encode(meta.uid, meta.gid);
+        }
         let parent = path.parent().unwrap_or(Path::new(""));
         let name = path
             .file_name()
@@ -335,7 +426,8 @@ impl Applier {
         let pfd = self.dir(parent)?;
         let shown = || format!("/{}", path.display());
         let mode = Mode::from_bits_truncate(meta.mode);
-        // chown clears setuid/setgid: such modes are set again after it.
+        // chown, and a write without privilege, clear setuid/setgid: such
+        // modes are set again afterwards.
         let special = meta.mode & 0o7000 != 0;
         let mut written = 0;
         match kind {
@@ -354,17 +446,21 @@ impl Applier {
                     Err(e) => return Err(Error::Image(format!("mkdir {}: {e:?}", shown()))),
                 }
                 self.chown(&pfd, &name, &meta, &shown)?;
-                if !meta.xattrs.is_empty() {
-                    let dfd = openat(
-                        &pfd,
-                        name.as_os_str(),
-                        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-                        Mode::empty(),
-                    )
-                    .map_err(img(|| format!("open {}", shown())))?;
-                    set_xattrs_fd(&dfd, &meta.xattrs, &shown)?;
+                if meta.has_xattrs() {
+                    // Writable for its owner until `finish`: user xattrs
+                    // can be set without privilege.
+                    let dfd = open_dir_at(&pfd, name.as_os_str(), OFlag::O_RDONLY)
+                        .map_err(img(|| format!("open {}", shown())))?;
+                    self.set_xattrs(
+                        &meta.xattrs,
+                        meta.owner.as_deref(),
+                        stats,
+                        &shown,
+                        |k, v| crate::sys::fsetxattr(dfd.as_fd(), k, v),
+                    )?;
                 }
-                self.deferred.push((path.clone(), meta.mode, meta.mtime));
+                let real = self.real_path(&pfd, &path);
+                self.dir_meta.insert(real, (meta.mode, meta.mtime));
             }
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
                 let flags = OFlag::O_CREAT
@@ -372,10 +468,17 @@ impl Applier {
                     | OFlag::O_WRONLY
                     | OFlag::O_NOFOLLOW
                     | OFlag::O_CLOEXEC;
-                let fd = match openat(&pfd, name.as_os_str(), flags, mode) {
+                // Without privilege a user xattr needs write permission:
+                // the owner may write until the mode is set at the end.
+                let first = if self.rootless && meta.has_xattrs() {
+                    Mode::from_bits_truncate(meta.mode | 0o200)
+                } else {
+                    mode
+                };
+                let fd = match openat(&pfd, name.as_os_str(), flags, first) {
                     Err(Errno::EEXIST) => {
                         self.clear_spot(&pfd, &name, &path)?;
-                        openat(&pfd, name.as_os_str(), flags, mode)
+                        openat(&pfd, name.as_os_str(), flags, first)
                     }
                     r => r,
                 }
@@ -392,17 +495,26 @@ impl Applier {
                         .map_err(|e| Error::Image(format!("write {}: {e}", shown())))?;
                     written += n as u64;
                 }
-                nix::unistd::fchown(
-                    &f,
-                    Some(Uid::from_raw(meta.uid)),
-                    Some(Gid::from_raw(meta.gid)),
-                )
-                .map_err(img(|| format!("chown {}", shown())))?;
-                if special {
+                if !self.rootless {
+                    nix::unistd::fchown(
+                        &f,
+                        Some(Uid::from_raw(meta.uid)),
+                        Some(Gid::from_raw(meta.gid)),
+                    )
+                    .map_err(img(|| format!("chown {}", shown())))?;
+                }
+                // After chown, which drops security.capability.
+                self.set_xattrs(
+                    &meta.xattrs,
+                    meta.owner.as_deref(),
+                    stats,
+                    &shown,
+                    |k, v| crate::sys::fsetxattr(f.as_fd(), k, v),
+                )?;
+                if special || first != mode {
                     nix::sys::stat::fchmod(&f, mode)
                         .map_err(img(|| format!("chmod {}", shown())))?;
                 }
-                set_xattrs_fd(&f, &meta.xattrs, &shown)?;
                 let t = TimeSpec::new(meta.mtime, 0);
                 nix::sys::stat::futimens(&f, &t, &t)
                     .map_err(img(|| format!("set times of {}", shown())))?;
@@ -417,12 +529,15 @@ impl Applier {
                     symlinkat(target.as_os_str(), &pfd, name.as_os_str())
                 })?;
                 self.chown(&pfd, &name, &meta, &shown)?;
-                if !meta.xattrs.is_empty() {
+                if meta.has_xattrs() {
                     let p = fd_child_path(&pfd, &name);
-                    for (k, v) in &meta.xattrs {
-                        crate::sys::lsetxattr(&p, k, v)
-                            .map_err(img(|| format!("set xattr {k:?} on {}", shown())))?;
-                    }
+                    self.set_xattrs(
+                        &meta.xattrs,
+                        meta.owner.as_deref(),
+                        stats,
+                        &shown,
+                        |k, v| crate::sys::lsetxattr(&p, k, v),
+                    )?;
                 }
                 set_times_at(&pfd, &name, meta.mtime, &shown)?;
             }
@@ -437,6 +552,13 @@ impl Applier {
                 if target == path {
                     return Err(Error::Image(format!("hardlink {} to itself", shown())));
                 }
+                if self.skipped_devices.contains(&target) {
+                    self.clear_spot(&pfd, &name, &path)?;
+                    self.skipped_devices.insert(path.clone());
+                    stats.skipped_devices += 1;
+                    self.layer.insert(path);
+                    return Ok(0);
+                }
                 // The link itself, not what it may point to, and never outside.
                 let h = self
                     .root
@@ -450,8 +572,15 @@ impl Applier {
                     })?;
                 let hfd: OwnedFd = h.into();
                 self.create_at(&pfd, &name, &path, "hardlink", || {
-                    linkat(&hfd, "", &pfd, name.as_os_str(), AtFlags::AT_EMPTY_PATH)
+                    link_fd_at(&hfd, &pfd, name.as_os_str())
                 })?;
+            }
+            EntryType::Char | EntryType::Block if self.rootless => {
+                // mknod(2) of a device needs privilege: the entry still
+                // replaces what lower layers had there.
+                self.clear_spot(&pfd, &name, &path)?;
+                self.skipped_devices.insert(path.clone());
+                stats.skipped_devices += 1;
             }
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
                 let (ft, dev) = match kind {
@@ -463,6 +592,14 @@ impl Applier {
                     mknodat(&pfd, name.as_os_str(), ft, mode, dev)
                 })?;
                 self.chown(&pfd, &name, &meta, &shown)?;
+                if meta.owner.is_some() {
+                    // The owner record only (Linux takes no user xattr on
+                    // a fifo today: then it is counted).
+                    let p = fd_child_path(&pfd, &name);
+                    self.set_xattrs(&[], meta.owner.as_deref(), stats, &shown, |k, v| {
+                        crate::sys::lsetxattr(&p, k, v)
+                    })?;
+                }
                 if special {
                     fchmodat(&pfd, name.as_os_str(), mode, FchmodatFlags::FollowSymlink)
                         .map_err(img(|| format!("chmod {}", shown())))?;
@@ -480,6 +617,51 @@ impl Applier {
         Ok(written)
     }
 
+    /// Sets the entry's xattrs, then (rootless) its owner record, with
+    /// `set`. Without privilege an xattr the kernel refuses with EPERM
+    /// (`security.*`, `trusted.*`) is counted instead, and so is an owner
+    /// record the entry or the filesystem takes no user xattr for.
+    fn set_xattrs(
+        &self,
+        xattrs: &[(CString, Vec<u8>)],
+        owner: Option<&[u8]>,
+        stats: &mut Stats,
+        shown: &dyn Fn() -> String,
+        set: impl Fn(&CStr, &[u8]) -> std::result::Result<(), Errno>,
+    ) -> Result<()> {
+        for (k, v) in xattrs {
+            match set(k, v) {
+                Ok(()) => {}
+                Err(Errno::EPERM) if self.rootless => {
+                    let name = k.to_string_lossy().into_owned();
+                    *stats.skipped_xattrs.entry(name).or_default() += 1;
+                }
+                Err(e) => {
+                    return Err(Error::Image(format!(
+                        "set xattr {k:?} on {}: {e:?}",
+                        shown()
+                    )));
+                }
+            }
+        }
+        if let Some(v) = owner {
+            match set(owner::XATTR_C, v) {
+                Ok(()) => {}
+                Err(Errno::EPERM | Errno::EOPNOTSUPP) => stats.unrecorded_owners += 1,
+                Err(e) => {
+                    return Err(Error::Image(format!(
+                        "set xattr {:?} on {}: {e:?}",
+                        owner::XATTR,
+                        shown()
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// chown as the entry says; nothing without privilege (the caller owns
+    /// everything, the owner goes to `user.rootlesscontainers`).
     fn chown(
         &self,
         pfd: &OwnedFd,
@@ -487,6 +669,9 @@ impl Applier {
         meta: &Meta,
         shown: &dyn Fn() -> String,
     ) -> Result<()> {
+        if self.rootless {
+            return Ok(());
+        }
         fchownat(
             pfd,
             name,
@@ -507,12 +692,18 @@ impl Applier {
                 if self.layer.iter().any(|l| l.starts_with(&p)) {
                     return self.opaque(&p);
                 }
+                let parent = p.parent().unwrap_or(Path::new(""));
+                let real = match self.root.resolve(Path::new("/").join(parent)) {
+                    Ok(h) => self.real_path(&OwnedFd::from(h), &p),
+                    Err(_) => p.clone(),
+                };
                 match self.root.remove_all(Path::new("/").join(&p)) {
                     Ok(()) => {}
                     Err(e) if crate::rootfs::is_enoent(&e) => {}
                     Err(e) => return Err(Error::Image(format!("whiteout /{}: {e}", p.display()))),
                 }
                 self.forget(&p);
+                self.drop_meta(&real);
                 Ok(())
             }
         }
@@ -542,32 +733,111 @@ impl Applier {
                         child.display()
                     ))
                 })?;
+            self.drop_meta(&self.real_path(&dfd, &child));
         }
         self.forget_under(dir);
         self.layer.insert(dir.to_path_buf());
         Ok(())
     }
 
-    /// Sets directories' modes and mtimes after their children are in,
-    /// deepest first.
-    fn finish_dirs(&mut self) -> Result<()> {
-        let mut dirs = std::mem::take(&mut self.deferred);
-        dirs.sort_by_key(|(p, _, _)| std::cmp::Reverse(p.components().count()));
-        for (p, mode, mtime) in dirs {
+    /// Forgets the directory metadata of `rel` and everything under it
+    /// (the tree was removed).
+    fn drop_meta(&mut self, rel: &Path) {
+        let gone: Vec<PathBuf> = self
+            .dir_meta
+            .range(rel.to_path_buf()..)
+            .take_while(|(k, _)| k.starts_with(rel))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in gone {
+            self.dir_meta.remove(&k);
+        }
+    }
+
+    /// Sets directories' modes and mtimes, deepest first, once every layer
+    /// is in: upper layers add to and remove from lower layers' directories
+    /// as they were made (writable, searchable), and a directory keeps the
+    /// mtime of the last layer that has an entry for it.
+    pub fn finish(&mut self) -> Result<()> {
+        let mut dirs: Vec<(PathBuf, (u32, i64))> =
+            std::mem::take(&mut self.dir_meta).into_iter().collect();
+        dirs.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
+        // Siblings are adjacent in this order: their parent is opened once.
+        let mut last: Option<(PathBuf, Option<Rc<OwnedFd>>)> = None;
+        for (p, (mode, mtime)) in dirs {
             let parent = p.parent().unwrap_or(Path::new(""));
-            let name = p.file_name().expect("named").to_os_string();
-            let pfd = self.dir(parent)?;
-            fchmodat(
-                &pfd,
-                name.as_os_str(),
-                Mode::from_bits_truncate(mode),
-                FchmodatFlags::FollowSymlink,
-            )
-            .map_err(img(|| format!("chmod /{}", p.display())))?;
-            set_times_at(&pfd, &name, mtime, &|| format!("/{}", p.display()))?;
+            if last.as_ref().is_none_or(|(lp, _)| lp != parent) {
+                last = Some((parent.to_path_buf(), self.open_nofollow(parent)));
+            }
+            let Some((_, Some(pfd))) = &last else {
+                continue; // its parent went away with a removed tree
+            };
+            let name = p.file_name().expect("named");
+            // The directory itself, never what a later entry put in its
+            // place (a symlink could point outside the rootfs).
+            let dfd = match open_dir_at(pfd, name, OFlag::O_RDONLY) {
+                Ok(fd) => fd,
+                Err(Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP) => continue,
+                Err(e) => return Err(Error::Image(format!("open /{}: {e:?}", p.display()))),
+            };
+            nix::sys::stat::fchmod(&dfd, Mode::from_bits_truncate(mode))
+                .map_err(img(|| format!("chmod /{}", p.display())))?;
+            let t = TimeSpec::new(mtime, 0);
+            nix::sys::stat::futimens(&dfd, &t, &t)
+                .map_err(img(|| format!("set times of /{}", p.display())))?;
         }
         Ok(())
     }
+
+    /// Directory `rel` of the rootfs (O_PATH) opened component by component
+    /// without following any symlink; `None` when it is not there.
+    fn open_nofollow(&self, rel: &Path) -> Option<Rc<OwnedFd>> {
+        let mut cur = self.dirs.get(Path::new("")).expect("the rootfs fd").clone();
+        for c in rel.components() {
+            cur = Rc::new(open_dir_at(&cur, c.as_os_str(), OFlag::O_PATH).ok()?);
+        }
+        Some(cur)
+    }
+}
+
+/// Directory `name` in `dir`, never through a symlink.
+fn open_dir_at<P: ?Sized + nix::NixPath>(
+    dir: &OwnedFd,
+    name: &P,
+    how: OFlag,
+) -> std::result::Result<OwnedFd, Errno> {
+    openat(
+        dir,
+        name,
+        how | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+/// A hard link `dir/name` to the inode of `target` (an O_PATH fd, a
+/// symlink itself included). Linux before 6.10 refuses AT_EMPTY_PATH
+/// without CAP_DAC_READ_SEARCH (ENOENT); then the fd's /proc/self/fd link
+/// is followed instead, which leads to the same inode.
+fn link_fd_at(target: &OwnedFd, dir: &OwnedFd, name: &OsStr) -> std::result::Result<(), Errno> {
+    match linkat(target, "", dir, name, AtFlags::AT_EMPTY_PATH) {
+        Err(Errno::ENOENT) => link_through_proc(target, dir, name),
+        r => r,
+    }
+}
+
+fn link_through_proc(
+    target: &OwnedFd,
+    dir: &OwnedFd,
+    name: &OsStr,
+) -> std::result::Result<(), Errno> {
+    let proc = format!("/proc/self/fd/{}", target.as_raw_fd());
+    linkat(
+        nix::fcntl::AT_FDCWD,
+        proc.as_str(),
+        dir,
+        name,
+        AtFlags::AT_SYMLINK_FOLLOW,
+    )
 }
 
 /// Sets atime and mtime of `dir/name` without following a symlink.
@@ -581,18 +851,6 @@ fn fd_child_path(dir: &OwnedFd, name: &OsStr) -> CString {
     let mut v = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
     v.extend_from_slice(name.as_bytes());
     CString::new(v).expect("no NUL in a file name")
-}
-
-fn set_xattrs_fd(
-    fd: &impl AsFd,
-    xattrs: &[(CString, Vec<u8>)],
-    shown: &dyn Fn() -> String,
-) -> Result<()> {
-    for (k, v) in xattrs {
-        crate::sys::fsetxattr(fd.as_fd(), k, v)
-            .map_err(img(|| format!("set xattr {k:?} on {}", shown())))?;
-    }
-    Ok(())
 }
 
 fn dev_of<R: Read>(entry: &tar::Entry<R>) -> u64 {
@@ -609,6 +867,8 @@ struct Meta {
     mode: u32,
     mtime: i64,
     xattrs: Vec<(CString, Vec<u8>)>,
+    /// Rootless: the `user.rootlesscontainers` value for uid:gid, if any.
+    owner: Option<Vec<u8>>,
 }
 
 impl Meta {
@@ -621,6 +881,7 @@ impl Meta {
             mode: h.mode().map_err(|e| bad("mode", e))? & 0o7777,
             mtime: h.mtime().map_err(|e| bad("mtime", e))? as i64,
             xattrs: Vec::new(),
+            owner: None,
         };
         if let Some(exts) = entry.pax_extensions().map_err(|e| bad("pax header", e))? {
             for ext in exts {
@@ -647,6 +908,10 @@ impl Meta {
         }
         Ok(m)
     }
+
+    fn has_xattrs(&self) -> bool {
+        !self.xattrs.is_empty() || self.owner.is_some()
+    }
 }
 
 #[cfg(test)]
@@ -666,6 +931,70 @@ mod tests {
         assert_eq!(clean_name(Path::new("./")).unwrap(), None);
         assert!(clean_name(Path::new("a/../../etc")).is_err());
         assert!(clean_name(Path::new("../x")).is_err());
+    }
+
+    /// The fallback of kernels before 6.10: a link to the fd's inode, a
+    /// symlink itself rather than what it points to.
+    #[test]
+    fn hard_links_through_proc() {
+        use std::os::unix::fs::MetadataExt;
+        let d = std::env::temp_dir().join(format!("ocirun-link-proc-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("file"), "x").unwrap();
+        std::os::unix::fs::symlink("file", d.join("sym")).unwrap();
+        let dfd = openat(
+            nix::fcntl::AT_FDCWD,
+            &d,
+            OFlag::O_PATH | OFlag::O_DIRECTORY,
+            Mode::empty(),
+        )
+        .unwrap();
+        for (from, to) in [("file", "file2"), ("sym", "sym2")] {
+            let t = openat(
+                &dfd,
+                from,
+                OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .unwrap();
+            link_through_proc(&t, &dfd, OsStr::new(to)).unwrap();
+            let (a, b) = (
+                std::fs::symlink_metadata(d.join(from)).unwrap(),
+                std::fs::symlink_metadata(d.join(to)).unwrap(),
+            );
+            assert_eq!((a.ino(), a.nlink()), (b.ino(), 2), "{from} -> {to}");
+        }
+        assert!(
+            std::fs::symlink_metadata(d.join("sym2"))
+                .unwrap()
+                .is_symlink()
+        );
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn rootless_summary_says_what_was_not_kept() {
+        assert_eq!(Stats::default().rootless_summary(), None);
+        let mut a = Stats {
+            skipped_devices: 1,
+            ..Stats::default()
+        };
+        a.skipped_xattrs.insert("security.capability".into(), 1);
+        let mut b = Stats {
+            skipped_devices: 2,
+            unrecorded_owners: 1,
+            ..Stats::default()
+        };
+        b.skipped_xattrs.insert("trusted.x".into(), 1);
+        a.add(&b);
+        assert_eq!(
+            a.rootless_summary().unwrap(),
+            "rootless unpack: 3 device nodes skipped (mknod needs privilege); \
+             2 xattrs not set (security.capability, trusted.x: needs privilege); \
+             1 owner not kept (user.rootlesscontainers: not allowed on symlinks \
+             and fifos, or by the filesystem)"
+        );
     }
 
     #[test]

@@ -117,11 +117,22 @@ pub fn resolve(
     want: Option<&Platform>,
 ) -> Result<Resolved> {
     let oci_layout = layout.join("oci-layout");
-    if !oci_layout.is_file() {
-        return Err(Error::Image(format!(
-            "{} is not an OCI image layout (no oci-layout file)",
-            layout.display()
-        )));
+    match std::fs::metadata(&oci_layout) {
+        Ok(m) if m.is_file() => {}
+        // Not "no such layout" when the caller may not look: say why.
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Err(Error::Image(format!(
+                "read {}: {}",
+                oci_layout.display(),
+                crate::error::io_text(&e)
+            )));
+        }
+        _ => {
+            return Err(Error::Image(format!(
+                "{} is not an OCI image layout (no oci-layout file)",
+                layout.display()
+            )));
+        }
     }
     let index_path = layout.join("index.json");
     let text = std::fs::read(&index_path).map_err(|e| {

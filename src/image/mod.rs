@@ -10,6 +10,7 @@ pub mod blob;
 pub mod bundle;
 pub mod layer;
 pub mod layout;
+pub mod owner;
 
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -207,10 +208,22 @@ pub struct UnpackOpts<'a> {
     pub bundle: &'a Path,
     /// Print progress (bytes and layers) to stderr.
     pub progress: bool,
+    /// Without privilege (`--rootless`): files owned by the caller, owners
+    /// in `user.rootlesscontainers`, no device nodes (`layer::Applier`).
+    pub rootless: bool,
+}
+
+/// What an unpack did, and what the caller should be told.
+#[derive(Debug, Default)]
+pub struct Unpacked {
+    pub stats: layer::Stats,
+    /// One line each: what a rootless unpack could not keep, the image
+    /// user a rootless config.json does not run as.
+    pub warnings: Vec<String>,
 }
 
 /// `ocirun unpack`.
-pub fn unpack(o: &UnpackOpts) -> Result<layer::Stats> {
+pub fn unpack(o: &UnpackOpts) -> Result<Unpacked> {
     let (dir, reference) = layout::split_image_arg(o.image);
     let want = o.platform.map(Platform::parse).transpose()?;
     let img = layout::resolve(&dir, reference.as_deref(), want.as_ref())?;
@@ -231,30 +244,94 @@ pub fn unpack(o: &UnpackOpts) -> Result<layer::Stats> {
     remove_stale_staging(parent, &name);
     let tmp = parent.join(format!(".{name}.unpack-{}", std::process::id()));
     let _cleanup = CleanupOnSignal::start(tmp.clone());
-    let r = unpack_into(&dir, &img, &tmp, o.progress).and_then(|stats| {
-        if bundle.exists() {
-            std::fs::remove_dir(&bundle).map_err(|e| {
+    let r = make_staging(&tmp, &bundle)
+        .and_then(|()| unpack_into(&dir, &img, &tmp, o))
+        .and_then(|done| {
+            if bundle.exists() {
+                std::fs::remove_dir(&bundle).map_err(|e| {
+                    Error::Image(format!(
+                        "replace empty {}: {}",
+                        bundle.display(),
+                        io_text(&e)
+                    ))
+                })?;
+            }
+            std::fs::rename(&tmp, &bundle).map_err(|e| {
                 Error::Image(format!(
-                    "replace empty {}: {}",
+                    "rename {} to {}: {}",
+                    tmp.display(),
                     bundle.display(),
                     io_text(&e)
                 ))
             })?;
-        }
-        std::fs::rename(&tmp, &bundle).map_err(|e| {
-            Error::Image(format!(
-                "rename {} to {}: {}",
-                tmp.display(),
-                bundle.display(),
-                io_text(&e)
-            ))
-        })?;
-        Ok(stats)
-    });
+            Ok(done)
+        });
     if r.is_err() {
-        let _ = std::fs::remove_dir_all(&tmp);
+        if CleanupOnSignal::fired() {
+            // The failure is the signal's cleanup removing the tree under
+            // us: that thread ends the process with the signal's status.
+            loop {
+                std::thread::park();
+            }
+        }
+        let _ = remove_tree(&tmp);
     }
     r
+}
+
+/// Makes the staging dir `tmp` for `bundle` (one left by a process that had
+/// our pid is replaced); the error names the bundle.
+fn make_staging(tmp: &Path, bundle: &Path) -> Result<()> {
+    let made = match std::fs::create_dir(tmp) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            remove_tree(tmp).and_then(|()| std::fs::create_dir(tmp))
+        }
+        r => r,
+    };
+    made.map_err(|e| {
+        Error::Image(format!(
+            "create bundle {}: {}",
+            bundle.display(),
+            io_text(&e)
+        ))
+    })
+}
+
+/// Removes a staging tree. Without privilege a directory whose mode lacks
+/// the owner's rwx (a layer's 0555 or 0000, set at the end) cannot be
+/// emptied: such directories, the caller's own, are opened up first.
+fn remove_tree(p: &Path) -> io::Result<()> {
+    match std::fs::remove_dir_all(p) {
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            open_up(p);
+            std::fs::remove_dir_all(p)
+        }
+        r => r,
+    }
+}
+
+/// Adds u+rwx to `dir` and every directory under it, never through a
+/// symlink (the mode is changed through an O_PATH fd of the directory).
+fn open_up(dir: &Path) {
+    use nix::fcntl::{AT_FDCWD, OFlag, openat};
+    use nix::sys::stat::{Mode, fstat};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::PermissionsExt;
+    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let Ok(fd) = openat(AT_FDCWD, dir, flags, Mode::empty()) else {
+        return;
+    };
+    let Ok(st) = fstat(&fd) else { return };
+    if st.st_mode & 0o700 != 0o700 {
+        let fd_path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        let mode = std::fs::Permissions::from_mode((st.st_mode | 0o700) & 0o7777);
+        let _ = std::fs::set_permissions(fd_path, mode);
+    }
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            open_up(&e.path());
+        }
+    }
 }
 
 /// Removes `.<name>.unpack-<pid>` staging dirs left in `parent` by an
@@ -279,7 +356,7 @@ fn remove_stale_staging(parent: &Path, name: &str) {
         );
         if gone {
             crate::logging::debug(|| format!("removing stale {}", e.path().display()));
-            let _ = std::fs::remove_dir_all(e.path());
+            let _ = remove_tree(&e.path());
         }
     }
 }
@@ -289,7 +366,14 @@ fn remove_stale_staging(parent: &Path, name: &str) {
 /// blocked before the worker threads exist, so only this thread takes them.
 struct CleanupOnSignal;
 
+static SIGNALLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 impl CleanupOnSignal {
+    /// Whether a signal's cleanup has begun.
+    fn fired() -> bool {
+        SIGNALLED.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     fn start(tmp: std::path::PathBuf) -> CleanupOnSignal {
         use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
         let mut set = SigSet::empty();
@@ -301,10 +385,11 @@ impl CleanupOnSignal {
         }
         std::thread::spawn(move || {
             let Ok(sig) = set.wait() else { return };
+            SIGNALLED.store(true, std::sync::atomic::Ordering::SeqCst);
             // The applier may still be adding entries: retry until the
             // tree is gone (an unlinked directory takes no new ones).
             for _ in 0..50 {
-                match std::fs::remove_dir_all(&tmp) {
+                match remove_tree(&tmp) {
                     Err(e) if e.kind() != std::io::ErrorKind::NotFound => continue,
                     _ => break,
                 }
@@ -315,14 +400,10 @@ impl CleanupOnSignal {
     }
 }
 
-fn unpack_into(
-    dir: &Path,
-    img: &layout::Resolved,
-    tmp: &Path,
-    progress: bool,
-) -> Result<layer::Stats> {
+fn unpack_into(dir: &Path, img: &layout::Resolved, tmp: &Path, o: &UnpackOpts) -> Result<Unpacked> {
+    let progress = o.progress;
     let rootfs = tmp.join("rootfs");
-    std::fs::create_dir_all(&rootfs)
+    std::fs::create_dir(&rootfs)
         .map_err(|e| Error::Image(format!("create {}: {}", rootfs.display(), io_text(&e))))?;
     std::fs::set_permissions(&rootfs, std::os::unix::fs::PermissionsExt::from_mode(0o755))
         .map_err(|e| Error::Image(format!("chmod {}: {}", rootfs.display(), io_text(&e))))?;
@@ -334,7 +415,7 @@ fn unpack_into(
         streams.push(layer_stream(dir, d, id)?);
     }
     let mut workers: Vec<(Ahead, JoinHandle<()>)> = streams.into_iter().map(spawn_worker).collect();
-    let mut applier = layer::Applier::new(&rootfs)?;
+    let mut applier = layer::Applier::new(&rootfs, o.rootless)?;
     let mut total = layer::Stats::default();
     let n = workers.len();
     for (i, (ahead, _)) in workers.iter_mut().enumerate() {
@@ -348,9 +429,7 @@ fn unpack_into(
         ahead
             .finish()
             .map_err(|e| Error::Image(format!("layer {} ({}): {e}", i + 1, d.digest())))?;
-        total.entries += stats.entries;
-        total.bytes += stats.bytes;
-        total.whiteouts += stats.whiteouts;
+        total.add(&stats);
         if progress {
             eprint!(
                 "\rlayer {}/{n}: {} entries, {} MB of files",
@@ -366,16 +445,26 @@ fn unpack_into(
     for (_, h) in workers {
         let _ = h.join();
     }
-    let spec = bundle::config_for(
+    let (spec, user_note) = bundle::config_for(
         &img.config,
         applier.root(),
         img.manifest.annotations().as_ref(),
+        o.rootless,
     )?;
+    applier.finish()?;
     drop(applier); // restores the umask before config.json is written
     let text = serde_json::to_vec_pretty(&spec).expect("spec serialises");
     std::fs::write(tmp.join("config.json"), text)
         .map_err(|e| Error::Image(format!("write config.json: {}", io_text(&e))))?;
-    Ok(total)
+    let warnings = total
+        .rootless_summary()
+        .into_iter()
+        .chain(user_note)
+        .collect();
+    Ok(Unpacked {
+        stats: total,
+        warnings,
+    })
 }
 
 /// `ocirun image inspect`: the resolved manifest, config and layers.
@@ -411,6 +500,34 @@ pub fn inspect(image: &str, platform: Option<&str>) -> Result<Inspect> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What an unprivileged caller needs to remove a staging tree holding
+    /// a layer's 0000 and 0555 directories.
+    #[test]
+    fn open_up_gives_the_owner_every_directory() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let d = std::env::temp_dir().join(format!("ocirun-open-up-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("a/b")).unwrap();
+        std::fs::create_dir_all(d.join("elsewhere")).unwrap();
+        std::fs::write(d.join("a/b/f"), "f").unwrap();
+        std::os::unix::fs::symlink("../elsewhere", d.join("a/link")).unwrap();
+        let set = |p: &str, m: u32| {
+            std::fs::set_permissions(d.join(p), std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        set("elsewhere", 0o500);
+        set("a/b/f", 0o400);
+        set("a/b", 0o2555);
+        set("a", 0o000);
+        open_up(&d.join("a"));
+        let mode = |p: &str| std::fs::symlink_metadata(d.join(p)).unwrap().mode() & 0o7777;
+        assert_eq!(mode("a"), 0o700);
+        assert_eq!(mode("a/b"), 0o2755);
+        assert_eq!(mode("a/b/f"), 0o400, "files are left alone");
+        assert_eq!(mode("elsewhere"), 0o500, "a symlink is not followed");
+        remove_tree(&d).unwrap();
+        assert!(!d.exists());
+    }
 
     #[test]
     fn media_types() {

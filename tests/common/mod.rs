@@ -48,3 +48,4 @@ pub fn busybox_image(dir: &Path) -> PathBuf {
 }
 
 pub mod clients;
+pub mod layers;
