@@ -474,6 +474,13 @@ fn delegated_cgroup_v2_subtree_takes_limits() {
     let o = c.as_user(&["update", "--pids-limit", "60", &c.id], None);
     assert!(o.status.success(), "update: {}", text(&o.stderr));
     assert_eq!(read("pids.max").trim(), "60");
+    let ev = c.op_ok(&["events", "--stats"]);
+    let ev: Value = serde_json::from_str(&ev).unwrap();
+    assert_eq!(ev["data"]["pids"]["limit"], 60, "{ev}");
+    assert!(
+        ev["data"]["memory"]["usage"]["usage"].as_u64().unwrap_or(0) > 0,
+        "{ev}"
+    );
     c.op_ok(&["pause"]);
     assert_eq!(c.status(), "paused");
     assert!(
@@ -497,4 +504,28 @@ impl Drop for Deleg {
             let _ = fs::remove_dir(self.0.join(d));
         }
     }
+}
+
+/// A bundle rtuser cannot read: one line naming it, nothing left behind.
+#[test]
+fn a_bundle_the_user_cannot_read_is_an_error() {
+    let c = Rl::new("unreadable");
+    c.write_config();
+    let cfg = c.bundle().join("config.json");
+    std::os::unix::fs::chown(&cfg, Some(0), Some(0)).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&cfg, fs::Permissions::from_mode(0o600)).unwrap();
+    let b = c.bundle();
+    let mut cmd = c.cmd(&["run", "--bundle"], Some(&b));
+    let o = cmd.arg(&c.id).output().unwrap();
+    assert!(!o.status.success(), "run of an unreadable bundle succeeded");
+    let err = text(&o.stderr);
+    if runtime_name() == "ocirun" {
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(
+            err.contains("config.json") && err.contains("EACCES"),
+            "{err}"
+        );
+    }
+    c.assert_no_leftovers();
 }
