@@ -79,10 +79,16 @@ fn create_locked(g: &Global, o: &CreateOpts, detached: bool) -> Result<Created> 
         Default::default()
     };
     let seccomp = compile_seccomp(linux, &g.root)?;
-    let cg = cgroups::for_container(linux.cgroups_path().as_deref(), &o.id, g.systemd_cgroup)?;
+    let cg = if g.systemd_cgroup {
+        // systemd makes (and delegates) the cgroup: checked and connected
+        // here, before anything exists.
+        cgroups::systemd_for_container(linux, &o.id, g.rootless_cgroups)?
+    } else {
+        cgroups::for_container(linux.cgroups_path().as_deref(), &o.id)?
+    };
     // Rootless: only a cgroup the user may write (delegated) is made or
     // joined; a limit without one fails here, before anything exists.
-    let (cg, cgroup_view) = if g.rootless_cgroups {
+    let (cg, cgroup_view) = if g.rootless_cgroups && !g.systemd_cgroup {
         let kept = cgroups::writable(cg.hierarchies());
         if let Some(r) = linux.resources() {
             cgroups::check_rootless_limits(cg.hierarchies(), &kept, r)?;
@@ -114,16 +120,19 @@ fn create_locked(g: &Global, o: &CreateOpts, detached: bool) -> Result<Created> 
     let result = (|| {
         let linux = bundle.spec.linux().as_ref().expect("validated");
         saved.cgroups = cg.hierarchies().to_vec();
+        saved.systemd = cg.systemd_unit();
         // Saved before anything exists, so `delete --force` can clean up after a crash.
         dir.save(&saved)?;
         cg.create()?;
-        if !g.rootless_cgroups {
+        if cg.limits_at_apply() {
+            // Written by the manager once the cgroup exists (process::spawn).
+        } else if !g.rootless_cgroups {
             cgroups::devices::apply_for(cg.hierarchies(), linux)?;
         } else if let Err(e) = cgroups::devices::apply_for(cg.hierarchies(), linux) {
             // As runc: device rules are not expected to work without privilege.
             crate::logging::debug(|| format!("rootless: device cgroup rules not applied: {e}"));
         }
-        if let Some(r) = linux.resources() {
+        if let Some(r) = linux.resources().as_ref().filter(|_| !cg.limits_at_apply()) {
             cg.set(r)?;
         }
         let (console, relay) = open_console(&bundle, o.console_socket.as_deref(), detached)?;
@@ -501,7 +510,7 @@ pub fn delete(g: &Global, id: &str, force: bool) -> Result<()> {
 /// Kills whatever is left of a container, waits for it to be gone, removes
 /// its cgroup and its state dir.
 fn destroy(dir: StateDir, saved: &Saved) -> Result<()> {
-    let cg = cgroups::from_hierarchies(saved.cgroups.clone());
+    let cg = cgroups::from_saved(&saved.cgroups, saved.systemd.as_ref());
     let mut pidfds = Vec::new();
     let init = (saved.pid != 0).then(|| Pid::from_raw(saved.pid));
     let procs = state::processes(saved).unwrap_or_default();
