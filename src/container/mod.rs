@@ -120,7 +120,6 @@ fn create_locked(g: &Global, o: &CreateOpts, detached: bool) -> Result<Created> 
     let result = (|| {
         let linux = bundle.spec.linux().as_ref().expect("validated");
         saved.cgroups = cg.hierarchies().to_vec();
-        saved.systemd = cg.systemd_unit();
         // Saved before anything exists, so `delete --force` can clean up after a crash.
         dir.save(&saved)?;
         cg.create()?;
@@ -188,6 +187,10 @@ fn create_locked(g: &Global, o: &CreateOpts, detached: bool) -> Result<Created> 
         // Known before any later step can fail, so the cleanup below kills
         // the init even where no cgroup holds it (rootless).
         saved.pid = pid.as_raw();
+        // The systemd unit, now that it was started (a crash before this
+        // leaves its directory in `cgroups`: delete kills what it holds and
+        // systemd drops the empty unit).
+        saved.systemd = cg.systemd_unit();
         saved.pid_start = state::process_start_time(pid).ok_or_else(|| {
             Error::Container(format!("container init {pid} died right after setup"))
         })?;
@@ -204,6 +207,12 @@ fn create_locked(g: &Global, o: &CreateOpts, detached: bool) -> Result<Created> 
     match result {
         Ok(()) => Ok(Created { dir, saved, master }),
         Err(e) => {
+            saved.systemd = cg.systemd_unit();
+            if cg.limits_at_apply() && saved.systemd.is_none() {
+                // systemd never started our unit: a cgroup at its path is
+                // another unit's (of the same name), not ours to empty.
+                saved.cgroups.clear();
+            }
             let _ = destroy(dir, &saved);
             Err(e)
         }

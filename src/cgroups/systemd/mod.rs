@@ -22,7 +22,7 @@
 
 pub mod bus;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
 
 use nix::unistd::Pid;
@@ -376,6 +376,9 @@ pub struct Systemd {
     resources: Option<LinuxResources>,
     devices: Option<Vec<LinuxDeviceCgroup>>,
     bus: RefCell<Option<bus::Bus>>,
+    /// Whether the unit is ours to stop: started by this manager, or
+    /// recorded in state.json (which happens only once it was).
+    started: Cell<bool>,
 }
 
 /// Whether systemd is the init system (`sd_booted`: /run/systemd/system).
@@ -442,6 +445,7 @@ impl Systemd {
             resources,
             devices,
             bus: RefCell::new(Some(bus)),
+            started: Cell::new(false),
         })
     }
 
@@ -463,6 +467,7 @@ impl Systemd {
             resources: None,
             devices: None,
             bus: RefCell::new(None),
+            started: Cell::new(true),
         }
     }
 
@@ -519,8 +524,11 @@ impl Manager for Systemd {
         true
     }
 
+    /// The unit once it was started: a unit of that name that systemd
+    /// refused to start again (someone else's) is never recorded, so no
+    /// `delete` stops it.
     fn systemd_unit(&self) -> Option<SavedUnit> {
-        Some(self.saved())
+        self.started.get().then(|| self.saved())
     }
 
     /// Starts the unit with `pid` in it and the container's limits and
@@ -536,6 +544,7 @@ impl Manager for Systemd {
             props.extend(self.plan(r, version)?.1);
         }
         self.with_bus(|b| b.start_transient_unit(&self.path.unit, &props))?;
+        self.started.set(true);
         let dir = self.dir();
         if !dir.is_dir() {
             return Err(Error::Cgroup(format!(
@@ -566,9 +575,12 @@ impl Manager for Systemd {
 
     /// Stops the unit and waits for it; then the directory is removed if
     /// systemd left it. A unit that is gone already (its processes all
-    /// exited) is fine, and so is a container whose unit was never started
-    /// when systemd cannot be reached.
+    /// exited) is fine, and so is one whose directory is gone when systemd
+    /// cannot be reached. A unit this manager never started is not touched.
     fn destroy(&self) -> Result<()> {
+        if !self.started.get() {
+            return self.fs.destroy();
+        }
         let stopped = self.with_bus(|b| b.stop_unit(&self.path.unit));
         match stopped {
             Ok(()) => {}
