@@ -347,3 +347,59 @@ fn kill_all_pause_and_events_in_a_scope() {
     c.op_ok(&["delete", &c.id]);
     c.assert_no_leftovers();
 }
+
+/// ocirun talks to systemd from one thread and keeps no bus connection in
+/// the container: while a foreground `run` waits for its container, the
+/// runtime is a single thread and the container's process has only its
+/// stdio open.
+#[test]
+fn no_thread_and_no_bus_socket_outlive_the_unit_start() {
+    if !on() {
+        return;
+    }
+    if runtime_name() != "ocirun" {
+        eprintln!(
+            "skipped for {}: Go runtimes are multi-threaded",
+            runtime_name()
+        );
+        return;
+    }
+    let c = Ctr::new("sd-threads", &["sleep", "100"]);
+    c.write_config();
+    let mut run = c
+        .cmd()
+        .args(["run", "--bundle"])
+        .arg(c.bundle())
+        .arg(&c.id)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..200 {
+        if c.op(&["state", &c.id]).status.success() && c.status() == "running" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(c.status(), "running");
+    let tasks = fs::read_dir(format!("/proc/{}/task", run.id()))
+        .unwrap()
+        .count();
+    let fds: Vec<String> = fs::read_dir(format!("/proc/{}/fd", c.pid()))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    c.op_ok(&["kill", &c.id, "KILL"]);
+    let _ = run.wait();
+    assert_eq!(tasks, 1, "ocirun run has {tasks} threads");
+    let mut fds = fds;
+    fds.sort();
+    assert_eq!(
+        fds,
+        ["0", "1", "2"],
+        "the container's process has more than stdio open"
+    );
+    c.assert_no_leftovers();
+}
+
