@@ -403,3 +403,118 @@ fn no_thread_and_no_bus_socket_outlive_the_unit_start() {
     c.assert_no_leftovers();
 }
 
+/// Rootless: the scope comes from the user's own manager (user@UID.service,
+/// its bus at /run/user/UID/bus), in its user.slice, with the limits in
+/// both views; delete stops it.
+#[test]
+fn rootless_scope_in_the_users_manager() {
+    if !on() {
+        return;
+    }
+    let user = "rtuser";
+    let id_of = |flag: &str| -> Option<u32> {
+        let o = Command::new("id").args([flag, user]).output().ok()?;
+        String::from_utf8_lossy(&o.stdout).trim().parse().ok()
+    };
+    if id_of("-u").is_none() {
+        let st = Command::new("useradd")
+            .args(["--no-create-home", "--shell", "/usr/sbin/nologin", user])
+            .status()
+            .unwrap();
+        assert!(st.success(), "useradd {user}");
+    }
+    let (uid, gid) = (id_of("-u").unwrap(), id_of("-g").unwrap());
+    let o = systemctl(&["start", &format!("user@{uid}.service")]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let run_dir = format!("/run/user/{uid}");
+    let user_cmd = |args: &[&str]| -> Command {
+        let mut c = Command::new("setpriv");
+        c.args([
+            &format!("--reuid={uid}"),
+            &format!("--regid={gid}"),
+            "--init-groups",
+            "--",
+        ])
+        .args(args)
+        .env("XDG_RUNTIME_DIR", &run_dir)
+        .env(
+            "DBUS_SESSION_BUS_ADDRESS",
+            format!("unix:path={run_dir}/bus"),
+        )
+        .stdin(std::process::Stdio::null());
+        c
+    };
+    let as_user = |args: &[&str]| user_cmd(args).output().unwrap();
+    let c = Ctr::new("sd-rootless", &["sleep", "100"]);
+    let rt = runtime();
+    let rt = rt.to_str().unwrap();
+    let bundle = c.dir.join("rl");
+    fs::create_dir_all(&bundle).unwrap();
+    fs::rename(c.rootfs(), bundle.join("rootfs")).unwrap();
+    let st = Command::new("chown")
+        .args(["-R", &format!("{uid}:{gid}")])
+        .arg(&c.dir)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let b = bundle.to_str().unwrap();
+    let o = as_user(&[rt, "spec", "--rootless", "--bundle", b]);
+    assert!(
+        o.status.success(),
+        "spec: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let cfg_path = bundle.join("config.json");
+    let mut cfg: serde_json::Value = serde_json::from_slice(&fs::read(&cfg_path).unwrap()).unwrap();
+    cfg["process"]["terminal"] = json!(false);
+    cfg["process"]["args"] = json!(["sleep", "100"]);
+    cfg["linux"]["cgroupsPath"] = json!(format!(":rt:{}", c.id));
+    cfg["linux"]["resources"] = json!({"pids": {"limit": 20}, "memory": {"limit": 67108864}});
+    fs::write(&cfg_path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
+    let root = c.dir.join("rl-state");
+    let root = root.to_str().unwrap();
+    let base = [rt, "--systemd-cgroup", "--rootless", "true", "--root", root];
+    let op = |args: &[&str]| {
+        let mut a = base.to_vec();
+        a.extend(args);
+        as_user(&a)
+    };
+    // The container keeps its stdio: not pipes a caller would wait on.
+    let mut a = base.to_vec();
+    a.extend(["run", "-d", "--bundle", b, &c.id]);
+    let err = c.dir.join("run.err");
+    let st = user_cmd(&a)
+        .stdout(std::process::Stdio::null())
+        .stderr(fs::File::create(&err).unwrap())
+        .status()
+        .unwrap();
+    assert!(
+        st.success(),
+        "run: {}",
+        fs::read_to_string(&err).unwrap_or_default()
+    );
+    let unit = format!("rt-{}.scope", c.id);
+    let dir = PathBuf::from(format!(
+        "/sys/fs/cgroup/user.slice/user-{uid}.slice/user@{uid}.service/user.slice/{unit}"
+    ));
+    let show = |prop: &str| {
+        let o = as_user(&["systemctl", "--user", "show", "-p", prop, "--value", &unit]);
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    let active = show("ActiveState");
+    let tasks = show("TasksMax");
+    let pids = fs::read_to_string(dir.join("pids.max")).unwrap_or_default();
+    let o = op(&["delete", "--force", &c.id]);
+    let gone = show("LoadState");
+    let _ = systemctl(&["stop", &format!("user@{uid}.service")]);
+    assert_eq!(active, "active", "{unit} in the user's manager");
+    assert_eq!(tasks, "20");
+    assert_eq!(pids.trim(), "20", "{}", dir.display());
+    assert!(
+        o.status.success(),
+        "delete: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(gone, "not-found");
+    assert!(!dir.exists());
+}
