@@ -193,9 +193,13 @@ mod imp {
                     Error::Cgroup(format!("subscribe to systemd's job signals: {}", text(&e)))
                 })?;
             }
-            // systemd sends job signals on a bus only once a client subscribed.
-            bus.call("Subscribe", |m| m)
-                .map_err(|e| Error::Cgroup(format!("subscribe to {what}: {}", text(&e))))?;
+            // systemd sends job signals on a bus only once a client
+            // subscribed; a direct connection gets them all (and does not
+            // answer Subscribe).
+            if !direct {
+                bus.call("Subscribe", |m| m)
+                    .map_err(|e| Error::Cgroup(format!("subscribe to {what}: {}", text(&e))))?;
+            }
             Ok(bus)
         }
 
