@@ -518,3 +518,67 @@ fn rootless_scope_in_the_users_manager() {
     assert_eq!(gone, "not-found");
     assert!(!dir.exists());
 }
+
+/// Without a bus daemon (DBUS_SYSTEM_BUS_ADDRESS pointing nowhere), root
+/// reaches systemd on its private socket, as go-systemd does; with that
+/// socket hidden too there is no bus: one line, nothing left.
+#[test]
+fn no_bus_daemon_then_no_bus_at_all() {
+    if !on() {
+        return;
+    }
+    let nowhere = "unix:path=/nonexistent/system_bus_socket";
+    let c = Ctr::new("sd-private", &["sleep", "100"]);
+    c.write_config();
+    let o = c
+        .cmd()
+        .env("DBUS_SYSTEM_BUS_ADDRESS", nowhere)
+        .args(["run", "-d", "--bundle"])
+        .arg(c.bundle())
+        .arg(&c.id)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(fs::File::create(c.out_file()).unwrap())
+        .status()
+        .unwrap();
+    assert!(
+        o.success(),
+        "run through systemd's private socket: {}",
+        c.output()
+    );
+    assert_eq!(unit_property(&c.unit().unwrap(), "ActiveState"), "active");
+    let o = c
+        .cmd()
+        .env("DBUS_SYSTEM_BUS_ADDRESS", nowhere)
+        .args(["delete", "--force", &c.id])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    c.assert_no_leftovers();
+
+    let c = Ctr::new("sd-nobus", &["true"]);
+    c.write_config();
+    let mut cmd = c.cmd();
+    let argv: Vec<String> = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    cmd = Command::new("unshare");
+    cmd.args([
+        "-m",
+        "sh",
+        "-c",
+        "mount --bind /dev/null /run/systemd/private && exec \"$@\"",
+        "sh",
+    ])
+    .args(&argv)
+    .args(["create", "--bundle"])
+    .arg(c.bundle())
+    .arg(&c.id)
+    .env("DBUS_SYSTEM_BUS_ADDRESS", nowhere);
+    let o = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(!o.status.success(), "created without a bus");
+    one_line_error("no bus", &err);
+    c.assert_no_leftovers();
+}
