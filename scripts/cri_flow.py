@@ -5,6 +5,11 @@
 #   cri_flow.py --socket SOCK --handler NAME --image IMG --cgroup-parent /P
 #               --log-dir DIR [--proto-dir DIR]
 #
+# With the systemd cgroup driver (containerd's SystemdCgroup = true) the
+# parent is a slice (NAME.slice, no dashes): each container is the scope
+# cri-containerd-ID.scope in it, and the update is checked in systemd's
+# view (systemctl show -p MemoryMax) as well as in memory.max.
+#
 # RunPodSandbox (host network: no CNI) -> CreateContainer -> StartContainer
 # -> ExecSync (stdout, stderr, exit codes, a timeout) -> streaming Exec (the
 # URL on containerd's streaming server, over kubelet's websocket protocol
@@ -26,6 +31,7 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -277,6 +283,17 @@ def flow(a):
         s = rt.ContainerStatus(pb.ContainerStatusRequest(container_id=ids["c1"], verbose=True), timeout=t)
         info = json.loads(s.info.get("info", "{}"))
         got = (((info.get("runtimeSpec") or {}).get("linux") or {}).get("resources") or {}).get("memory", {}).get("limit")
+        if a.cgroup_parent.endswith(".slice"):
+            unit = f"cri-containerd-{ids['c1']}.scope"
+            f = f"/sys/fs/cgroup/{a.cgroup_parent}/{unit}/memory.max"
+            sd = subprocess.run(
+                ["systemctl", "show", "-p", "MemoryMax", "--value", unit], capture_output=True, text=True
+            ).stdout.strip()
+            if not os.path.exists(f):
+                return "no cgroup", f"spec {got}, systemd {sd}"
+            with open(f) as fh:
+                ok = int(fh.read().strip()) == mem and sd == str(mem)
+                return ("ok" if ok else "wrong"), f"spec {got}, systemd MemoryMax {sd}, {f}"
         # What the cgroup holds (cgroup v1 memory hierarchy, or v2).
         for f in (
             f"/sys/fs/cgroup/memory{a.cgroup_parent}/{ids['c1']}/memory.limit_in_bytes",

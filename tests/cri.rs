@@ -40,6 +40,9 @@ struct Containerd {
     dir: PathBuf,
     /// The cgroup every pod's `cgroup_parent` is below (`/<cgroup>/<handler>`).
     cgroup: String,
+    /// The systemd cgroup driver (`SystemdCgroup = true`): each handler's
+    /// pods go in the slice `<cgroup>_<handler>.slice` instead.
+    systemd: bool,
     daemon: Child,
 }
 
@@ -71,6 +74,13 @@ impl Drop for Containerd {
                     .status();
             }
         }
+        if self.systemd {
+            for rt in runtimes() {
+                let slice = self.parent(&rt);
+                clean_up(&self.dir, &slice);
+                let _ = Command::new("systemctl").args(["stop", &slice]).status();
+            }
+        }
         clean_up(&self.dir, &self.cgroup);
     }
 }
@@ -86,7 +96,18 @@ fn runtime_state(dir: &Path, rt: &Runtime) -> Vec<String> {
 }
 
 impl Containerd {
-    fn start() -> Containerd {
+    /// A pod's `cgroup_parent` for handler `rt`, which is also its cgroup
+    /// below the root: `/<cgroup>/<handler>`, or a slice with systemd
+    /// (containerd then gives the runtime `SLICE:cri-containerd:ID`).
+    fn parent(&self, rt: &Runtime) -> String {
+        if self.systemd {
+            format!("{}_{}.slice", self.cgroup.replace('-', "_"), rt.name)
+        } else {
+            format!("/{}/{}", self.cgroup, rt.name)
+        }
+    }
+
+    fn start(systemd: bool) -> Containerd {
         let dir = std::env::temp_dir().join(format!("ocirun-cri-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         for d in ["cni/bin", "cni/conf"] {
@@ -100,7 +121,7 @@ impl Containerd {
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{n}.options]
         BinaryName = "{bin}"
         Root = "{d}/state-{n}"
-        SystemdCgroup = false
+        SystemdCgroup = {systemd}
 "#,
                 n = rt.name,
                 bin = rt.path.display(),
@@ -150,6 +171,7 @@ state = "{d}/state"
         let c = Containerd {
             dir,
             cgroup: format!("ocirun-cri-{}", std::process::id()),
+            systemd,
             daemon,
         };
         let t0 = Instant::now();
@@ -252,7 +274,7 @@ fn flow(c: &Containerd, python: &Path, rt: &Runtime) -> Vec<(String, String, Str
             .arg(c.dir.join("containerd.sock"))
             .args(["--handler", rt.name, "--image", BUSYBOX])
             .arg("--cgroup-parent")
-            .arg(format!("/{}/{}", c.cgroup, rt.name))
+            .arg(c.parent(rt))
             .arg("--log-dir")
             .arg(&logs),
     );
@@ -281,21 +303,22 @@ fn flow(c: &Containerd, python: &Path, rt: &Runtime) -> Vec<(String, String, Str
 /// than containerd), mounts under the temp dir. Shims exit on their own
 /// after the last delete, so this waits a little for an empty answer.
 fn host_leftovers(c: &Containerd, rt: &Runtime) -> Vec<(&'static str, Vec<String>)> {
-    let parent = format!("{}/{}", c.cgroup, rt.name);
+    let parent = c.parent(rt);
+    let parent = parent.trim_start_matches('/');
     let me = c.daemon.id() as i32;
     let look = || {
         vec![
             ("no runtime state under its Root", runtime_state(&c.dir, rt)),
             (
                 "no cgroups below the pod's parent",
-                cgroups_below(&parent)
+                cgroups_below(parent)
                     .iter()
                     .map(|p| p.display().to_string())
                     .collect(),
             ),
             (
                 "no processes: containers or shims",
-                cgroup_pids(&parent)
+                cgroup_pids(parent)
                     .iter()
                     .map(|p| format!("pid {p} in the pod's cgroups"))
                     .chain(
@@ -307,6 +330,14 @@ fn host_leftovers(c: &Containerd, rt: &Runtime) -> Vec<(&'static str, Vec<String
                     .collect(),
             ),
             ("no mounts under the temp dir", mounts_below(&c.dir)),
+            (
+                "no systemd units of its pod",
+                if c.systemd {
+                    cri_units(parent)
+                } else {
+                    Vec::new()
+                },
+            ),
         ]
     };
     let t0 = Instant::now();
@@ -319,8 +350,52 @@ fn host_leftovers(c: &Containerd, rt: &Runtime) -> Vec<(&'static str, Vec<String
     }
 }
 
+/// The units systemd still has in `slice` (the pod's scopes).
+fn cri_units(slice: &str) -> Vec<String> {
+    let o = Command::new("systemctl")
+        .args([
+            "list-units",
+            "--all",
+            "--plain",
+            "--no-legend",
+            "--type=scope",
+        ])
+        .output()
+        .unwrap();
+    text(&o.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|u| u.starts_with("cri-containerd-"))
+        .filter(|u| {
+            let o = Command::new("systemctl")
+                .args(["show", "-p", "Slice", "--value", u])
+                .output()
+                .unwrap();
+            text(&o.stdout).trim() == slice
+        })
+        .map(String::from)
+        .collect()
+}
+
 #[test]
 fn cri_pod_lifecycle_with_ocirun_and_runc_handlers() {
+    cri_pod_lifecycle(false);
+}
+
+/// The same pod with containerd's `SystemdCgroup = true` (kubelet's
+/// `cgroupDriver: systemd`): both runtimes get `--systemd-cgroup` and
+/// `SLICE:cri-containerd:ID` paths. Needs systemd as PID 1 on cgroup v2:
+/// `OCIRUN_CRI_SYSTEMD=1` runs it (scripts/test-systemd-cgroup, in a VM).
+#[test]
+fn cri_pod_lifecycle_with_the_systemd_cgroup_driver() {
+    if std::env::var("OCIRUN_CRI_SYSTEMD").is_ok_and(|v| v == "1") {
+        cri_pod_lifecycle(true);
+    } else {
+        eprintln!("skipped: OCIRUN_CRI_SYSTEMD=1 runs it (on a systemd host)");
+    }
+}
+
+fn cri_pod_lifecycle(systemd: bool) {
     let python = {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/setup-cri-client");
         let o = run_for(600, &mut Command::new(&script));
@@ -333,7 +408,7 @@ fn cri_pod_lifecycle_with_ocirun_and_runc_handlers() {
         PathBuf::from(text(&o.stdout))
     };
     let t0 = Instant::now();
-    let c = Containerd::start();
+    let c = Containerd::start(systemd);
     let img = busybox_image(&c.dir);
     let pause = pause_layout(&c.dir, &img);
     docker_archive(&img, "latest", BUSYBOX, &c.dir.join("busybox.tar"));
@@ -357,5 +432,9 @@ fn cri_pod_lifecycle_with_ocirun_and_runc_handlers() {
     if !errs.is_empty() {
         eprintln!("containerd's error lines:\n{errs}");
     }
-    table.check("CRI (containerd 1.6) pod lifecycle, per runtime handler");
+    table.check(if systemd {
+        "CRI (containerd 1.6, SystemdCgroup) pod lifecycle, per runtime handler"
+    } else {
+        "CRI (containerd 1.6) pod lifecycle, per runtime handler"
+    });
 }

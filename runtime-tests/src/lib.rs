@@ -287,7 +287,7 @@ impl Ctr {
             ],
             "linux": {
                 "namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}],
-                "cgroupsPath": format!("/{id}"),
+                "cgroupsPath": if systemd() { format!("system.slice:rt:{id}") } else { format!("/{id}") },
                 "maskedPaths": ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware"],
                 "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
             }
@@ -341,7 +341,8 @@ impl Ctr {
         .unwrap();
     }
 
-    /// The runtime command with `--root` set.
+    /// The runtime command with `--root` set (and `--systemd-cgroup`
+    /// under `RUNTIME_SYSTEMD=1`, on every command, as containerd does).
     pub fn cmd(&self) -> Command {
         let mut c = if rootless() {
             as_test_user(runtime())
@@ -349,7 +350,24 @@ impl Ctr {
             Command::new(runtime())
         };
         c.arg("--root").arg(&self.root);
+        if systemd() {
+            c.arg("--systemd-cgroup");
+        }
         c
+    }
+
+    /// The container's cgroup below the cgroup root with the default
+    /// `cgroupsPath`: `<id>`, or its scope in system.slice with systemd.
+    pub fn cgroup_rel(&self) -> String {
+        match self.unit() {
+            Some(u) => format!("system.slice/{u}"),
+            None => self.id.clone(),
+        }
+    }
+
+    /// The systemd unit of the default `cgroupsPath` (systemd driver only).
+    pub fn unit(&self) -> Option<String> {
+        systemd().then(|| format!("rt-{}.scope", self.id))
     }
 
     /// `run` in the foreground, capturing output.
@@ -467,8 +485,15 @@ impl Ctr {
             "state dir {} left behind",
             self.root.join(&self.id).display()
         );
-        for c in cgroup_dirs(&format!("/{}", self.id)) {
+        for c in cgroup_dirs(&format!("/{}", self.cgroup_rel())) {
             assert!(!c.exists(), "cgroup {} left behind", c.display());
+        }
+        if let Some(u) = self.unit() {
+            assert_eq!(
+                unit_property(&u, "LoadState"),
+                "not-found",
+                "unit {u} left behind"
+            );
         }
         let procs = processes_in_cgroup(&self.id);
         assert!(procs.is_empty(), "processes left behind: {procs:?}");
@@ -484,6 +509,26 @@ impl Drop for Ctr {
             .output();
         let _ = fs::remove_dir_all(&self.dir);
     }
+}
+
+/// `RUNTIME_SYSTEMD=1`: containers use the systemd cgroup driver
+/// (`--systemd-cgroup`, `cgroupsPath` `system.slice:rt:<id>`).
+pub fn systemd() -> bool {
+    std::env::var("RUNTIME_SYSTEMD").is_ok_and(|v| v == "1")
+}
+
+/// A property of a systemd unit as `systemctl show -p NAME --value` prints it.
+pub fn unit_property(unit: &str, name: &str) -> String {
+    let o = Command::new("systemctl")
+        .args(["show", "-p", name, "--value", unit])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "systemctl show {unit}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
 
 /// Every place a cgroup path can exist on this host (v1 controllers and v2).

@@ -391,6 +391,42 @@ fn emulate(rules: &[LinuxDeviceCgroup]) -> std::result::Result<Emulator, String>
     Ok(e)
 }
 
+/// `DevicePolicy` and the `DeviceAllow` entries (path, access letters).
+pub type SystemdDevices = (&'static str, Vec<(String, String)>);
+
+/// systemd's view of a container's device rules (`linux.resources.devices`
+/// with runc's defaults, [`effective_rules`]) for the systemd cgroup
+/// driver: `DevicePolicy` and the `DeviceAllow` entries (path or group,
+/// access letters), as runc converts them. A specific device is
+/// `/dev/{char,block}/MAJOR:MINOR`, a whole major `char-MAJOR`, every device
+/// of a type `char-*`; a rule with a wildcard major and a number as minor
+/// has no systemd form and is left to ocirun's own device program (systemd
+/// stays stricter there). systemd has no deny list: rules that allow by
+/// default give `auto` with no entries (allow everything) and the exceptions
+/// are enforced by ocirun's program alone.
+pub fn systemd_policy(rules: &[LinuxDeviceCgroup]) -> std::result::Result<SystemdDevices, String> {
+    let e = emulate(rules)?;
+    if e.default_allow {
+        return Ok(("auto", Vec::new()));
+    }
+    let mut allow = Vec::new();
+    for (&(kind, major, minor), &bits) in &e.exceptions {
+        let t = match kind {
+            Kind::Char => "char",
+            Kind::Block => "block",
+            Kind::All => continue,
+        };
+        let path = match (major, minor) {
+            (None, None) => format!("{t}-*"),
+            (None, Some(_)) => continue,
+            (Some(ma), None) => format!("{t}-{ma}"),
+            (Some(ma), Some(mi)) => format!("/dev/{t}/{ma}:{mi}"),
+        };
+        allow.push((path, access_text(bits)));
+    }
+    Ok(("strict", allow))
+}
+
 /// cgroup v1: writes devices.deny / devices.allow in `dir` (a devices
 /// hierarchy cgroup directory) so that the cgroup ends with exactly `rules`
 /// (a new cgroup starts with its parent's list). Only the difference from

@@ -12,6 +12,7 @@
 
 pub mod resources;
 pub mod stats;
+pub mod systemd;
 
 use std::fs;
 use std::io::ErrorKind;
@@ -54,6 +55,16 @@ pub trait Manager {
     /// written; if the kernel refuses one, the single-valued files already
     /// written are put back, so a failed `update` leaves the old limits.
     fn set(&self, r: &LinuxResources) -> Result<()>;
+    /// Whether the cgroup exists only once `apply` has run (the systemd
+    /// driver), which then also writes the device rules and limits it was
+    /// built with; otherwise `create` makes it and the caller writes them.
+    fn limits_at_apply(&self) -> bool {
+        false
+    }
+    /// The systemd unit the container is placed in, for state.json.
+    fn systemd_unit(&self) -> Option<systemd::SavedUnit> {
+        None
+    }
 }
 
 /// Freezes (`true`) or thaws every process of the container's cgroup and
@@ -311,18 +322,8 @@ pub struct V1 {
     hs: Vec<Hierarchy>,
 }
 
-/// Builds the manager for a container from its cgroupsPath.
-pub fn for_container(
-    cgroups_path: Option<&Path>,
-    id: &str,
-    systemd: bool,
-) -> Result<Box<dyn Manager>> {
-    if systemd {
-        return Err(Error::Cgroup(
-            "the systemd cgroup driver (--systemd-cgroup) is not supported yet: use cgroupfs paths"
-                .into(),
-        ));
-    }
+/// Builds the cgroupfs manager for a container from its cgroupsPath.
+pub fn for_container(cgroups_path: Option<&Path>, id: &str) -> Result<Box<dyn Manager>> {
     let rel = match cgroups_path {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from(id),
@@ -351,6 +352,45 @@ pub fn rootless_view(kept: &[Hierarchy]) -> Result<Vec<Hierarchy>> {
         }
     }
     Ok(hs)
+}
+
+/// The systemd driver for a new container (`--systemd-cgroup`): its
+/// limits and, unless rootless, its device rules go to systemd and the
+/// files once the unit is started with the init (`apply`).
+pub fn systemd_for_container(
+    linux: &oci_spec::runtime::Linux,
+    id: &str,
+    rootless: bool,
+) -> Result<Box<dyn Manager>> {
+    systemd::bus::check_built_in()?;
+    let path = linux.cgroups_path().as_ref().map(|p| p.to_string_lossy());
+    let devices = (!rootless).then(|| {
+        devices::effective_rules(
+            linux
+                .resources()
+                .as_ref()
+                .and_then(|r| r.devices().as_deref())
+                .unwrap_or_default(),
+            linux.devices().as_deref().unwrap_or_default(),
+        )
+    });
+    Ok(Box::new(systemd::Systemd::for_container(
+        path.as_deref(),
+        id,
+        rootless,
+        linux.resources().clone(),
+        devices,
+    )?))
+}
+
+/// Rebuilds a container's manager from state.json: the systemd driver
+/// when it was placed by systemd (`update` and `delete` talk to systemd),
+/// else the cgroupfs one.
+pub fn from_saved(hs: &[Hierarchy], unit: Option<&systemd::SavedUnit>) -> Box<dyn Manager> {
+    match unit {
+        Some(u) => Box::new(systemd::Systemd::from_saved(hs, u)),
+        None => from_hierarchies(hs.to_vec()),
+    }
 }
 
 /// The container's hierarchies moved into the sub-cgroups `exec --cgroup`
@@ -489,7 +529,7 @@ fn check_path(p: &Path) -> Result<()> {
     }
     if p.to_string_lossy().contains(':') && !p.is_absolute() {
         return Err(Error::Cgroup(format!(
-            "cgroupsPath {} looks like a systemd \"slice:prefix:name\" path, but the systemd cgroup driver is not supported yet",
+            "cgroupsPath {} looks like a systemd \"slice:prefix:name\" path: use --systemd-cgroup for the systemd cgroup driver",
             p.display()
         )));
     }

@@ -135,7 +135,7 @@ pub fn update(g: &Global, a: &UpdateArgs) -> Result<()> {
     let dir = StateDir::open(&g.root, &a.id)?;
     let mut saved = dir.load()?;
     dir.status(&saved).allows(Op::Update, &a.id)?;
-    let cg = cgroups::from_hierarchies(saved.cgroups.clone());
+    let cg = cgroups::from_saved(&saved.cgroups, saved.systemd.as_ref());
     cg.set(&r)?;
     // What the container now runs with, for the next update and `events`.
     let mut all = serde_json::to_value(saved.resources.clone().unwrap_or_default())

@@ -79,10 +79,16 @@ fn create_locked(g: &Global, o: &CreateOpts, detached: bool) -> Result<Created> 
         Default::default()
     };
     let seccomp = compile_seccomp(linux, &g.root)?;
-    let cg = cgroups::for_container(linux.cgroups_path().as_deref(), &o.id, g.systemd_cgroup)?;
+    let cg = if g.systemd_cgroup {
+        // systemd makes (and delegates) the cgroup: checked and connected
+        // here, before anything exists.
+        cgroups::systemd_for_container(linux, &o.id, g.rootless_cgroups)?
+    } else {
+        cgroups::for_container(linux.cgroups_path().as_deref(), &o.id)?
+    };
     // Rootless: only a cgroup the user may write (delegated) is made or
     // joined; a limit without one fails here, before anything exists.
-    let (cg, cgroup_view) = if g.rootless_cgroups {
+    let (cg, cgroup_view) = if g.rootless_cgroups && !g.systemd_cgroup {
         let kept = cgroups::writable(cg.hierarchies());
         if let Some(r) = linux.resources() {
             cgroups::check_rootless_limits(cg.hierarchies(), &kept, r)?;
@@ -117,13 +123,15 @@ fn create_locked(g: &Global, o: &CreateOpts, detached: bool) -> Result<Created> 
         // Saved before anything exists, so `delete --force` can clean up after a crash.
         dir.save(&saved)?;
         cg.create()?;
-        if !g.rootless_cgroups {
+        if cg.limits_at_apply() {
+            // Written by the manager once the cgroup exists (process::spawn).
+        } else if !g.rootless_cgroups {
             cgroups::devices::apply_for(cg.hierarchies(), linux)?;
         } else if let Err(e) = cgroups::devices::apply_for(cg.hierarchies(), linux) {
             // As runc: device rules are not expected to work without privilege.
             crate::logging::debug(|| format!("rootless: device cgroup rules not applied: {e}"));
         }
-        if let Some(r) = linux.resources() {
+        if let Some(r) = linux.resources().as_ref().filter(|_| !cg.limits_at_apply()) {
             cg.set(r)?;
         }
         let (console, relay) = open_console(&bundle, o.console_socket.as_deref(), detached)?;
@@ -179,6 +187,10 @@ fn create_locked(g: &Global, o: &CreateOpts, detached: bool) -> Result<Created> 
         // Known before any later step can fail, so the cleanup below kills
         // the init even where no cgroup holds it (rootless).
         saved.pid = pid.as_raw();
+        // The systemd unit, now that it was started (a crash before this
+        // leaves its directory in `cgroups`: delete kills what it holds and
+        // systemd drops the empty unit).
+        saved.systemd = cg.systemd_unit();
         saved.pid_start = state::process_start_time(pid).ok_or_else(|| {
             Error::Container(format!("container init {pid} died right after setup"))
         })?;
@@ -195,6 +207,12 @@ fn create_locked(g: &Global, o: &CreateOpts, detached: bool) -> Result<Created> 
     match result {
         Ok(()) => Ok(Created { dir, saved, master }),
         Err(e) => {
+            saved.systemd = cg.systemd_unit();
+            if cg.limits_at_apply() && saved.systemd.is_none() {
+                // systemd never started our unit: a cgroup at its path is
+                // another unit's (of the same name), not ours to empty.
+                saved.cgroups.clear();
+            }
             let _ = destroy(dir, &saved);
             Err(e)
         }
@@ -501,7 +519,7 @@ pub fn delete(g: &Global, id: &str, force: bool) -> Result<()> {
 /// Kills whatever is left of a container, waits for it to be gone, removes
 /// its cgroup and its state dir.
 fn destroy(dir: StateDir, saved: &Saved) -> Result<()> {
-    let cg = cgroups::from_hierarchies(saved.cgroups.clone());
+    let cg = cgroups::from_saved(&saved.cgroups, saved.systemd.as_ref());
     let mut pidfds = Vec::new();
     let init = (saved.pid != 0).then(|| Pid::from_raw(saved.pid));
     let procs = state::processes(saved).unwrap_or_default();

@@ -42,6 +42,10 @@ pub struct Saved {
     /// The spec's hooks: poststart and poststop run from `start` and `delete`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hooks: Option<oci_spec::runtime::Hooks>,
+    /// Placed by the systemd cgroup driver: the unit `update` and `delete`
+    /// talk to systemd about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub systemd: Option<crate::cgroups::systemd::SavedUnit>,
     /// No mount namespace of its own: its mounts are in ours until `delete`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub host_mounts: bool,
