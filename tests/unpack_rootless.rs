@@ -15,33 +15,12 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 
 use serde_json::{Value, json};
 
-const USER: &str = "rtuser";
-
-/// rtuser's uid and gid, creating the user the first time.
+/// rtuser's uid and gid (runtime-tests' test user, made if missing).
 fn user() -> (u32, u32) {
-    static IDS: OnceLock<(u32, u32)> = OnceLock::new();
-    *IDS.get_or_init(|| {
-        let id = |flag: &str| {
-            Command::new("id")
-                .args([flag, USER])
-                .output()
-                .ok()
-                .filter(|o| o.status.success())
-                .map(|o| String::from_utf8_lossy(&o.stdout).trim().parse().unwrap())
-        };
-        if id("-u").is_none() {
-            let st = Command::new("useradd")
-                .args(["--no-create-home", "--shell", "/usr/sbin/nologin", USER])
-                .status()
-                .unwrap();
-            assert!(st.success(), "useradd {USER}");
-        }
-        (id("-u").unwrap(), id("-g").unwrap())
-    })
+    runtime_tests::test_user()
 }
 
 /// A scratch dir under /tmp (root's, 0755: rtuser reads the images built
