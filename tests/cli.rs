@@ -107,15 +107,18 @@ fn systemd_cgroup_without_systemd_is_a_clear_error() {
     let t = tmp("systemd");
     let b = bundle(&t.0, &["true"]);
     let root = t.0.join("state");
-    let o = Command::new(bin())
-        .arg("--systemd-cgroup")
-        .arg("--root")
-        .arg(&root)
-        .args(["run", "--bundle"])
-        .arg(&b)
-        .arg("sd")
-        .output()
-        .unwrap();
+    let run = || {
+        Command::new(bin())
+            .arg("--systemd-cgroup")
+            .arg("--root")
+            .arg(&root)
+            .args(["run", "--bundle"])
+            .arg(&b)
+            .arg("sd")
+            .output()
+            .unwrap()
+    };
+    let o = run();
     assert!(!o.status.success());
     let err = stderr(&o);
     assert!(
@@ -134,15 +137,7 @@ fn systemd_cgroup_without_systemd_is_a_clear_error() {
     );
     // A malformed cgroupsPath is refused before systemd is looked for.
     edit(&b, |v| v["linux"]["cgroupsPath"] = "a:b".into());
-    let o = Command::new(bin())
-        .arg("--systemd-cgroup")
-        .arg("--root")
-        .arg(&root)
-        .args(["run", "--bundle"])
-        .arg(&b)
-        .arg("sd")
-        .output()
-        .unwrap();
+    let o = run();
     assert!(!o.status.success());
     assert!(stderr(&o).contains("slice:prefix:name"), "{}", stderr(&o));
     assert!(!root.join("sd").exists());
