@@ -71,6 +71,17 @@ pub trait Manager {
 /// waits until the kernel reports the state reached: the v1 freezer when
 /// there is one, else cgroup.freeze of the unified hierarchy.
 pub fn freeze(hs: &[Hierarchy], on: bool) -> Result<()> {
+    let r = freeze_wait(hs, on);
+    // The last process gone, the cgroup can vanish under us (systemd removes
+    // an empty scope): nothing is left to thaw.
+    let used = v1_of(hs, "freezer").or_else(|| hs.iter().find(|h| h.v2));
+    if r.is_err() && !on && used.is_some_and(|h| !h.dir.exists()) {
+        return Ok(());
+    }
+    r
+}
+
+fn freeze_wait(hs: &[Hierarchy], on: bool) -> Result<()> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     if let Some(h) = v1_of(hs, "freezer") {
         let state = h.dir.join("freezer.state");
@@ -821,6 +832,24 @@ mod tests {
 34 30 0:30 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,xattr,name=systemd
 ";
     const HYBRID_OWN: &str = "4:memory:/user/me\n3:cpu,cpuacct:/\n1:name=systemd:/\n0::/\n";
+
+    #[test]
+    fn thawing_a_removed_cgroup_is_done_freezing_it_is_not() {
+        let gone = |v2: bool| Hierarchy {
+            mount: PathBuf::from("/nonexistent"),
+            v2,
+            controllers: if v2 { String::new() } else { "freezer".into() },
+            dir: PathBuf::from("/nonexistent/ocirun-removed-scope"),
+        };
+        for v2 in [true, false] {
+            let hs = [gone(v2)];
+            assert!(freeze(&hs, false).is_ok(), "v2 {v2}");
+            let e = freeze(&hs, true).unwrap_err().to_string();
+            assert!(e.contains("/nonexistent/ocirun-removed-scope"), "{e}");
+        }
+        // No cgroup at all still says why it cannot thaw.
+        assert!(freeze(&[], false).is_err());
+    }
 
     #[test]
     fn hybrid_places_in_every_v1_controller_and_unified() {
