@@ -69,11 +69,45 @@ def lifecycle(name, rt, root, i):
     return t1 - t0, cpu
 
 
-def rss_run(rt, root, i):
+def exec_true(name, rt, root, i):
+    """`exec` of /bin/true into the runtime's running container (`e-NAME`: the ids differ per runtime, since
+    each one's default cgroup path is the id),
+    what Kubernetes' exec probes do."""
+    t0, c0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    st, _ = spawn([rt, "--root", root, "exec", f"e-{name}", "/bin/true"])
+    t1, c1 = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    check(st, f"{name} exec")
+    cpu = (c1.ru_utime - c0.ru_utime) + (c1.ru_stime - c0.ru_stime)
+    return t1 - t0, cpu
+
+
+def start_sleeper(name, rt, root):
+    """The long-running container that exec_true enters."""
+    pidfile = os.path.join(work, f"{name}.sleeper.pid")
+    st, _ = spawn([rt, "--root", root, "create", "--bundle", os.path.join(work, "sleeper"), "--pid-file", pidfile, f"e-{name}"])
+    check(st, f"{name} create e-{name}")
+    st, _ = spawn([rt, "--root", root, "start", f"e-{name}"])
+    check(st, f"{name} start e-{name}")
+    return int(open(pidfile).read())
+
+
+def stop_sleeper(name, rt, root, pid):
+    st, _ = spawn([rt, "--root", root, "kill", f"e-{name}", "KILL"])
+    check(st, f"{name} kill e-{name}")
+    os.waitpid(pid, 0)
+    st, _ = spawn([rt, "--root", root, "delete", f"e-{name}"])
+    check(st, f"{name} delete e-{name}")
+
+
+def rss_exec(name, rt, root, i):
+    return peak_rss_kib([rt, "--root", root, "exec", f"e-{name}", "/bin/true"])
+
+
+def rss_run(name, rt, root, i):
     return peak_rss_kib([rt, "--root", root, "run", "--bundle", bundle, f"r{i}"])
 
 
-def rss_lifecycle(rt, root, i):
+def rss_lifecycle(name, rt, root, i):
     cid, pidfile = f"m{i}", os.path.join(work, "rss.pid")
     a = peak_rss_kib([rt, "--root", root, "create", "--bundle", bundle, "--pid-file", pidfile, cid])
     pid = int(open(pidfile).read())
@@ -84,8 +118,16 @@ def rss_lifecycle(rt, root, i):
 
 
 results, rss = {}, {}
-scenarios = (("run /bin/true", run_true, rss_run), ("create+start+wait+delete", lifecycle, rss_lifecycle))
+scenarios = (
+    ("run /bin/true", run_true, rss_run),
+    ("create+start+wait+delete", lifecycle, rss_lifecycle),
+    ("exec /bin/true", exec_true, rss_exec),
+)
+sleepers = {}
 for scenario, fn, rss_fn in scenarios:
+    if fn is exec_true:
+        for name, rt in runtimes:
+            sleepers[name] = start_sleeper(name, rt, os.path.join(work, "root-" + name))
     for name, rt in runtimes:  # warm up caches once each
         fn(name, rt, os.path.join(work, "root-" + name), 999999)
     for i in range(n):
@@ -93,7 +135,10 @@ for scenario, fn, rss_fn in scenarios:
             results.setdefault((scenario, name), []).append(fn(name, rt, os.path.join(work, "root-" + name), i))
     for i in range(max(5, n // 4)):  # peak RSS in a separate, smaller pass
         for name, rt in runtimes:
-            rss.setdefault((scenario, name), []).append(rss_fn(rt, os.path.join(work, "root-" + name), i))
+            rss.setdefault((scenario, name), []).append(rss_fn(name, rt, os.path.join(work, "root-" + name), i))
+    for name, rt in runtimes:
+        if name in sleepers:
+            stop_sleeper(name, rt, os.path.join(work, "root-" + name), sleepers.pop(name))
 
 print(f"{n} containers per runtime and scenario, interleaved; medians; ratio = runtime / ocirun")
 print(f"{'scenario':26} {'runtime':8} {'wall ms':>9} {'cpu ms':>8} {'rss MiB':>8} {'wall x':>7} {'cpu x':>6} {'rss x':>6}")
