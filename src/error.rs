@@ -77,6 +77,19 @@ impl<T> Context<T> for std::result::Result<T, std::io::Error> {
     }
 }
 
+impl<T> Context<T> for std::result::Result<T, rustix::io::Errno> {
+    fn ctx<F, S>(self, kind: fn(String) -> Error, what: F) -> Result<T>
+    where
+        F: FnOnce() -> S,
+        S: Display,
+    {
+        self.map_err(|e| {
+            let e = nix::errno::Errno::from_raw(e.raw_os_error());
+            kind(format!("{}: {}", what(), errno_name(e)))
+        })
+    }
+}
+
 impl<T> Context<T> for std::result::Result<T, pathrs::error::Error> {
     fn ctx<F, S>(self, kind: fn(String) -> Error, what: F) -> Result<T>
     where

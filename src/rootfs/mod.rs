@@ -1,17 +1,18 @@
 //! The container's root filesystem: propagation, the mounts of config.json,
 //! devices and /dev links, pivot_root (or MS_MOVE + chroot), then readonly and
 //! masked paths and a read-only root. Every path inside the rootfs is resolved
-//! with libpathrs (openat2 RESOLVE_IN_ROOT), so no symlink or `..` in the
-//! rootfs can make a mount or a device node land outside it.
+//! by the kernel inside it (openat2 RESOLVE_IN_ROOT, `inroot`), so no symlink
+//! or `..` in the rootfs can make a mount or a device node land outside it.
 
 pub mod idmap;
+pub mod inroot;
 pub mod options;
 pub mod procfs;
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::fs::Permissions;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
@@ -21,10 +22,12 @@ use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sys::stat::{Mode, SFlag};
 use nix::unistd::{Gid, Uid, chdir, fchdir, pivot_root};
 use oci_spec::runtime::{LinuxDevice, LinuxDeviceType, LinuxNamespaceType, Mount, Spec};
-use pathrs::{Handle, InodeType, Root};
+use rustix::fs::FileType;
+
+use self::inroot::RootDir as Root;
 
 use crate::cgroups::Hierarchy;
-use crate::error::{Context, Error, Result};
+use crate::error::{Context, Error, Result, errno_name};
 
 pub use options::propagation;
 
@@ -128,7 +131,7 @@ pub fn prepare(p: &Plan, before_pivot: &mut dyn FnMut() -> Result<()>) -> Result
         setup_dev(p, &root, mounts)?;
     }
     if let Some(process) = p.spec.process() {
-        root.mkdir_all(process.cwd(), &Permissions::from_mode(0o755))
+        root.mkdir_all(process.cwd(), 0o755)
             .ctx(Error::Rootfs, || {
                 format!("create cwd {} in rootfs", process.cwd().display())
             })?;
@@ -268,7 +271,7 @@ pub fn check_no_escape(root: &Root, dest: &Path) -> Result<()> {
         }
         cur.push(&part);
         match root.readlink(&cur) {
-            Ok(target) => {
+            Some(target) => {
                 links += 1;
                 if links > 40 {
                     return Err(Error::Rootfs(format!(
@@ -300,7 +303,7 @@ pub fn check_no_escape(root: &Root, dest: &Path) -> Result<()> {
                 }
                 push_front(&mut todo, &target);
             }
-            Err(_) => {
+            None => {
                 // Not a symlink, or not there yet (it will be created).
             }
         }
@@ -310,33 +313,28 @@ pub fn check_no_escape(root: &Root, dest: &Path) -> Result<()> {
 
 /// Resolves `dest` in the rootfs, creating a directory (or an empty file) for
 /// the mount to land on.
-fn mountpoint(root: &Root, dest: &Path, dir: bool) -> Result<Handle> {
+fn mountpoint(root: &Root, dest: &Path, dir: bool) -> Result<OwnedFd> {
     check_no_escape(root, dest)?;
     if let Ok(h) = root.resolve(dest) {
         return Ok(h);
     }
-    let perm = Permissions::from_mode(0o755);
     if dir {
-        return root.mkdir_all(dest, &perm).ctx(Error::Rootfs, || {
+        return root.mkdir_all(dest, 0o755).ctx(Error::Rootfs, || {
             format!("create mountpoint {} in rootfs", dest.display())
         });
     }
     if let Some(parent) = dest.parent() {
-        root.mkdir_all(parent, &perm).ctx(Error::Rootfs, || {
+        root.mkdir_all(parent, 0o755).ctx(Error::Rootfs, || {
             format!("create mountpoint {} in rootfs", parent.display())
         })?;
     }
-    match root.create(dest, &InodeType::File(Permissions::from_mode(0o644))) {
-        Ok(()) => {}
-        Err(e)
-            if matches!(
-                e.kind(),
-                pathrs::error::ErrorKind::OsError(Some(libc::EEXIST))
-            ) => {}
+    match root.create_file(dest, 0o644) {
+        Ok(()) | Err(rustix::io::Errno::EXIST) => {}
         Err(e) => {
             return Err(Error::Rootfs(format!(
-                "create mountpoint {} in rootfs: {e}",
-                dest.display()
+                "create mountpoint {} in rootfs: {}",
+                dest.display(),
+                errno_name(rustix_errno(e))
             )));
         }
     }
@@ -488,7 +486,7 @@ fn bind_host_sys(p: &Plan, root: &Root, m: &Mount) -> Result<()> {
     make_mount(p, root, &bind, &opts, None)
 }
 
-fn resolve(root: &Root, dest: &Path) -> Result<Handle> {
+fn resolve(root: &Root, dest: &Path) -> Result<OwnedFd> {
     root.resolve(dest).ctx(Error::Rootfs, || {
         format!("resolve {} in rootfs", dest.display())
     })
@@ -620,11 +618,9 @@ fn mount_cgroup(p: &Plan, root: &Root, dest: &Path, opts: &options::Parsed) -> R
             continue;
         }
         let sub = dest.join(&name);
-        let t = root
-            .mkdir_all(&sub, &Permissions::from_mode(0o755))
-            .ctx(Error::Rootfs, || {
-                format!("create {} in rootfs", sub.display())
-            })?;
+        let t = root.mkdir_all(&sub, 0o755).ctx(Error::Rootfs, || {
+            format!("create {} in rootfs", sub.display())
+        })?;
         let fdp = fd_path(&t);
         if p.cgroupns {
             let (fstype, data) = if h.v2 {
@@ -642,7 +638,7 @@ fn mount_cgroup(p: &Plan, root: &Root, dest: &Path, opts: &options::Parsed) -> R
         if name.contains(',') {
             for part in name.split(',') {
                 let link = dest.join(part);
-                let _ = root.create(&link, &InodeType::Symlink(PathBuf::from(&name)));
+                let _ = root.symlink(&link, Path::new(&name));
             }
         }
     }
@@ -722,8 +718,7 @@ const DEFAULT_DEVICES: &[Dev] = &[
 ];
 
 fn setup_dev(p: &Plan, root: &Root, mounts: &[Mount]) -> Result<()> {
-    let perm = Permissions::from_mode(0o755);
-    root.mkdir_all("/dev", &perm)
+    root.mkdir_all(Path::new("/dev"), 0o755)
         .ctx(Error::Rootfs, || "create /dev in rootfs")?;
     for d in DEFAULT_DEVICES {
         make_device(
@@ -764,25 +759,18 @@ fn setup_dev(p: &Plan, root: &Root, mounts: &[Mount]) -> Result<()> {
         .iter()
         .any(|m| m.destination() == Path::new("/dev/pts"))
     {
-        let _ = root.remove_file("/dev/ptmx");
+        let _ = root.remove_file(Path::new("/dev/ptmx"));
         symlink(root, "/dev/ptmx", "pts/ptmx")?;
     }
     Ok(())
 }
 
 fn symlink(root: &Root, link: &str, target: &str) -> Result<()> {
-    match root.create(link, &InodeType::Symlink(PathBuf::from(target))) {
-        Ok(()) => Ok(()),
-        Err(e)
-            if matches!(
-                e.kind(),
-                pathrs::error::ErrorKind::OsError(Some(libc::EEXIST))
-            ) =>
-        {
-            Ok(())
-        }
+    match root.symlink(Path::new(link), Path::new(target)) {
+        Ok(()) | Err(rustix::io::Errno::EXIST) => Ok(()),
         Err(e) => Err(Error::Rootfs(format!(
-            "symlink {link} -> {target} in rootfs: {e}"
+            "symlink {link} -> {target} in rootfs: {}",
+            errno_name(rustix_errno(e))
         ))),
     }
 }
@@ -832,10 +820,9 @@ fn make_device(
 ) -> Result<()> {
     check_no_escape(root, path)?;
     if let Some(parent) = path.parent() {
-        root.mkdir_all(parent, &Permissions::from_mode(0o755))
-            .ctx(Error::Rootfs, || {
-                format!("create {} in rootfs", parent.display())
-            })?;
+        root.mkdir_all(parent, 0o755).ctx(Error::Rootfs, || {
+            format!("create {} in rootfs", parent.display())
+        })?;
     }
     let _ = root.remove_file(path);
     if p.userns {
@@ -854,15 +841,15 @@ fn make_device(
         });
     }
     let dev = libc::makedev(major as u32, minor as u32);
-    let perm = Permissions::from_mode(mode);
-    let inode = match kind {
-        SFlag::S_IFBLK => InodeType::BlockDevice(perm, dev),
-        SFlag::S_IFIFO => InodeType::Fifo(perm),
-        _ => InodeType::CharacterDevice(perm, dev),
+    let file_type = match kind {
+        SFlag::S_IFBLK => FileType::BlockDevice,
+        SFlag::S_IFIFO => FileType::Fifo,
+        _ => FileType::CharacterDevice,
     };
-    root.create(path, &inode).ctx(Error::Rootfs, || {
-        format!("mknod {} in rootfs", path.display())
-    })?;
+    root.mknod(path, file_type, mode, dev)
+        .ctx(Error::Rootfs, || {
+            format!("mknod {} in rootfs", path.display())
+        })?;
     let h = resolve(root, path)?;
     nix::unistd::fchownat(
         &h,
@@ -886,7 +873,7 @@ pub fn finalize(spec: &Spec) -> Result<()> {
     let readonly = linux.and_then(|l| l.readonly_paths().as_ref());
     let masked = linux.and_then(|l| l.masked_paths().as_ref());
     if readonly.is_some_and(|r| !r.is_empty()) || masked.is_some_and(|m| !m.is_empty()) {
-        let root = Root::open("/").ctx(Error::Rootfs, || "open the container root")?;
+        let root = Root::open(Path::new("/")).ctx(Error::Rootfs, || "open the container root")?;
         for path in readonly.into_iter().flatten() {
             readonly_path(&root, path)?;
         }
@@ -931,14 +918,11 @@ fn readonly_path(root: &Root, path: &str) -> Result<()> {
 
 /// `root.resolve(path)`, with a missing path as None (readonly and masked
 /// paths that an image does not have are skipped, as runc does).
-fn resolve_if_exists(
-    root: &Root,
-    path: &str,
-) -> std::result::Result<Option<Handle>, pathrs::error::Error> {
-    match root.resolve(path) {
+fn resolve_if_exists(root: &Root, path: &str) -> Result<Option<OwnedFd>, String> {
+    match root.resolve(Path::new(path)) {
         Ok(h) => Ok(Some(h)),
-        Err(e) if is_enoent(&e) => Ok(None),
-        Err(e) => Err(e),
+        Err(rustix::io::Errno::NOENT) => Ok(None),
+        Err(e) => Err(errno_name(rustix_errno(e))),
     }
 }
 

@@ -1,0 +1,238 @@
+//! Paths inside the container's root, resolved by the kernel: every lookup
+//! is one `openat2(2)` from an fd on the root with `RESOLVE_IN_ROOT` (a
+//! symlink or `..` cannot climb above it) and `RESOLVE_NO_MAGICLINKS` (no
+//! /proc/self/fd jumps). New entries are made relative to an fd on their
+//! parent, never through a path the rootfs could redirect.
+//!
+//! This is the containment libpathrs gives through the same syscall on these
+//! kernels (Linux >= 5.6). libpathrs is still what the unpacker and the exec
+//! paths use; this start path does not, because libpathrs's `Root` checks
+//! its procfs handle on every step and builds each error (a missing
+//! mountpoint is an expected one) with a /proc lookup of the fd for its
+//! message: 85 syscalls to make the /dev/shm mountpoint, about 1,500 of the
+//! 2,000 a default container's init made (docs/performance.md).
+
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStringExt;
+use std::path::{Component, Path, PathBuf};
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
+use rustix::io::Errno;
+
+/// The container's root directory, as an fd.
+pub struct RootDir {
+    fd: OwnedFd,
+}
+
+type R<T> = std::result::Result<T, Errno>;
+
+const IN_ROOT: ResolveFlags = ResolveFlags::IN_ROOT.union(ResolveFlags::NO_MAGICLINKS);
+
+impl RootDir {
+    /// Opens `path` (a host path) as the root.
+    pub fn open(path: &Path) -> R<RootDir> {
+        let fd = rustix::fs::open(
+            path,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(RootDir { fd })
+    }
+
+    fn openat2(&self, path: &Path, flags: OFlags) -> R<OwnedFd> {
+        let rel = relative(path);
+        // The kernel answers EAGAIN when a rename or mount raced with a `..`
+        // lookup: ask again, a bounded number of times (as libpathrs does).
+        let mut tries = 0;
+        loop {
+            match rustix::fs::openat2(&self.fd, rel, flags, Mode::empty(), IN_ROOT) {
+                Err(Errno::AGAIN) if tries < 32 => tries += 1,
+                r => return r,
+            }
+        }
+    }
+
+    /// An O_PATH fd on `path`, a final symlink followed (inside the root).
+    pub fn resolve(&self, path: &Path) -> R<OwnedFd> {
+        self.openat2(path, OFlags::PATH | OFlags::CLOEXEC)
+    }
+
+    /// An O_PATH fd on `path` itself, a symlink not followed.
+    pub fn resolve_nofollow(&self, path: &Path) -> R<OwnedFd> {
+        self.openat2(path, OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC)
+    }
+
+    fn dir(&self, path: &Path) -> R<OwnedFd> {
+        self.openat2(path, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC)
+    }
+
+    /// The target of `path` when it is a symlink; None when it is something
+    /// else or is not there.
+    pub fn readlink(&self, path: &Path) -> Option<PathBuf> {
+        let fd = self.resolve_nofollow(path).ok()?;
+        let st = rustix::fs::fstat(&fd).ok()?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::Symlink {
+            return None;
+        }
+        let target = rustix::fs::readlinkat(&fd, "", Vec::new()).ok()?;
+        Some(PathBuf::from(std::ffi::OsString::from_vec(
+            target.into_bytes(),
+        )))
+    }
+
+    /// The directory `path`, made with every missing parent (mode `mode`,
+    /// less the umask). Each new directory is made relative to an fd on its
+    /// parent, then looked up again from the root.
+    pub fn mkdir_all(&self, path: &Path, mode: u32) -> R<OwnedFd> {
+        match self.dir(path) {
+            Err(Errno::NOENT) => {}
+            r => return r,
+        }
+        let mut parent = self.dir(Path::new("/"))?;
+        let mut prefix = PathBuf::from("/");
+        for c in path.components() {
+            let name = match c {
+                Component::Normal(n) => n,
+                Component::ParentDir => OsStr::new(".."),
+                _ => continue,
+            };
+            prefix.push(name);
+            parent = match self.dir(&prefix) {
+                Err(Errno::NOENT) if name != ".." => {
+                    match rustix::fs::mkdirat(&parent, name, Mode::from_raw_mode(mode)) {
+                        Ok(()) | Err(Errno::EXIST) => {}
+                        Err(e) => return Err(e),
+                    }
+                    self.dir(&prefix)?
+                }
+                r => r?,
+            };
+        }
+        Ok(parent)
+    }
+
+    /// The parent directory of `path` and the last component's name.
+    fn parent_of<'p>(&self, path: &'p Path) -> R<(OwnedFd, &'p OsStr)> {
+        let name = match path.components().next_back() {
+            Some(Component::Normal(n)) => n,
+            _ => return Err(Errno::INVAL),
+        };
+        let parent = path.parent().unwrap_or(Path::new("/"));
+        Ok((self.dir(parent)?, name))
+    }
+
+    /// A new empty regular file (EEXIST when something is there).
+    pub fn create_file(&self, path: &Path, mode: u32) -> R<()> {
+        let (parent, name) = self.parent_of(path)?;
+        rustix::fs::openat(
+            &parent,
+            name,
+            OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::WRONLY | OFlags::CLOEXEC,
+            Mode::from_raw_mode(mode),
+        )
+        .map(drop)
+    }
+
+    /// A device node or fifo (EEXIST when something is there).
+    pub fn mknod(&self, path: &Path, kind: FileType, mode: u32, dev: u64) -> R<()> {
+        let (parent, name) = self.parent_of(path)?;
+        rustix::fs::mknodat(&parent, name, kind, Mode::from_raw_mode(mode), dev)
+    }
+
+    /// A symlink `path` -> `target` (EEXIST when something is there).
+    pub fn symlink(&self, path: &Path, target: &Path) -> R<()> {
+        let (parent, name) = self.parent_of(path)?;
+        rustix::fs::symlinkat(target, &parent, name)
+    }
+
+    /// Removes the non-directory `path`.
+    pub fn remove_file(&self, path: &Path) -> R<()> {
+        let (parent, name) = self.parent_of(path)?;
+        rustix::fs::unlinkat(&parent, name, AtFlags::empty())
+    }
+}
+
+impl AsFd for RootDir {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// `path` relative to the root: `/a/b` is `a/b`, `/` is `.`.
+fn relative(path: &Path) -> &Path {
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    if rel.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        rel
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("ocirun-inroot-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn symlinks_and_dotdot_stay_inside_the_root() {
+        let d = scratch("climb");
+        let outside = d.join("outside");
+        let root = d.join("root");
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::create_dir_all(root.join("outside")).unwrap();
+        std::os::unix::fs::symlink("../outside", root.join("up")).unwrap();
+        std::os::unix::fs::symlink("/", root.join("abs")).unwrap();
+        let r = RootDir::open(&root).unwrap();
+        // Made through the links, the directories land inside the root.
+        r.mkdir_all(Path::new("/up/a"), 0o755).unwrap();
+        r.mkdir_all(Path::new("/../../b/c"), 0o755).unwrap();
+        r.mkdir_all(Path::new("/abs/etc/d"), 0o755).unwrap();
+        assert!(root.join("outside/a").is_dir());
+        assert!(root.join("b/c").is_dir());
+        assert!(root.join("etc/d").is_dir());
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+        r.create_file(Path::new("/up/f"), 0o644).unwrap();
+        assert!(root.join("outside/f").is_file());
+        assert_eq!(
+            r.create_file(Path::new("/outside/f"), 0o644),
+            Err(Errno::EXIST),
+            "an existing entry is not replaced"
+        );
+        assert_eq!(
+            r.readlink(Path::new("/up")),
+            Some(PathBuf::from("../outside"))
+        );
+        assert_eq!(r.readlink(Path::new("/etc")), None);
+        assert_eq!(r.readlink(Path::new("/nothing")), None);
+        r.symlink(Path::new("/etc/l"), Path::new("x")).unwrap();
+        assert_eq!(r.readlink(Path::new("/etc/l")), Some(PathBuf::from("x")));
+        r.remove_file(Path::new("/etc/l")).unwrap();
+        assert!(!root.join("etc/l").exists());
+        assert_eq!(r.resolve(Path::new("/nothing")).err(), Some(Errno::NOENT));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_file_in_the_way_of_mkdir_all_is_an_error() {
+        let d = scratch("file");
+        std::fs::write(d.join("f"), "").unwrap();
+        let r = RootDir::open(&d).unwrap();
+        assert_eq!(
+            r.mkdir_all(Path::new("/f/x"), 0o755).err(),
+            Some(Errno::NOTDIR)
+        );
+        assert_eq!(
+            r.mkdir_all(Path::new("/f"), 0o755).err(),
+            Some(Errno::NOTDIR)
+        );
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}
