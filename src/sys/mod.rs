@@ -161,16 +161,35 @@ pub fn set_winsize(fd: BorrowedFd<'_>, rows: u16, cols: u16) -> Result<(), Errno
     Errno::result(ret).map(drop)
 }
 
-/// Takes ownership of an fd that recvmsg(2) just installed from an
-/// SCM_RIGHTS message.
-pub fn own_received_fd(fd: RawFd) -> OwnedFd {
-    // SAFETY: the kernel installed `fd` in our table for this message; no
-    // other owner exists, so this is its only OwnedFd.
-    unsafe { OwnedFd::from_raw_fd(fd) }
+/// Receives one message on a unix socket (close-on-exec) and returns the
+/// first fd its SCM_RIGHTS data carried, if any; any others are closed.
+pub(crate) fn recv_fd(socket: BorrowedFd<'_>) -> Result<Option<OwnedFd>, Errno> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    let mut buf = [0u8; 4096];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let msg = recvmsg::<()>(
+        socket.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    let mut received = Vec::new();
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            for fd in fds {
+                // SAFETY: recvmsg just installed this fd in our table for this
+                // message; nothing else knows its number, so it gets its only
+                // owner here.
+                received.push(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
+    }
+    Ok(received.into_iter().next())
 }
 
 /// A terminal's window size as (rows, cols).
-pub fn get_winsize(fd: BorrowedFd<'_>) -> Result<(u16, u16), Errno> {
+pub(crate) fn get_winsize(fd: BorrowedFd<'_>) -> Result<(u16, u16), Errno> {
     let mut ws = libc::winsize {
         ws_row: 0,
         ws_col: 0,
