@@ -16,14 +16,43 @@ pub enum Forked {
     Child,
 }
 
+/// Fails with EDEADLK unless the calling process is single-threaded, which
+/// makes a fork sound: in the child no lock (the allocator's included) can
+/// be held by a thread that does not exist there. `unshare(CLONE_VM)` does
+/// nothing but this check (the kernel refuses it with EINVAL while other
+/// threads share our memory). A thread that was just joined may still be
+/// on its way out in the kernel: it is given up to 10 ms.
+pub(crate) fn ensure_single_threaded() -> Result<(), Errno> {
+    for _ in 0..100 {
+        match nix::sched::unshare(nix::sched::CloneFlags::CLONE_VM) {
+            Err(Errno::EINVAL) => std::thread::sleep(std::time::Duration::from_micros(100)),
+            other => return other,
+        }
+    }
+    Err(Errno::EDEADLK)
+}
+
 /// `clone(2)` with fork semantics (no new stack, SIGCHLD to the parent) and
-/// the given namespace flags. The caller must be single-threaded: the child
-/// continues with a copy of the whole address space.
-pub fn clone_process(ns_flags: libc::c_int) -> Result<Forked, Errno> {
+/// the given namespace flags, once [`ensure_single_threaded`] allows it: the
+/// child continues with a copy of the whole address space.
+pub(crate) fn clone_process(ns_flags: libc::c_int) -> Result<Forked, Errno> {
+    ensure_single_threaded()?;
+    // SAFETY: the process is single-threaded, checked just above.
+    unsafe { clone_unchecked(ns_flags) }
+}
+
+/// [`clone_process`] without the check.
+///
+/// # Safety
+///
+/// The calling process must be single-threaded: the child gets a copy of
+/// the whole address space but only the calling thread, so a lock another
+/// thread held at the clone would stay held forever in the child.
+unsafe fn clone_unchecked(ns_flags: libc::c_int) -> Result<Forked, Errno> {
     // SAFETY: with a null stack pointer the raw clone syscall behaves like
     // fork(2); no pointers are passed, so no memory is shared or aliased. The
-    // process is single-threaded (we never start threads before this point),
-    // so no lock can be held by a thread that does not exist in the child.
+    // caller guarantees that the process is single-threaded, so no lock can
+    // be held by a thread that does not exist in the child.
     let ret = unsafe {
         libc::syscall(
             libc::SYS_clone,
@@ -41,8 +70,8 @@ pub fn clone_process(ns_flags: libc::c_int) -> Result<Forked, Errno> {
     }
 }
 
-/// Plain `fork(2)` for a single-threaded caller.
-pub fn fork() -> Result<Forked, Errno> {
+/// Plain `fork(2)`, once [`ensure_single_threaded`] allows it.
+pub(crate) fn fork() -> Result<Forked, Errno> {
     clone_process(0)
 }
 
@@ -93,18 +122,25 @@ pub fn write_raw(fd: RawFd, data: &[u8]) {
     let _ = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
 }
 
-/// Runs `f` in the child of `cmd` between fork and exec (to take on an
-/// identity before a hook runs). Only for single-threaded callers (the
-/// container init): the child may then allocate and take locks freely.
-pub fn pre_exec_single_threaded<F>(cmd: &mut std::process::Command, f: F)
+/// Spawns `cmd` with `f` run in the child between fork and exec (to take on
+/// an identity before a hook runs), once [`ensure_single_threaded`] allows
+/// it: the child may then allocate and take locks freely.
+pub(crate) fn spawn_with_pre_exec<F>(
+    cmd: &mut std::process::Command,
+    f: F,
+) -> std::io::Result<std::process::Child>
 where
     F: FnMut() -> std::io::Result<()> + Send + Sync + 'static,
 {
-    // SAFETY: the caller is single-threaded, so no lock or allocator state
-    // can be held by another thread at fork; `f` runs in the child only.
+    ensure_single_threaded()?;
+    // SAFETY: the process is single-threaded (checked just above, and only
+    // this thread could start another before the spawn below), so no lock or
+    // allocator state can be held by another thread at fork; `f` runs in the
+    // child only.
     unsafe {
         std::os::unix::process::CommandExt::pre_exec(cmd, f);
     }
+    cmd.spawn()
 }
 
 /// Closes, in a forked child, an fd the parent's code owns (the state
