@@ -143,12 +143,6 @@ fn run_one(
     identity: Option<&oci_spec::runtime::Process>,
 ) -> std::result::Result<(), String> {
     let mut cmd = Command::new(hook.path());
-    if let Some(p) = identity {
-        let p = p.clone();
-        crate::sys::pre_exec_single_threaded(&mut cmd, move || {
-            take_identity(&p).map_err(|e| std::io::Error::other(e.to_string()))
-        });
-    }
     if let Some(args) = hook.args().as_ref().filter(|a| !a.is_empty()) {
         std::os::unix::process::CommandExt::arg0(&mut cmd, &args[0]);
         cmd.args(&args[1..]);
@@ -162,7 +156,16 @@ fn run_one(
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
-    let mut child = cmd.spawn().map_err(|e| format!("start: {e}"))?;
+    let spawned = match identity {
+        Some(p) => {
+            let p = p.clone();
+            crate::sys::spawn_with_pre_exec(&mut cmd, move || {
+                take_identity(&p).map_err(|e| std::io::Error::other(e.to_string()))
+            })
+        }
+        None => cmd.spawn(),
+    };
+    let mut child = spawned.map_err(|e| format!("start: {e}"))?;
     if let Some(mut stdin) = child.stdin.take() {
         // A hook that does not read its stdin is not an error.
         crate::sys::ignore_sigpipe();

@@ -13,6 +13,8 @@ pub mod rootfs;
 pub mod rootless;
 pub mod security;
 pub mod spec;
+// Its items are crate-private, all but `default_sigpipe`, which the binary
+// (main.rs) calls.
 #[allow(unsafe_code)]
 pub mod sys;
 pub mod tty;

@@ -138,30 +138,9 @@ fn bind_console(slave: &OwnedFd, name: &str) -> Result<()> {
 /// Receives the pty master a container's process sent over `socket` (the
 /// other end of the pair ocirun passed as its console socket).
 pub fn recv_master(socket: &impl AsFd) -> Result<OwnedFd> {
-    use nix::sys::socket::{ControlMessageOwned, recvmsg};
-    let mut buf = [0u8; 4096];
-    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-    let msg = recvmsg::<()>(
-        socket.as_fd().as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )
-    .ctx(Error::Process, || "receive the pty master")?;
-    for c in msg
-        .cmsgs()
+    crate::sys::recv_fd(socket.as_fd())
         .ctx(Error::Process, || "receive the pty master")?
-    {
-        if let ControlMessageOwned::ScmRights(fds) = c
-            && let Some(&fd) = fds.first()
-        {
-            return Ok(crate::sys::own_received_fd(fd));
-        }
-    }
-    Err(Error::Process(
-        "receive the pty master: no fd in the message".into(),
-    ))
+        .ok_or_else(|| Error::Process("receive the pty master: no fd in the message".into()))
 }
 
 /// A foreground `run`/`exec` with a terminal and no console socket: ocirun

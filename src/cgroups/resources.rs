@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use oci_spec::runtime::{LinuxCpu, LinuxMemory, LinuxResources};
+use oci_spec::runtime::{LinuxBlockIo, LinuxCpu, LinuxMemory, LinuxResources};
 
 use crate::error::{Error, Result};
 
@@ -17,7 +17,7 @@ pub struct Write {
     pub value: String,
 }
 
-fn w(ctrl: &'static str, file: impl Into<String>, value: impl ToString) -> Write {
+fn write(ctrl: &'static str, file: impl Into<String>, value: impl ToString) -> Write {
     Write {
         ctrl,
         file: file.into(),
@@ -25,111 +25,33 @@ fn w(ctrl: &'static str, file: impl Into<String>, value: impl ToString) -> Write
     }
 }
 
-fn bad(msg: String) -> Error {
+fn invalid(msg: String) -> Error {
     Error::Cgroup(msg)
 }
 
 /// Checks what is wrong whatever the cgroup version.
 pub fn validate(r: &LinuxResources) -> Result<()> {
     if let Some(m) = r.memory() {
-        for (name, v) in [
-            ("memory.limit", m.limit()),
-            ("memory.reservation", m.reservation()),
-            ("memory.swap", m.swap()),
-            ("memory.kernel", m.kernel()),
-            ("memory.kernelTCP", m.kernel_tcp()),
-        ] {
-            if let Some(v) = v
-                && v < -1
-            {
-                return Err(bad(format!("invalid {name} {v}: must be -1 or >= 0")));
-            }
-        }
-        if let Some(s) = m.swappiness()
-            && s > 100
-        {
-            return Err(bad(format!(
-                "invalid memory.swappiness {s}: must be 0 to 100"
-            )));
-        }
-        if let (Some(l), Some(s)) = (m.limit(), m.swap())
-            && l > 0
-            && s > 0
-            && s < l
-        {
-            return Err(bad(format!(
-                "invalid memory.swap {s}: memory+swap must be >= memory.limit {l}"
-            )));
-        }
+        validate_memory(m)?;
     }
     if let Some(c) = r.cpu() {
-        if let Some(q) = c.quota()
-            && q < -1
-        {
-            return Err(bad(format!("invalid cpu.quota {q}: must be -1 or >= 0")));
-        }
-        if let Some(p) = c.period()
-            && p != 0
-            && !(1000..=1_000_000).contains(&p)
-        {
-            return Err(bad(format!(
-                "invalid cpu.period {p}: must be 1000 to 1000000 microseconds"
-            )));
-        }
-        if let Some(i) = c.idle()
-            && !(0..=1).contains(&i)
-        {
-            return Err(bad(format!("invalid cpu.idle {i}: must be 0 or 1")));
-        }
-        if let Some(s) = c.cpus() {
-            check_list("cpu.cpus", s)?;
-        }
-        if let Some(s) = c.mems() {
-            check_list("cpu.mems", s)?;
-        }
+        validate_cpu(c)?;
     }
     if let Some(p) = r.pids()
         && p.limit() < -1
     {
-        return Err(bad(format!(
+        return Err(invalid(format!(
             "invalid pids.limit {}: must be -1 or >= 0",
             p.limit()
         )));
     }
     if let Some(b) = r.block_io() {
-        for (name, v) in [
-            ("blockIO.weight", b.weight()),
-            ("blockIO.leafWeight", b.leaf_weight()),
-        ] {
-            if let Some(v) = v
-                && v != 0
-                && !(10..=1000).contains(&v)
-            {
-                return Err(bad(format!("invalid {name} {v}: must be 10 to 1000")));
-            }
-        }
-        for d in b.weight_device().iter().flatten() {
-            check_dev("blockIO.weightDevice", d.major(), d.minor())?;
-            for v in [d.weight(), d.leaf_weight()].into_iter().flatten() {
-                if !(10..=1000).contains(&v) {
-                    return Err(bad(format!(
-                        "invalid blockIO.weightDevice {}:{} weight {v}: must be 10 to 1000",
-                        d.major(),
-                        d.minor()
-                    )));
-                }
-            }
-        }
-        for (name, list) in throttles(b) {
-            for d in list {
-                check_dev(name, d.major(), d.minor())?;
-            }
-        }
+        validate_block_io(b)?;
     }
     for h in r.hugepage_limits().iter().flatten() {
         page_size(h.page_size())?;
         if h.limit() < -1 {
-            return Err(bad(format!(
+            return Err(invalid(format!(
                 "invalid hugepageLimits {} limit {}: must be -1 or >= 0",
                 h.page_size(),
                 h.limit()
@@ -142,9 +64,104 @@ pub fn validate(r: &LinuxResources) -> Result<()> {
     Ok(())
 }
 
+fn validate_memory(m: &LinuxMemory) -> Result<()> {
+    for (name, v) in [
+        ("memory.limit", m.limit()),
+        ("memory.reservation", m.reservation()),
+        ("memory.swap", m.swap()),
+        ("memory.kernel", m.kernel()),
+        ("memory.kernelTCP", m.kernel_tcp()),
+    ] {
+        if let Some(v) = v
+            && v < -1
+        {
+            return Err(invalid(format!("invalid {name} {v}: must be -1 or >= 0")));
+        }
+    }
+    if let Some(s) = m.swappiness()
+        && s > 100
+    {
+        return Err(invalid(format!(
+            "invalid memory.swappiness {s}: must be 0 to 100"
+        )));
+    }
+    if let (Some(limit), Some(swap)) = (m.limit(), m.swap())
+        && limit > 0
+        && swap > 0
+        && swap < limit
+    {
+        return Err(invalid(format!(
+            "invalid memory.swap {swap}: memory+swap must be >= memory.limit {limit}"
+        )));
+    }
+    Ok(())
+}
+
+fn validate_cpu(c: &LinuxCpu) -> Result<()> {
+    if let Some(q) = c.quota()
+        && q < -1
+    {
+        return Err(invalid(format!(
+            "invalid cpu.quota {q}: must be -1 or >= 0"
+        )));
+    }
+    if let Some(p) = c.period()
+        && p != 0
+        && !(1000..=1_000_000).contains(&p)
+    {
+        return Err(invalid(format!(
+            "invalid cpu.period {p}: must be 1000 to 1000000 microseconds"
+        )));
+    }
+    if let Some(i) = c.idle()
+        && !(0..=1).contains(&i)
+    {
+        return Err(invalid(format!("invalid cpu.idle {i}: must be 0 or 1")));
+    }
+    if let Some(s) = c.cpus() {
+        check_list("cpu.cpus", s)?;
+    }
+    if let Some(s) = c.mems() {
+        check_list("cpu.mems", s)?;
+    }
+    Ok(())
+}
+
+fn validate_block_io(b: &LinuxBlockIo) -> Result<()> {
+    for (name, v) in [
+        ("blockIO.weight", b.weight()),
+        ("blockIO.leafWeight", b.leaf_weight()),
+    ] {
+        if let Some(v) = v
+            && v != 0
+            && !(10..=1000).contains(&v)
+        {
+            return Err(invalid(format!("invalid {name} {v}: must be 10 to 1000")));
+        }
+    }
+    for d in b.weight_device().iter().flatten() {
+        check_dev("blockIO.weightDevice", d.major(), d.minor())?;
+        for v in [d.weight(), d.leaf_weight()].into_iter().flatten() {
+            if !(10..=1000).contains(&v) {
+                return Err(invalid(format!(
+                    "invalid blockIO.weightDevice {}:{} weight {v}: must be 10 to 1000",
+                    d.major(),
+                    d.minor()
+                )));
+            }
+        }
+    }
+    for (name, list) in throttles(b) {
+        for d in list {
+            check_dev(name, d.major(), d.minor())?;
+        }
+    }
+    Ok(())
+}
+
 fn check_dev(name: &str, major: i64, minor: i64) -> Result<()> {
     if major < 0 || minor < 0 {
-        return Err(bad(format!(
+        return Err(invalid(format!(
             "invalid {name} device {major}:{minor}: major and minor must be >= 0"
         )));
     }
@@ -153,36 +170,36 @@ fn check_dev(name: &str, major: i64, minor: i64) -> Result<()> {
 
 type Throttles<'a> = [(&'static str, &'a [oci_spec::runtime::LinuxThrottleDevice]); 4];
 
-fn l(
+fn or_empty(
     v: &Option<Vec<oci_spec::runtime::LinuxThrottleDevice>>,
 ) -> &[oci_spec::runtime::LinuxThrottleDevice] {
     v.as_deref().unwrap_or(&[])
 }
 
-fn throttles(b: &oci_spec::runtime::LinuxBlockIo) -> Throttles<'_> {
+fn throttles(b: &LinuxBlockIo) -> Throttles<'_> {
     [
         (
             "blockIO.throttleReadBpsDevice",
-            l(b.throttle_read_bps_device()),
+            or_empty(b.throttle_read_bps_device()),
         ),
         (
             "blockIO.throttleWriteBpsDevice",
-            l(b.throttle_write_bps_device()),
+            or_empty(b.throttle_write_bps_device()),
         ),
         (
             "blockIO.throttleReadIOPSDevice",
-            l(b.throttle_read_iops_device()),
+            or_empty(b.throttle_read_iops_device()),
         ),
         (
             "blockIO.throttleWriteIOPSDevice",
-            l(b.throttle_write_iops_device()),
+            or_empty(b.throttle_write_iops_device()),
         ),
     ]
 }
 
 /// A cpuset list: "0-3,5,7-8" (empty is allowed: inherit).
 pub fn check_list(name: &str, s: &str) -> Result<()> {
-    let err = || bad(format!("invalid {name} {s:?}: not a list like \"0-3,5\""));
+    let err = || invalid(format!("invalid {name} {s:?}: not a list like \"0-3,5\""));
     if s.trim().is_empty() {
         return Ok(());
     }
@@ -203,7 +220,7 @@ fn page_size(s: &str) -> Result<&str> {
         && ["KB", "MB", "GB"].iter().any(|u| s.ends_with(u))
         && s[..s.len() - 2].chars().all(|c| c.is_ascii_digit());
     if !ok {
-        return Err(bad(format!(
+        return Err(invalid(format!(
             "invalid hugepageLimits pageSize {s:?}: expected e.g. \"2MB\""
         )));
     }
@@ -221,7 +238,7 @@ fn unified_ctrl(key: &str) -> Result<&str> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_')
     {
-        return Err(bad(format!(
+        return Err(invalid(format!(
             "invalid unified key {key:?}: expected <controller>.<file>"
         )));
     }
@@ -255,12 +272,12 @@ pub fn swap_to_v2(swap: i64, limit: i64) -> Result<Option<String>> {
         -1 => Ok(Some("max".into())),
         s => {
             if limit <= 0 {
-                return Err(bad(format!(
+                return Err(invalid(format!(
                     "invalid memory.swap {s}: a swap limit needs a memory limit"
                 )));
             }
             if s < limit {
-                return Err(bad(format!(
+                return Err(invalid(format!(
                     "invalid memory.swap {s}: memory+swap must be >= memory.limit {limit}"
                 )));
             }
@@ -277,7 +294,7 @@ fn max_or(v: i64) -> String {
 pub fn v1(r: &LinuxResources) -> Result<Vec<Write>> {
     validate(r)?;
     if r.unified().as_ref().is_some_and(|u| !u.is_empty()) {
-        return Err(bad(
+        return Err(invalid(
             "linux.resources.unified needs cgroup v2, but this host's controllers are cgroup v1"
                 .into(),
         ));
@@ -292,23 +309,23 @@ pub fn v1(r: &LinuxResources) -> Result<Vec<Write>> {
     if let Some(p) = r.pids()
         && p.limit() != 0
     {
-        out.push(w("pids", "pids.max", max_or(p.limit())));
+        out.push(write("pids", "pids.max", max_or(p.limit())));
     }
     if let Some(b) = r.block_io() {
         if let Some(v) = b.weight().filter(|v| *v != 0) {
-            out.push(w("blkio", "blkio.weight", v));
+            out.push(write("blkio", "blkio.weight", v));
         }
         if let Some(v) = b.leaf_weight().filter(|v| *v != 0) {
-            out.push(w("blkio", "blkio.leaf_weight", v));
+            out.push(write("blkio", "blkio.leaf_weight", v));
         }
         for d in b.weight_device().iter().flatten() {
             if let Some(v) = d.weight() {
                 let line = format!("{}:{} {v}", d.major(), d.minor());
-                out.push(w("blkio", "blkio.weight_device", line));
+                out.push(write("blkio", "blkio.weight_device", line));
             }
             if let Some(v) = d.leaf_weight() {
                 let line = format!("{}:{} {v}", d.major(), d.minor());
-                out.push(w("blkio", "blkio.leaf_weight_device", line));
+                out.push(write("blkio", "blkio.leaf_weight_device", line));
             }
         }
         let files = [
@@ -319,7 +336,7 @@ pub fn v1(r: &LinuxResources) -> Result<Vec<Write>> {
         ];
         for ((_, list), file) in throttles(b).into_iter().zip(files) {
             for d in list {
-                out.push(w(
+                out.push(write(
                     "blkio",
                     file,
                     format!("{}:{} {}", d.major(), d.minor(), d.rate()),
@@ -329,7 +346,7 @@ pub fn v1(r: &LinuxResources) -> Result<Vec<Write>> {
     }
     for h in r.hugepage_limits().iter().flatten() {
         let size = page_size(h.page_size())?;
-        out.push(w(
+        out.push(write(
             "hugetlb",
             format!("hugetlb.{size}.limit_in_bytes"),
             h.limit(),
@@ -337,10 +354,10 @@ pub fn v1(r: &LinuxResources) -> Result<Vec<Write>> {
     }
     if let Some(n) = r.network() {
         if let Some(id) = n.class_id() {
-            out.push(w("net_cls", "net_cls.classid", id));
+            out.push(write("net_cls", "net_cls.classid", id));
         }
         for p in n.priorities().iter().flatten() {
-            out.push(w(
+            out.push(write(
                 "net_prio",
                 "net_prio.ifpriomap",
                 format!("{} {}", p.name(), p.priority()),
@@ -359,56 +376,56 @@ fn v1_memory(m: &LinuxMemory, out: &mut Vec<Write>) {
         s => s,
     };
     if limit != 0 {
-        out.push(w("memory", "memory.limit_in_bytes", limit));
+        out.push(write("memory", "memory.limit_in_bytes", limit));
     }
     if swap != 0 {
-        out.push(w("memory", "memory.memsw.limit_in_bytes", swap));
+        out.push(write("memory", "memory.memsw.limit_in_bytes", swap));
     }
     if let Some(v) = m.reservation().filter(|v| *v != 0) {
-        out.push(w("memory", "memory.soft_limit_in_bytes", v));
+        out.push(write("memory", "memory.soft_limit_in_bytes", v));
     }
     if let Some(v) = m.kernel_tcp().filter(|v| *v != 0) {
-        out.push(w("memory", "memory.kmem.tcp.limit_in_bytes", v));
+        out.push(write("memory", "memory.kmem.tcp.limit_in_bytes", v));
     }
     if let Some(v) = m.swappiness() {
-        out.push(w("memory", "memory.swappiness", v));
+        out.push(write("memory", "memory.swappiness", v));
     }
     if m.disable_oom_killer() == Some(true) {
-        out.push(w("memory", "memory.oom_control", 1));
+        out.push(write("memory", "memory.oom_control", 1));
     }
     if m.use_hierarchy() == Some(true) {
-        out.push(w("memory", "memory.use_hierarchy", 1));
+        out.push(write("memory", "memory.use_hierarchy", 1));
     }
 }
 
 fn v1_cpu(c: &LinuxCpu, out: &mut Vec<Write>) {
     if let Some(v) = c.shares().filter(|v| *v != 0) {
-        out.push(w("cpu", "cpu.shares", v));
+        out.push(write("cpu", "cpu.shares", v));
     }
     // Period before quota: a quota is checked against the current period.
     if let Some(v) = c.period().filter(|v| *v != 0) {
-        out.push(w("cpu", "cpu.cfs_period_us", v));
+        out.push(write("cpu", "cpu.cfs_period_us", v));
     }
     if let Some(v) = c.quota().filter(|v| *v != 0) {
-        out.push(w("cpu", "cpu.cfs_quota_us", v));
+        out.push(write("cpu", "cpu.cfs_quota_us", v));
     }
     if let Some(v) = c.burst() {
-        out.push(w("cpu", "cpu.cfs_burst_us", v));
+        out.push(write("cpu", "cpu.cfs_burst_us", v));
     }
     if let Some(v) = c.realtime_period().filter(|v| *v != 0) {
-        out.push(w("cpu", "cpu.rt_period_us", v));
+        out.push(write("cpu", "cpu.rt_period_us", v));
     }
     if let Some(v) = c.realtime_runtime().filter(|v| *v != 0) {
-        out.push(w("cpu", "cpu.rt_runtime_us", v));
+        out.push(write("cpu", "cpu.rt_runtime_us", v));
     }
     if let Some(v) = c.idle() {
-        out.push(w("cpu", "cpu.idle", v));
+        out.push(write("cpu", "cpu.idle", v));
     }
     if let Some(s) = c.cpus().as_deref().filter(|s| !s.is_empty()) {
-        out.push(w("cpuset", "cpuset.cpus", s));
+        out.push(write("cpuset", "cpuset.cpus", s));
     }
     if let Some(s) = c.mems().as_deref().filter(|s| !s.is_empty()) {
-        out.push(w("cpuset", "cpuset.mems", s));
+        out.push(write("cpuset", "cpuset.mems", s));
     }
 }
 
@@ -418,7 +435,7 @@ fn rdma(r: &Option<HashMap<String, oci_spec::runtime::LinuxRdma>>) -> Vec<Write>
     devs.into_iter()
         .map(|(dev, l)| {
             let v = |x: Option<u32>| x.map_or("max".to_string(), |n| n.to_string());
-            w(
+            write(
                 "rdma",
                 "rdma.max",
                 format!(
@@ -444,95 +461,22 @@ pub fn v2(r: &LinuxResources, env: V2Env) -> Result<Vec<Write>> {
     validate(r)?;
     let mut out = Vec::new();
     if let Some(m) = r.memory() {
-        let limit = m.limit().unwrap_or(0);
-        if let Some(s) = swap_to_v2(m.swap().unwrap_or(0), limit)? {
-            out.push(w("memory", "memory.swap.max", s));
-        }
-        if limit != 0 {
-            out.push(w("memory", "memory.max", max_or(limit)));
-        }
-        if let Some(v) = m.reservation().filter(|v| *v != 0) {
-            out.push(w("memory", "memory.low", max_or(v)));
-        }
+        v2_memory(m, &mut out)?;
     }
     if let Some(c) = r.cpu() {
-        if c.realtime_period().unwrap_or(0) != 0 || c.realtime_runtime().unwrap_or(0) != 0 {
-            return Err(bad(
-                "cpu.realtimePeriod/realtimeRuntime are not supported on cgroup v2".into(),
-            ));
-        }
-        let weight = shares_to_weight(c.shares().unwrap_or(0));
-        if weight != 0 {
-            out.push(w("cpu", "cpu.weight", weight));
-        }
-        let quota = c.quota().unwrap_or(0);
-        let period = c.period().unwrap_or(0);
-        if quota != 0 || period != 0 {
-            let q = if quota > 0 {
-                quota.to_string()
-            } else {
-                "max".into()
-            };
-            let v = if period != 0 {
-                format!("{q} {period}")
-            } else {
-                q
-            };
-            out.push(w("cpu", "cpu.max", v));
-        }
-        if let Some(b) = c.burst() {
-            out.push(w("cpu", "cpu.max.burst", b));
-        }
-        if let Some(i) = c.idle() {
-            out.push(w("cpu", "cpu.idle", i));
-        }
-        if let Some(s) = c.cpus().as_deref().filter(|s| !s.is_empty()) {
-            out.push(w("cpuset", "cpuset.cpus", s));
-        }
-        if let Some(s) = c.mems().as_deref().filter(|s| !s.is_empty()) {
-            out.push(w("cpuset", "cpuset.mems", s));
-        }
+        v2_cpu(c, &mut out)?;
     }
     if let Some(p) = r.pids()
         && p.limit() != 0
     {
-        out.push(w("pids", "pids.max", max_or(p.limit())));
+        out.push(write("pids", "pids.max", max_or(p.limit())));
     }
     if let Some(b) = r.block_io() {
-        if let Some(v) = b.weight().filter(|v| *v != 0) {
-            if env.bfq {
-                out.push(w("io", "io.bfq.weight", v));
-            } else {
-                out.push(w("io", "io.weight", blkio_to_io_weight(v)));
-            }
-        }
-        for d in b.weight_device().iter().flatten() {
-            if let Some(v) = d.weight() {
-                let line = format!("{}:{} {v}", d.major(), d.minor());
-                if env.bfq {
-                    out.push(w("io", "io.bfq.weight", line));
-                } else {
-                    let line = format!("{}:{} {}", d.major(), d.minor(), blkio_to_io_weight(v));
-                    out.push(w("io", "io.weight", line));
-                }
-            }
-        }
-        for ((_, list), key) in throttles(b)
-            .into_iter()
-            .zip(["rbps", "wbps", "riops", "wiops"])
-        {
-            for d in list {
-                out.push(w(
-                    "io",
-                    "io.max",
-                    format!("{}:{} {key}={}", d.major(), d.minor(), d.rate()),
-                ));
-            }
-        }
+        v2_io(b, env, &mut out);
     }
     for h in r.hugepage_limits().iter().flatten() {
         let size = page_size(h.page_size())?;
-        out.push(w(
+        out.push(write(
             "hugetlb",
             format!("hugetlb.{size}.max"),
             max_or(h.limit()),
@@ -550,6 +494,101 @@ pub fn v2(r: &LinuxResources, env: V2Env) -> Result<Vec<Write>> {
             "linux.resources.network (classID, priorities) has no cgroup v2 controller: ignored",
         );
     }
+    v2_unified(r, &mut out)?;
+    Ok(out)
+}
+
+fn v2_memory(m: &LinuxMemory, out: &mut Vec<Write>) -> Result<()> {
+    let limit = m.limit().unwrap_or(0);
+    if let Some(s) = swap_to_v2(m.swap().unwrap_or(0), limit)? {
+        out.push(write("memory", "memory.swap.max", s));
+    }
+    if limit != 0 {
+        out.push(write("memory", "memory.max", max_or(limit)));
+    }
+    if let Some(v) = m.reservation().filter(|v| *v != 0) {
+        out.push(write("memory", "memory.low", max_or(v)));
+    }
+    Ok(())
+}
+
+fn v2_cpu(c: &LinuxCpu, out: &mut Vec<Write>) -> Result<()> {
+    if c.realtime_period().unwrap_or(0) != 0 || c.realtime_runtime().unwrap_or(0) != 0 {
+        return Err(invalid(
+            "cpu.realtimePeriod/realtimeRuntime are not supported on cgroup v2".into(),
+        ));
+    }
+    let weight = shares_to_weight(c.shares().unwrap_or(0));
+    if weight != 0 {
+        out.push(write("cpu", "cpu.weight", weight));
+    }
+    let quota = c.quota().unwrap_or(0);
+    let period = c.period().unwrap_or(0);
+    if quota != 0 || period != 0 {
+        let quota = if quota > 0 {
+            quota.to_string()
+        } else {
+            "max".into()
+        };
+        let value = if period != 0 {
+            format!("{quota} {period}")
+        } else {
+            quota
+        };
+        out.push(write("cpu", "cpu.max", value));
+    }
+    if let Some(b) = c.burst() {
+        out.push(write("cpu", "cpu.max.burst", b));
+    }
+    if let Some(i) = c.idle() {
+        out.push(write("cpu", "cpu.idle", i));
+    }
+    if let Some(s) = c.cpus().as_deref().filter(|s| !s.is_empty()) {
+        out.push(write("cpuset", "cpuset.cpus", s));
+    }
+    if let Some(s) = c.mems().as_deref().filter(|s| !s.is_empty()) {
+        out.push(write("cpuset", "cpuset.mems", s));
+    }
+    Ok(())
+}
+
+/// blockIO as io.weight (io.bfq.weight under BFQ) and io.max.
+fn v2_io(b: &LinuxBlockIo, env: V2Env, out: &mut Vec<Write>) {
+    if let Some(v) = b.weight().filter(|v| *v != 0) {
+        if env.bfq {
+            out.push(write("io", "io.bfq.weight", v));
+        } else {
+            out.push(write("io", "io.weight", blkio_to_io_weight(v)));
+        }
+    }
+    for d in b.weight_device().iter().flatten() {
+        if let Some(v) = d.weight() {
+            let line = format!("{}:{} {v}", d.major(), d.minor());
+            if env.bfq {
+                out.push(write("io", "io.bfq.weight", line));
+            } else {
+                let line = format!("{}:{} {}", d.major(), d.minor(), blkio_to_io_weight(v));
+                out.push(write("io", "io.weight", line));
+            }
+        }
+    }
+    for ((_, list), key) in throttles(b)
+        .into_iter()
+        .zip(["rbps", "wbps", "riops", "wiops"])
+    {
+        for d in list {
+            out.push(write(
+                "io",
+                "io.max",
+                format!("{}:{} {key}={}", d.major(), d.minor(), d.rate()),
+            ));
+        }
+    }
+}
+
+/// The `unified` keys, sorted, each replacing a typed field's write of
+/// the same file.
+fn v2_unified(r: &LinuxResources, out: &mut Vec<Write>) -> Result<()> {
     let mut unified: Vec<_> = r.unified().iter().flatten().collect();
     unified.sort();
     for (k, v) in unified {
@@ -560,14 +599,14 @@ pub fn v2(r: &LinuxResources, env: V2Env) -> Result<Vec<Write>> {
             .find(|c| **c == ctrl)
             .copied()
             .ok_or_else(|| {
-                bad(format!(
+                invalid(format!(
                     "invalid unified key {k:?}: {ctrl:?} is not a cgroup v2 controller"
                 ))
             })?;
         out.retain(|x| x.file != *k);
-        out.push(w(ctrl, k.clone(), v));
+        out.push(write(ctrl, k.clone(), v));
     }
-    Ok(out)
+    Ok(())
 }
 
 /// cgroup v2 controllers ("" for core `cgroup.*` files).

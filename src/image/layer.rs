@@ -170,7 +170,7 @@ impl Drop for Applier {
     }
 }
 
-fn img<E: std::fmt::Debug>(what: impl FnOnce() -> String) -> impl FnOnce(E) -> Error {
+fn image_error<E: std::fmt::Debug>(what: impl FnOnce() -> String) -> impl FnOnce(E) -> Error {
     move |e| Error::Image(format!("{}: {e:?}", what()))
 }
 
@@ -194,7 +194,7 @@ impl Applier {
             OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
             Mode::empty(),
         )
-        .map_err(img(|| format!("open rootfs {}", rootfs.display())))?;
+        .map_err(image_error(|| format!("open rootfs {}", rootfs.display())))?;
         // Modes are given at creation exactly as the layer says.
         let old_umask = nix::sys::stat::umask(Mode::empty());
         // Directory fds are cached: allow as many as the hard limit lets us.
@@ -352,7 +352,7 @@ impl Applier {
             self.drop_meta(&self.real_path(pfd, path));
         } else {
             unlinkat(pfd, name, UnlinkatFlags::NoRemoveDir)
-                .map_err(img(|| format!("replace {}", shown())))?;
+                .map_err(image_error(|| format!("replace {}", shown())))?;
             if is_symlink(st.st_mode) {
                 self.forget(path);
             }
@@ -376,7 +376,7 @@ impl Applier {
             }
             r => r,
         }
-        .map_err(img(|| format!("{what} /{}", path.display())))
+        .map_err(image_error(|| format!("{what} /{}", path.display())))
     }
 
     fn apply_entry<R: Read>(
@@ -401,9 +401,9 @@ impl Applier {
         let Some(path) = clean_name(&raw)? else {
             return Ok(0); // the root directory itself: its metadata stays ours
         };
-        if let Some(w) = whiteout(&path) {
+        if let Some(rule) = whiteout(&path) {
             stats.whiteouts += 1;
-            self.whiteout(w)?;
+            self.whiteout(rule)?;
             return Ok(0);
         }
         // Whatever this entry is, a device skipped there is gone.
@@ -419,202 +419,253 @@ impl Applier {
             meta.owner = owner::encode(meta.uid, meta.gid);
         }
         let parent = path.parent().unwrap_or(Path::new(""));
-        let name = path
-            .file_name()
-            .expect("cleaned path has a name")
-            .to_os_string();
-        let pfd = self.dir(parent)?;
-        let shown = || format!("/{}", path.display());
-        let mode = Mode::from_bits_truncate(meta.mode);
-        // chown, and a write without privilege, clear setuid/setgid: such
-        // modes are set again afterwards.
-        let special = meta.mode & 0o7000 != 0;
+        let spot = Spot {
+            parent: self.dir(parent)?,
+            name: path
+                .file_name()
+                .expect("cleaned path has a name")
+                .to_os_string(),
+            path,
+        };
         let mut written = 0;
         match kind {
-            EntryType::Directory => {
-                match mkdirat(&pfd, name.as_os_str(), Mode::from_bits_truncate(0o700)) {
-                    Ok(()) => {}
-                    Err(Errno::EEXIST) => {
-                        let st = fstatat(&pfd, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
-                            .map_err(img(|| format!("stat {}", shown())))?;
-                        if !is_dir(st.st_mode) {
-                            self.clear_spot(&pfd, &name, &path)?;
-                            mkdirat(&pfd, name.as_os_str(), Mode::from_bits_truncate(0o700))
-                                .map_err(img(|| format!("mkdir {}", shown())))?;
-                        }
-                    }
-                    Err(e) => return Err(Error::Image(format!("mkdir {}: {e:?}", shown()))),
-                }
-                self.chown(&pfd, &name, &meta, &shown)?;
-                if meta.has_xattrs() {
-                    // Writable for its owner until `finish`: user xattrs
-                    // can be set without privilege.
-                    let dfd = open_dir_at(&pfd, name.as_os_str(), OFlag::O_RDONLY)
-                        .map_err(img(|| format!("open {}", shown())))?;
-                    self.set_xattrs(
-                        &meta.xattrs,
-                        meta.owner.as_deref(),
-                        stats,
-                        &shown,
-                        |k, v| crate::sys::fsetxattr(dfd.as_fd(), k, v),
-                    )?;
-                }
-                let real = self.real_path(&pfd, &path);
-                self.dir_meta.insert(real, (meta.mode, meta.mtime));
-            }
+            EntryType::Directory => self.make_dir(&spot, &meta, stats)?,
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
-                let flags = OFlag::O_CREAT
-                    | OFlag::O_EXCL
-                    | OFlag::O_WRONLY
-                    | OFlag::O_NOFOLLOW
-                    | OFlag::O_CLOEXEC;
-                // Without privilege a user xattr needs write permission:
-                // the owner may write until the mode is set at the end.
-                let first = if self.rootless && meta.has_xattrs() {
-                    Mode::from_bits_truncate(meta.mode | 0o200)
-                } else {
-                    mode
-                };
-                let fd = match openat(&pfd, name.as_os_str(), flags, first) {
-                    Err(Errno::EEXIST) => {
-                        self.clear_spot(&pfd, &name, &path)?;
-                        openat(&pfd, name.as_os_str(), flags, first)
-                    }
-                    r => r,
-                }
-                .map_err(img(|| format!("create {}", shown())))?;
-                let mut f = File::from(fd);
-                loop {
-                    let n = match entry.read(&mut self.buf) {
-                        Ok(0) => break,
-                        Ok(n) => n,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(e) => return Err(Error::Image(format!("read {}: {e}", shown()))),
-                    };
-                    f.write_all(&self.buf[..n])
-                        .map_err(|e| Error::Image(format!("write {}: {e}", shown())))?;
-                    written += n as u64;
-                }
-                if !self.rootless {
-                    nix::unistd::fchown(
-                        &f,
-                        Some(Uid::from_raw(meta.uid)),
-                        Some(Gid::from_raw(meta.gid)),
-                    )
-                    .map_err(img(|| format!("chown {}", shown())))?;
-                }
-                // After chown, which drops security.capability.
-                self.set_xattrs(
-                    &meta.xattrs,
-                    meta.owner.as_deref(),
-                    stats,
-                    &shown,
-                    |k, v| crate::sys::fsetxattr(f.as_fd(), k, v),
-                )?;
-                if special || first != mode {
-                    nix::sys::stat::fchmod(&f, mode)
-                        .map_err(img(|| format!("chmod {}", shown())))?;
-                }
-                let t = TimeSpec::new(meta.mtime, 0);
-                nix::sys::stat::futimens(&f, &t, &t)
-                    .map_err(img(|| format!("set times of {}", shown())))?;
+                written = self.write_file(entry, &spot, &meta, stats)?;
             }
-            EntryType::Symlink => {
-                let target = entry
-                    .link_name()
-                    .map_err(|e| Error::Image(format!("symlink {}: {e}", shown())))?
-                    .ok_or_else(|| Error::Image(format!("symlink {} has no target", shown())))?
-                    .into_owned();
-                self.create_at(&pfd, &name, &path, "symlink", || {
-                    symlinkat(target.as_os_str(), &pfd, name.as_os_str())
-                })?;
-                self.chown(&pfd, &name, &meta, &shown)?;
-                if meta.has_xattrs() {
-                    let p = fd_child_path(&pfd, &name);
-                    self.set_xattrs(
-                        &meta.xattrs,
-                        meta.owner.as_deref(),
-                        stats,
-                        &shown,
-                        |k, v| crate::sys::lsetxattr(&p, k, v),
-                    )?;
-                }
-                set_times_at(&pfd, &name, meta.mtime, &shown)?;
-            }
-            EntryType::Link => {
-                let target_raw = entry
-                    .link_name()
-                    .map_err(|e| Error::Image(format!("hardlink {}: {e}", shown())))?
-                    .ok_or_else(|| Error::Image(format!("hardlink {} has no target", shown())))?
-                    .into_owned();
-                let target = clean_name(&target_raw)?
-                    .ok_or_else(|| Error::Image(format!("hardlink {} to the root", shown())))?;
-                if target == path {
-                    return Err(Error::Image(format!("hardlink {} to itself", shown())));
-                }
-                if self.skipped_devices.contains(&target) {
-                    self.clear_spot(&pfd, &name, &path)?;
-                    self.skipped_devices.insert(path.clone());
-                    stats.skipped_devices += 1;
-                    self.layer.insert(path);
-                    return Ok(0);
-                }
-                // The link itself, not what it may point to, and never outside.
-                let h = self
-                    .root
-                    .resolve_nofollow(Path::new("/").join(&target))
-                    .map_err(|e| {
-                        Error::Image(format!(
-                            "hardlink {} -> /{}: {e}",
-                            shown(),
-                            target.display()
-                        ))
-                    })?;
-                let hfd: OwnedFd = h.into();
-                self.create_at(&pfd, &name, &path, "hardlink", || {
-                    link_fd_at(&hfd, &pfd, name.as_os_str())
-                })?;
-            }
+            EntryType::Symlink => self.make_symlink(entry, &spot, &meta, stats)?,
+            EntryType::Link => self.make_hardlink(entry, &spot, stats)?,
             EntryType::Char | EntryType::Block if self.rootless => {
                 // mknod(2) of a device needs privilege: the entry still
                 // replaces what lower layers had there.
-                self.clear_spot(&pfd, &name, &path)?;
-                self.skipped_devices.insert(path.clone());
+                self.clear_spot(&spot.parent, &spot.name, &spot.path)?;
+                self.skipped_devices.insert(spot.path.clone());
                 stats.skipped_devices += 1;
             }
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
-                let (ft, dev) = match kind {
-                    EntryType::Char => (SFlag::S_IFCHR, dev_of(entry)),
-                    EntryType::Block => (SFlag::S_IFBLK, dev_of(entry)),
-                    _ => (SFlag::S_IFIFO, 0),
-                };
-                self.create_at(&pfd, &name, &path, "mknod", || {
-                    mknodat(&pfd, name.as_os_str(), ft, mode, dev)
-                })?;
-                self.chown(&pfd, &name, &meta, &shown)?;
-                if meta.owner.is_some() {
-                    // The owner record only (Linux takes no user xattr on
-                    // a fifo today: then it is counted).
-                    let p = fd_child_path(&pfd, &name);
-                    self.set_xattrs(&[], meta.owner.as_deref(), stats, &shown, |k, v| {
-                        crate::sys::lsetxattr(&p, k, v)
-                    })?;
-                }
-                if special {
-                    fchmodat(&pfd, name.as_os_str(), mode, FchmodatFlags::FollowSymlink)
-                        .map_err(img(|| format!("chmod {}", shown())))?;
-                }
-                set_times_at(&pfd, &name, meta.mtime, &shown)?;
+                self.make_node(entry, kind, &spot, &meta, stats)?;
             }
             other => {
                 return Err(Error::Image(format!(
                     "layer entry {} has unsupported type {other:?}",
-                    shown()
+                    spot.shown()
                 )));
             }
         }
-        self.layer.insert(path);
+        self.layer.insert(spot.path);
         Ok(written)
+    }
+
+    fn make_dir(&mut self, spot: &Spot, meta: &Meta, stats: &mut Stats) -> Result<()> {
+        let (pfd, name) = (&*spot.parent, spot.name.as_os_str());
+        let shown = || spot.shown();
+        match mkdirat(pfd, name, Mode::from_bits_truncate(0o700)) {
+            Ok(()) => {}
+            Err(Errno::EEXIST) => {
+                let st = fstatat(pfd, name, AtFlags::AT_SYMLINK_NOFOLLOW)
+                    .map_err(image_error(|| format!("stat {}", shown())))?;
+                if !is_dir(st.st_mode) {
+                    self.clear_spot(pfd, name, &spot.path)?;
+                    mkdirat(pfd, name, Mode::from_bits_truncate(0o700))
+                        .map_err(image_error(|| format!("mkdir {}", shown())))?;
+                }
+            }
+            Err(e) => return Err(Error::Image(format!("mkdir {}: {e:?}", shown()))),
+        }
+        self.chown(pfd, name, meta, &shown)?;
+        if meta.has_xattrs() {
+            // Writable for its owner until `finish`: user xattrs can be set
+            // without privilege.
+            let dir = open_dir_at(pfd, name, OFlag::O_RDONLY)
+                .map_err(image_error(|| format!("open {}", shown())))?;
+            self.set_xattrs(
+                &meta.xattrs,
+                meta.owner.as_deref(),
+                stats,
+                &shown,
+                |k, v| crate::sys::fsetxattr(dir.as_fd(), k, v),
+            )?;
+        }
+        let real = self.real_path(pfd, &spot.path);
+        self.dir_meta.insert(real, (meta.mode, meta.mtime));
+        Ok(())
+    }
+
+    /// A regular file with the entry's contents; returns the bytes written.
+    fn write_file<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<R>,
+        spot: &Spot,
+        meta: &Meta,
+        stats: &mut Stats,
+    ) -> Result<u64> {
+        let (pfd, name) = (&*spot.parent, spot.name.as_os_str());
+        let shown = || spot.shown();
+        let mode = meta.perm();
+        let flags =
+            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        // Without privilege a user xattr needs write permission: the owner
+        // may write until the mode is set at the end.
+        let first = if self.rootless && meta.has_xattrs() {
+            Mode::from_bits_truncate(meta.mode | 0o200)
+        } else {
+            mode
+        };
+        let fd = match openat(pfd, name, flags, first) {
+            Err(Errno::EEXIST) => {
+                self.clear_spot(pfd, name, &spot.path)?;
+                openat(pfd, name, flags, first)
+            }
+            r => r,
+        }
+        .map_err(image_error(|| format!("create {}", shown())))?;
+        let mut file = File::from(fd);
+        let mut written = 0;
+        loop {
+            let n = match entry.read(&mut self.buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::Image(format!("read {}: {e}", shown()))),
+            };
+            file.write_all(&self.buf[..n])
+                .map_err(|e| Error::Image(format!("write {}: {e}", shown())))?;
+            written += n as u64;
+        }
+        if !self.rootless {
+            nix::unistd::fchown(
+                &file,
+                Some(Uid::from_raw(meta.uid)),
+                Some(Gid::from_raw(meta.gid)),
+            )
+            .map_err(image_error(|| format!("chown {}", shown())))?;
+        }
+        // After chown, which drops security.capability.
+        self.set_xattrs(
+            &meta.xattrs,
+            meta.owner.as_deref(),
+            stats,
+            &shown,
+            |k, v| crate::sys::fsetxattr(file.as_fd(), k, v),
+        )?;
+        if meta.special() || first != mode {
+            nix::sys::stat::fchmod(&file, mode)
+                .map_err(image_error(|| format!("chmod {}", shown())))?;
+        }
+        let t = TimeSpec::new(meta.mtime, 0);
+        nix::sys::stat::futimens(&file, &t, &t)
+            .map_err(image_error(|| format!("set times of {}", shown())))?;
+        Ok(written)
+    }
+
+    fn make_symlink<R: Read>(
+        &mut self,
+        entry: &tar::Entry<R>,
+        spot: &Spot,
+        meta: &Meta,
+        stats: &mut Stats,
+    ) -> Result<()> {
+        let (pfd, name) = (&*spot.parent, spot.name.as_os_str());
+        let shown = || spot.shown();
+        let target = entry
+            .link_name()
+            .map_err(|e| Error::Image(format!("symlink {}: {e}", shown())))?
+            .ok_or_else(|| Error::Image(format!("symlink {} has no target", shown())))?
+            .into_owned();
+        self.create_at(pfd, name, &spot.path, "symlink", || {
+            symlinkat(target.as_os_str(), pfd, name)
+        })?;
+        self.chown(pfd, name, meta, &shown)?;
+        if meta.has_xattrs() {
+            let p = fd_child_path(pfd, name);
+            self.set_xattrs(
+                &meta.xattrs,
+                meta.owner.as_deref(),
+                stats,
+                &shown,
+                |k, v| crate::sys::lsetxattr(&p, k, v),
+            )?;
+        }
+        set_times_at(pfd, name, meta.mtime, &shown)
+    }
+
+    /// A hard link to an entry of this or a lower layer; rootless, a link
+    /// to a device not made is not made either.
+    fn make_hardlink<R: Read>(
+        &mut self,
+        entry: &tar::Entry<R>,
+        spot: &Spot,
+        stats: &mut Stats,
+    ) -> Result<()> {
+        let (pfd, name) = (&*spot.parent, spot.name.as_os_str());
+        let shown = || spot.shown();
+        let target_raw = entry
+            .link_name()
+            .map_err(|e| Error::Image(format!("hardlink {}: {e}", shown())))?
+            .ok_or_else(|| Error::Image(format!("hardlink {} has no target", shown())))?
+            .into_owned();
+        let target = clean_name(&target_raw)?
+            .ok_or_else(|| Error::Image(format!("hardlink {} to the root", shown())))?;
+        if target == spot.path {
+            return Err(Error::Image(format!("hardlink {} to itself", shown())));
+        }
+        if self.skipped_devices.contains(&target) {
+            self.clear_spot(pfd, name, &spot.path)?;
+            self.skipped_devices.insert(spot.path.clone());
+            stats.skipped_devices += 1;
+            return Ok(());
+        }
+        // The link itself, not what it may point to, and never outside.
+        let handle = self
+            .root
+            .resolve_nofollow(Path::new("/").join(&target))
+            .map_err(|e| {
+                Error::Image(format!(
+                    "hardlink {} -> /{}: {e}",
+                    shown(),
+                    target.display()
+                ))
+            })?;
+        let target_fd: OwnedFd = handle.into();
+        self.create_at(pfd, name, &spot.path, "hardlink", || {
+            link_fd_at(&target_fd, pfd, name)
+        })
+    }
+
+    /// A character or block device (with privilege) or a fifo.
+    fn make_node<R: Read>(
+        &mut self,
+        entry: &tar::Entry<R>,
+        kind: EntryType,
+        spot: &Spot,
+        meta: &Meta,
+        stats: &mut Stats,
+    ) -> Result<()> {
+        let (pfd, name) = (&*spot.parent, spot.name.as_os_str());
+        let shown = || spot.shown();
+        let mode = meta.perm();
+        let (file_type, dev) = match kind {
+            EntryType::Char => (SFlag::S_IFCHR, dev_of(entry)),
+            EntryType::Block => (SFlag::S_IFBLK, dev_of(entry)),
+            _ => (SFlag::S_IFIFO, 0),
+        };
+        self.create_at(pfd, name, &spot.path, "mknod", || {
+            mknodat(pfd, name, file_type, mode, dev)
+        })?;
+        self.chown(pfd, name, meta, &shown)?;
+        if meta.owner.is_some() {
+            // The owner record only (Linux takes no user xattr on a fifo
+            // today: then it is counted).
+            let p = fd_child_path(pfd, name);
+            self.set_xattrs(&[], meta.owner.as_deref(), stats, &shown, |k, v| {
+                crate::sys::lsetxattr(&p, k, v)
+            })?;
+        }
+        if meta.special() {
+            fchmodat(pfd, name, mode, FchmodatFlags::FollowSymlink)
+                .map_err(image_error(|| format!("chmod {}", shown())))?;
+        }
+        set_times_at(pfd, name, meta.mtime, &shown)
     }
 
     /// Sets the entry's xattrs, then (rootless) its owner record, with
@@ -679,7 +730,7 @@ impl Applier {
             Some(Gid::from_raw(meta.gid)),
             AtFlags::AT_SYMLINK_NOFOLLOW,
         )
-        .map_err(img(|| format!("chown {}", shown())))
+        .map_err(image_error(|| format!("chown {}", shown())))
     }
 
     fn whiteout(&mut self, w: Whiteout) -> Result<()> {
@@ -781,10 +832,10 @@ impl Applier {
                 Err(e) => return Err(Error::Image(format!("open /{}: {e:?}", p.display()))),
             };
             nix::sys::stat::fchmod(&dfd, Mode::from_bits_truncate(mode))
-                .map_err(img(|| format!("chmod /{}", p.display())))?;
+                .map_err(image_error(|| format!("chmod /{}", p.display())))?;
             let t = TimeSpec::new(mtime, 0);
             nix::sys::stat::futimens(&dfd, &t, &t)
-                .map_err(img(|| format!("set times of /{}", p.display())))?;
+                .map_err(image_error(|| format!("set times of /{}", p.display())))?;
         }
         Ok(())
     }
@@ -844,7 +895,7 @@ fn link_through_proc(
 fn set_times_at(dir: &OwnedFd, name: &OsStr, mtime: i64, shown: &dyn Fn() -> String) -> Result<()> {
     let t = TimeSpec::new(mtime, 0);
     utimensat(dir, name, &t, &t, UtimensatFlags::NoFollowSymlink)
-        .map_err(img(|| format!("set times of {}", shown())))
+        .map_err(image_error(|| format!("set times of {}", shown())))
 }
 
 fn fd_child_path(dir: &OwnedFd, name: &OsStr) -> CString {
@@ -858,6 +909,21 @@ fn dev_of<R: Read>(entry: &tar::Entry<R>) -> u64 {
     let major = h.device_major().ok().flatten().unwrap_or(0);
     let minor = h.device_minor().ok().flatten().unwrap_or(0);
     libc::makedev(major, minor)
+}
+
+/// Where an entry goes: its parent directory's fd, its name there and its
+/// path in the rootfs.
+struct Spot {
+    parent: Rc<OwnedFd>,
+    name: std::ffi::OsString,
+    path: PathBuf,
+}
+
+impl Spot {
+    /// The path as messages show it.
+    fn shown(&self) -> String {
+        format!("/{}", self.path.display())
+    }
 }
 
 /// Ownership, mode, mtime and xattrs of an entry, PAX records included.
@@ -874,18 +940,22 @@ struct Meta {
 impl Meta {
     fn of<R: Read>(entry: &mut tar::Entry<R>) -> Result<Meta> {
         let h = entry.header();
-        let bad = |what: &str, e: io::Error| Error::Image(format!("layer entry {what}: {e}"));
+        let field_error =
+            |what: &str, e: io::Error| Error::Image(format!("layer entry {what}: {e}"));
         let mut m = Meta {
-            uid: h.uid().map_err(|e| bad("uid", e))? as u32,
-            gid: h.gid().map_err(|e| bad("gid", e))? as u32,
-            mode: h.mode().map_err(|e| bad("mode", e))? & 0o7777,
-            mtime: h.mtime().map_err(|e| bad("mtime", e))? as i64,
+            uid: h.uid().map_err(|e| field_error("uid", e))? as u32,
+            gid: h.gid().map_err(|e| field_error("gid", e))? as u32,
+            mode: h.mode().map_err(|e| field_error("mode", e))? & 0o7777,
+            mtime: h.mtime().map_err(|e| field_error("mtime", e))? as i64,
             xattrs: Vec::new(),
             owner: None,
         };
-        if let Some(exts) = entry.pax_extensions().map_err(|e| bad("pax header", e))? {
+        if let Some(exts) = entry
+            .pax_extensions()
+            .map_err(|e| field_error("pax header", e))?
+        {
             for ext in exts {
-                let ext = ext.map_err(|e| bad("pax header", e))?;
+                let ext = ext.map_err(|e| field_error("pax header", e))?;
                 let Ok(key) = ext.key() else { continue };
                 let value = ext.value_bytes();
                 let num = || {
@@ -911,6 +981,16 @@ impl Meta {
 
     fn has_xattrs(&self) -> bool {
         !self.xattrs.is_empty() || self.owner.is_some()
+    }
+
+    fn perm(&self) -> Mode {
+        Mode::from_bits_truncate(self.mode)
+    }
+
+    /// setuid, setgid or sticky: chown, and a write without privilege,
+    /// clear setuid/setgid, so such modes are set again afterwards.
+    fn special(&self) -> bool {
+        self.mode & 0o7000 != 0
     }
 }
 

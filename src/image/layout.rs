@@ -111,11 +111,51 @@ pub struct Resolved {
     pub config: ImageConfiguration,
 }
 
+/// The manifest, config and descriptor that `reference` (a tag or digest;
+/// none: every manifest) picks in the layout at `layout` for the platform
+/// `want` (none: this host's).
 pub fn resolve(
     layout: &Path,
     reference: Option<&str>,
     want: Option<&Platform>,
 ) -> Result<Resolved> {
+    let index = read_index(layout)?;
+    let mut top: Vec<Descriptor> = index.manifests().clone();
+    if let Some(r) = reference {
+        top = named(layout, top, r)?;
+    }
+    let mut manifests = Vec::new();
+    collect(layout, &top, 0, &mut manifests)?;
+    // A reference naming exactly one manifest is taken as asked, unless a
+    // platform was asked for too.
+    let chosen = if reference.is_some() && want.is_none() && manifests.len() == 1 {
+        manifests.swap_remove(0)
+    } else {
+        for_platform(layout, &manifests, want)?
+    };
+    let manifest: ImageManifest = serde_json::from_slice(&blob::read_all(layout, &chosen)?)
+        .map_err(|e| Error::Image(format!("parse manifest {}: {e}", chosen.digest())))?;
+    let config: ImageConfiguration =
+        serde_json::from_slice(&blob::read_all(layout, manifest.config())?).map_err(|e| {
+            Error::Image(format!("parse config {}: {e}", manifest.config().digest()))
+        })?;
+    if config.rootfs().diff_ids().len() != manifest.layers().len() {
+        return Err(Error::Image(format!(
+            "config {} lists {} diff_ids for {} layers",
+            manifest.config().digest(),
+            config.rootfs().diff_ids().len(),
+            manifest.layers().len()
+        )));
+    }
+    Ok(Resolved {
+        manifest_desc: chosen,
+        manifest,
+        config,
+    })
+}
+
+/// The layout's index.json, once its oci-layout file says it is one.
+fn read_index(layout: &Path) -> Result<ImageIndex> {
     let oci_layout = layout.join("oci-layout");
     match std::fs::metadata(&oci_layout) {
         Ok(m) if m.is_file() => {}
@@ -142,41 +182,52 @@ pub fn resolve(
             crate::error::io_text(&e)
         ))
     })?;
-    let index: ImageIndex = serde_json::from_slice(&text)
-        .map_err(|e| Error::Image(format!("parse {}: {e}", index_path.display())))?;
-    let mut top: Vec<Descriptor> = index.manifests().clone();
-    if let Some(r) = reference {
-        let by_digest = r.contains(':');
-        let names: Vec<String> = top
-            .iter()
-            .filter_map(|d| d.annotations().as_ref()?.get(REF_NAME).cloned())
-            .collect();
-        top.retain(|d| {
-            if by_digest {
-                d.digest().to_string() == r
-            } else {
-                d.annotations()
-                    .as_ref()
-                    .and_then(|a| a.get(REF_NAME))
-                    .is_some_and(|n| n == r)
-            }
-        });
-        if top.is_empty() {
-            return Err(Error::Image(format!(
-                "no image {r:?} in {}; tags present: {}",
-                layout.display(),
-                if names.is_empty() {
-                    "none".to_string()
-                } else {
-                    names.join(", ")
-                }
-            )));
+    serde_json::from_slice(&text)
+        .map_err(|e| Error::Image(format!("parse {}: {e}", index_path.display())))
+}
+
+/// The index entries `reference` names: a digest (it has a colon) or a
+/// tag (`org.opencontainers.image.ref.name`); none is an error listing
+/// the tags present.
+fn named(layout: &Path, mut top: Vec<Descriptor>, reference: &str) -> Result<Vec<Descriptor>> {
+    let by_digest = reference.contains(':');
+    let names: Vec<String> = top
+        .iter()
+        .filter_map(|d| d.annotations().as_ref()?.get(REF_NAME).cloned())
+        .collect();
+    top.retain(|d| {
+        if by_digest {
+            d.digest().to_string() == reference
+        } else {
+            d.annotations()
+                .as_ref()
+                .and_then(|a| a.get(REF_NAME))
+                .is_some_and(|n| n == reference)
         }
+    });
+    if top.is_empty() {
+        return Err(Error::Image(format!(
+            "no image {reference:?} in {}; tags present: {}",
+            layout.display(),
+            if names.is_empty() {
+                "none".to_string()
+            } else {
+                names.join(", ")
+            }
+        )));
     }
-    let mut manifests = Vec::new();
-    collect(layout, &top, 0, &mut manifests)?;
+    Ok(top)
+}
+
+/// The first manifest for the platform `want` (none: this host's), else
+/// the only one without a platform; an error names the platforms present.
+fn for_platform(
+    layout: &Path,
+    manifests: &[Descriptor],
+    want: Option<&Platform>,
+) -> Result<Descriptor> {
     let host = Platform::host();
-    let want_p = want.unwrap_or(&host);
+    let want = want.unwrap_or(&host);
     let (with_platform, without): (Vec<_>, Vec<_>) =
         manifests.iter().partition(|d| d.platform().is_some());
     let matching: Vec<&Descriptor> = with_platform
@@ -184,20 +235,16 @@ pub fn resolve(
         .copied()
         .filter(|d| {
             let p = d.platform().as_ref().expect("partitioned");
-            want_p.matches(
+            want.matches(
                 &p.os().to_string(),
                 &p.architecture().to_string(),
                 p.variant().as_deref(),
             )
         })
         .collect();
-    // A reference naming exactly one manifest is taken as asked, unless a
-    // platform was asked for too.
-    let named_one = reference.is_some() && want.is_none() && manifests.len() == 1;
-    let chosen = match (matching.as_slice(), without.as_slice()) {
-        _ if named_one => manifests[0].clone(),
-        ([one, ..], _) => (*one).clone(),
-        ([], [one]) => (*one).clone(),
+    match (matching.as_slice(), without.as_slice()) {
+        ([one, ..], _) => Ok((*one).clone()),
+        ([], [one]) => Ok((*one).clone()),
         ([], []) => {
             let present: Vec<String> = with_platform
                 .iter()
@@ -211,43 +258,22 @@ pub fn resolve(
                     s
                 })
                 .collect();
-            return Err(Error::Image(format!(
-                "no manifest for platform {want_p} in {}; platforms present: {}",
+            Err(Error::Image(format!(
+                "no manifest for platform {want} in {}; platforms present: {}",
                 layout.display(),
                 if present.is_empty() {
                     "none".into()
                 } else {
                     present.join(", ")
                 }
-            )));
+            )))
         }
-        ([], many) => {
-            return Err(Error::Image(format!(
-                "{} manifests without a platform in {}: name one with DIR:REF",
-                many.len(),
-                layout.display()
-            )));
-        }
-    };
-    let manifest: ImageManifest = serde_json::from_slice(&blob::read_all(layout, &chosen)?)
-        .map_err(|e| Error::Image(format!("parse manifest {}: {e}", chosen.digest())))?;
-    let config: ImageConfiguration =
-        serde_json::from_slice(&blob::read_all(layout, manifest.config())?).map_err(|e| {
-            Error::Image(format!("parse config {}: {e}", manifest.config().digest()))
-        })?;
-    if config.rootfs().diff_ids().len() != manifest.layers().len() {
-        return Err(Error::Image(format!(
-            "config {} lists {} diff_ids for {} layers",
-            manifest.config().digest(),
-            config.rootfs().diff_ids().len(),
-            manifest.layers().len()
-        )));
+        ([], many) => Err(Error::Image(format!(
+            "{} manifests without a platform in {}: name one with DIR:REF",
+            many.len(),
+            layout.display()
+        ))),
     }
-    Ok(Resolved {
-        manifest_desc: chosen,
-        manifest,
-        config,
-    })
 }
 
 /// Flattens nested indexes into manifest descriptors.

@@ -724,13 +724,15 @@ fn setup_dev(p: &Plan, root: &Root, mounts: &[Mount]) -> Result<()> {
         make_device(
             p,
             root,
-            Path::new(d.path),
-            SFlag::S_IFCHR,
-            d.major,
-            d.minor,
-            0o666,
-            0,
-            0,
+            &DeviceNode {
+                path: Path::new(d.path),
+                kind: SFlag::S_IFCHR,
+                major: d.major,
+                minor: d.minor,
+                mode: 0o666,
+                uid: 0,
+                gid: 0,
+            },
         )?;
     }
     let linux = p.spec.linux().as_ref();
@@ -796,28 +798,40 @@ fn make_spec_device(p: &Plan, root: &Root, d: &LinuxDevice) -> Result<()> {
     make_device(
         p,
         root,
-        d.path(),
-        kind,
-        d.major(),
-        d.minor(),
-        d.file_mode().unwrap_or(0o666) & 0o7777,
-        d.uid().unwrap_or(0),
-        d.gid().unwrap_or(0),
+        &DeviceNode {
+            path: d.path(),
+            kind,
+            major: d.major(),
+            minor: d.minor(),
+            mode: d.file_mode().unwrap_or(0o666) & 0o7777,
+            uid: d.uid().unwrap_or(0),
+            gid: d.gid().unwrap_or(0),
+        },
     )
 }
 
-#[allow(clippy::too_many_arguments)]
-fn make_device(
-    p: &Plan,
-    root: &Root,
-    path: &Path,
+/// A device node to make in the container's /dev: its path there, type
+/// (character, block or fifo), numbers, permission bits and owner.
+struct DeviceNode<'a> {
+    path: &'a Path,
     kind: SFlag,
     major: i64,
     minor: i64,
     mode: u32,
     uid: u32,
     gid: u32,
-) -> Result<()> {
+}
+
+fn make_device(p: &Plan, root: &Root, node: &DeviceNode) -> Result<()> {
+    let &DeviceNode {
+        path,
+        kind,
+        major,
+        minor,
+        mode,
+        uid,
+        gid,
+    } = node;
     check_no_escape(root, path)?;
     if let Some(parent) = path.parent() {
         root.mkdir_all(parent, 0o755).ctx(Error::Rootfs, || {
@@ -850,9 +864,9 @@ fn make_device(
         .ctx(Error::Rootfs, || {
             format!("mknod {} in rootfs", path.display())
         })?;
-    let h = resolve(root, path)?;
+    let handle = resolve(root, path)?;
     nix::unistd::fchownat(
-        &h,
+        &handle,
         "",
         Some(Uid::from_raw(uid)),
         Some(Gid::from_raw(gid)),
@@ -862,9 +876,10 @@ fn make_device(
         format!("chown {} to {uid}:{gid}", path.display())
     })?;
     // mknod applies the umask; set the exact mode through the O_PATH handle.
-    std::fs::set_permissions(fd_path(&h), Permissions::from_mode(mode)).ctx(Error::Rootfs, || {
-        format!("chmod {} to {mode:o}", path.display())
-    })
+    std::fs::set_permissions(fd_path(&handle), Permissions::from_mode(mode))
+        .ctx(Error::Rootfs, || {
+            format!("chmod {} to {mode:o}", path.display())
+        })
 }
 
 /// After pivot_root: readonly paths, masked paths, then a read-only root.

@@ -16,11 +16,11 @@ const BPF_PROG_GET_FD_BY_ID: libc::c_int = 13;
 const BPF_PROG_QUERY: libc::c_int = 16;
 
 /// `BPF_PROG_TYPE_CGROUP_DEVICE`.
-pub const PROG_TYPE_CGROUP_DEVICE: u32 = 15;
+pub(crate) const PROG_TYPE_CGROUP_DEVICE: u32 = 15;
 /// The `BPF_CGROUP_DEVICE` attach type.
-pub const ATTACH_CGROUP_DEVICE: u32 = 6;
+pub(crate) const ATTACH_CGROUP_DEVICE: u32 = 6;
 /// `BPF_F_ALLOW_MULTI`: more than one program per cgroup, all must allow.
-pub const F_ALLOW_MULTI: u32 = 2;
+pub(crate) const F_ALLOW_MULTI: u32 = 2;
 
 #[repr(C)]
 #[derive(Default)]
@@ -97,7 +97,7 @@ fn own(ret: libc::c_long) -> OwnedFd {
 /// `BPF_PROG_LOAD` of a cgroup device program (`insns` are encoded
 /// `struct bpf_insn`s). With `log`, the verifier writes its log there
 /// (NUL-terminated) at level 1; without, the load is quiet.
-pub fn prog_load_cgroup_device(
+pub(crate) fn prog_load_cgroup_device(
     insns: &[u64],
     license: &CStr,
     name: &str,
@@ -123,7 +123,7 @@ pub fn prog_load_cgroup_device(
 }
 
 /// `BPF_PROG_ATTACH` of `prog` to the cgroup directory `target`.
-pub fn prog_attach(
+pub(crate) fn prog_attach(
     target: BorrowedFd<'_>,
     prog: BorrowedFd<'_>,
     attach_type: u32,
@@ -140,7 +140,7 @@ pub fn prog_attach(
 }
 
 /// `BPF_PROG_DETACH` of `prog` from the cgroup directory `target`.
-pub fn prog_detach(
+pub(crate) fn prog_detach(
     target: BorrowedFd<'_>,
     prog: BorrowedFd<'_>,
     attach_type: u32,
@@ -156,7 +156,7 @@ pub fn prog_detach(
 
 /// `BPF_PROG_QUERY`: the ids of the programs attached directly to `target`
 /// with `attach_type` (not the inherited ones).
-pub fn prog_query(target: BorrowedFd<'_>, attach_type: u32) -> Result<Vec<u32>, Errno> {
+pub(crate) fn prog_query(target: BorrowedFd<'_>, attach_type: u32) -> Result<Vec<u32>, Errno> {
     let mut cap = 64usize;
     for _ in 0..8 {
         let mut ids = vec![0u32; cap];
@@ -181,7 +181,7 @@ pub fn prog_query(target: BorrowedFd<'_>, attach_type: u32) -> Result<Vec<u32>, 
 }
 
 /// `BPF_PROG_GET_FD_BY_ID`: an fd for a loaded program.
-pub fn prog_get_fd_by_id(id: u32) -> Result<OwnedFd, Errno> {
+pub(crate) fn prog_get_fd_by_id(id: u32) -> Result<OwnedFd, Errno> {
     let mut attr = GetFdByIdAttr {
         prog_id: id,
         ..Default::default()

@@ -1,9 +1,10 @@
 //! Thin safe wrappers for the system calls that nix does not cover.
-//! This module is the only place in ocirun with `unsafe`.
+//! This module is the only place in ocirun with `unsafe`; only sys turns a
+//! raw fd into an `OwnedFd`. Crate-private, all but [`default_sigpipe`].
 
-pub mod bpf;
-pub mod netlink;
-pub mod sched;
+pub(crate) mod bpf;
+pub(crate) mod netlink;
+pub(crate) mod sched;
 
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
@@ -11,19 +12,48 @@ use nix::errno::Errno;
 use nix::unistd::Pid;
 
 /// The result of [`clone_process`].
-pub enum Forked {
+pub(crate) enum Forked {
     Parent(Pid),
     Child,
 }
 
+/// Fails with EDEADLK unless the calling process is single-threaded, which
+/// makes a fork sound: in the child no lock (the allocator's included) can
+/// be held by a thread that does not exist there. `unshare(CLONE_VM)` does
+/// nothing but this check (the kernel refuses it with EINVAL while other
+/// threads share our memory). A thread that was just joined may still be
+/// on its way out in the kernel: it is given up to 10 ms.
+pub(crate) fn ensure_single_threaded() -> Result<(), Errno> {
+    for _ in 0..100 {
+        match nix::sched::unshare(nix::sched::CloneFlags::CLONE_VM) {
+            Err(Errno::EINVAL) => std::thread::sleep(std::time::Duration::from_micros(100)),
+            other => return other,
+        }
+    }
+    Err(Errno::EDEADLK)
+}
+
 /// `clone(2)` with fork semantics (no new stack, SIGCHLD to the parent) and
-/// the given namespace flags. The caller must be single-threaded: the child
-/// continues with a copy of the whole address space.
-pub fn clone_process(ns_flags: libc::c_int) -> Result<Forked, Errno> {
+/// the given namespace flags, once [`ensure_single_threaded`] allows it: the
+/// child continues with a copy of the whole address space.
+pub(crate) fn clone_process(ns_flags: libc::c_int) -> Result<Forked, Errno> {
+    ensure_single_threaded()?;
+    // SAFETY: the process is single-threaded, checked just above.
+    unsafe { clone_unchecked(ns_flags) }
+}
+
+/// [`clone_process`] without the check.
+///
+/// # Safety
+///
+/// The calling process must be single-threaded: the child gets a copy of
+/// the whole address space but only the calling thread, so a lock another
+/// thread held at the clone would stay held forever in the child.
+unsafe fn clone_unchecked(ns_flags: libc::c_int) -> Result<Forked, Errno> {
     // SAFETY: with a null stack pointer the raw clone syscall behaves like
     // fork(2); no pointers are passed, so no memory is shared or aliased. The
-    // process is single-threaded (we never start threads before this point),
-    // so no lock can be held by a thread that does not exist in the child.
+    // caller guarantees that the process is single-threaded, so no lock can
+    // be held by a thread that does not exist in the child.
     let ret = unsafe {
         libc::syscall(
             libc::SYS_clone,
@@ -41,13 +71,13 @@ pub fn clone_process(ns_flags: libc::c_int) -> Result<Forked, Errno> {
     }
 }
 
-/// Plain `fork(2)` for a single-threaded caller.
-pub fn fork() -> Result<Forked, Errno> {
+/// Plain `fork(2)`, once [`ensure_single_threaded`] allows it.
+pub(crate) fn fork() -> Result<Forked, Errno> {
     clone_process(0)
 }
 
 /// `setdomainname(2)`.
-pub fn setdomainname(name: &str) -> Result<(), Errno> {
+pub(crate) fn setdomainname(name: &str) -> Result<(), Errno> {
     // SAFETY: the pointer and length describe `name`'s bytes, which outlive the call.
     let ret = unsafe { libc::setdomainname(name.as_ptr().cast(), name.len()) };
     Errno::result(ret).map(drop)
@@ -55,7 +85,7 @@ pub fn setdomainname(name: &str) -> Result<(), Errno> {
 
 /// Marks every fd from `first` upwards close-on-exec (`close_range(2)` with
 /// `CLOSE_RANGE_CLOEXEC`), so nothing of ours reaches the container process.
-pub fn cloexec_from(first: u32) -> Result<(), Errno> {
+pub(crate) fn cloexec_from(first: u32) -> Result<(), Errno> {
     // SAFETY: close_range takes plain integers; CLOEXEC only sets a flag, it
     // closes nothing that Rust code might still own.
     let ret = unsafe {
@@ -71,7 +101,7 @@ pub fn cloexec_from(first: u32) -> Result<(), Errno> {
 
 /// Marks every open fd from `first` close-on-exec one by one: the fallback
 /// where close_range is refused. Walks up to the soft RLIMIT_NOFILE.
-pub fn cloexec_each_from(first: u32) -> Result<(), Errno> {
+pub(crate) fn cloexec_each_from(first: u32) -> Result<(), Errno> {
     let (soft, _) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)?;
     let last = soft.min(1 << 20) as RawFd;
     for fd in first as RawFd..last {
@@ -87,30 +117,37 @@ pub fn cloexec_each_from(first: u32) -> Result<(), Errno> {
 }
 
 /// write(2) to an fd known only by number (a panic hook's), ignoring errors.
-pub fn write_raw(fd: RawFd, data: &[u8]) {
+pub(crate) fn write_raw(fd: RawFd, data: &[u8]) {
     // SAFETY: the buffer is valid for its length; a closed or bad fd only
     // makes the call fail.
     let _ = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
 }
 
-/// Runs `f` in the child of `cmd` between fork and exec (to take on an
-/// identity before a hook runs). Only for single-threaded callers (the
-/// container init): the child may then allocate and take locks freely.
-pub fn pre_exec_single_threaded<F>(cmd: &mut std::process::Command, f: F)
+/// Spawns `cmd` with `f` run in the child between fork and exec (to take on
+/// an identity before a hook runs), once [`ensure_single_threaded`] allows
+/// it: the child may then allocate and take locks freely.
+pub(crate) fn spawn_with_pre_exec<F>(
+    cmd: &mut std::process::Command,
+    f: F,
+) -> std::io::Result<std::process::Child>
 where
     F: FnMut() -> std::io::Result<()> + Send + Sync + 'static,
 {
-    // SAFETY: the caller is single-threaded, so no lock or allocator state
-    // can be held by another thread at fork; `f` runs in the child only.
+    ensure_single_threaded()?;
+    // SAFETY: the process is single-threaded (checked just above, and only
+    // this thread could start another before the spawn below), so no lock or
+    // allocator state can be held by another thread at fork; `f` runs in the
+    // child only.
     unsafe {
         std::os::unix::process::CommandExt::pre_exec(cmd, f);
     }
+    cmd.spawn()
 }
 
 /// Closes, in a forked child, an fd the parent's code owns (the state
 /// dir's lock), so the child cannot keep the lock after the parent dies.
 /// The child must never drop the owner: it leaves by execve or `exit_now`.
-pub fn close_inherited(fd: RawFd) {
+pub(crate) fn close_inherited(fd: RawFd) {
     // SAFETY: only called in a forked child that never returns to the code
     // owning `fd` (it execs or `_exit`s), so nothing uses or closes it again.
     let _ = unsafe { libc::close(fd) };
@@ -118,7 +155,7 @@ pub fn close_inherited(fd: RawFd) {
 
 /// `pidfd_open(2)`: a handle on a process that cannot be confused with a
 /// later process reusing the same pid.
-pub fn pidfd_open(pid: Pid) -> Result<OwnedFd, Errno> {
+pub(crate) fn pidfd_open(pid: Pid) -> Result<OwnedFd, Errno> {
     // SAFETY: plain integer arguments.
     let ret = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0 as libc::c_uint) };
     let fd = Errno::result(ret)? as RawFd;
@@ -127,7 +164,7 @@ pub fn pidfd_open(pid: Pid) -> Result<OwnedFd, Errno> {
 }
 
 /// `pidfd_send_signal(2)`.
-pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, sig: i32) -> Result<(), Errno> {
+pub(crate) fn pidfd_send_signal(pidfd: BorrowedFd<'_>, sig: i32) -> Result<(), Errno> {
     // SAFETY: a valid fd, a signal number, and a null siginfo (as for kill(2)).
     let ret = unsafe {
         libc::syscall(
@@ -142,14 +179,14 @@ pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, sig: i32) -> Result<(), Errno> {
 }
 
 /// Makes `fd` (a terminal) the controlling terminal of the calling session.
-pub fn set_controlling_tty(fd: BorrowedFd<'_>) -> Result<(), Errno> {
+pub(crate) fn set_controlling_tty(fd: BorrowedFd<'_>) -> Result<(), Errno> {
     // SAFETY: TIOCSCTTY takes an integer argument, no memory is passed.
     let ret = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSCTTY, 0) };
     Errno::result(ret).map(drop)
 }
 
 /// Sets a terminal's window size.
-pub fn set_winsize(fd: BorrowedFd<'_>, rows: u16, cols: u16) -> Result<(), Errno> {
+pub(crate) fn set_winsize(fd: BorrowedFd<'_>, rows: u16, cols: u16) -> Result<(), Errno> {
     let ws = libc::winsize {
         ws_row: rows,
         ws_col: cols,
@@ -161,16 +198,35 @@ pub fn set_winsize(fd: BorrowedFd<'_>, rows: u16, cols: u16) -> Result<(), Errno
     Errno::result(ret).map(drop)
 }
 
-/// Takes ownership of an fd that recvmsg(2) just installed from an
-/// SCM_RIGHTS message.
-pub fn own_received_fd(fd: RawFd) -> OwnedFd {
-    // SAFETY: the kernel installed `fd` in our table for this message; no
-    // other owner exists, so this is its only OwnedFd.
-    unsafe { OwnedFd::from_raw_fd(fd) }
+/// Receives one message on a unix socket (close-on-exec) and returns the
+/// first fd its SCM_RIGHTS data carried, if any; any others are closed.
+pub(crate) fn recv_fd(socket: BorrowedFd<'_>) -> Result<Option<OwnedFd>, Errno> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    let mut buf = [0u8; 4096];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let msg = recvmsg::<()>(
+        socket.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    let mut received = Vec::new();
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            for fd in fds {
+                // SAFETY: recvmsg just installed this fd in our table for this
+                // message; nothing else knows its number, so it gets its only
+                // owner here.
+                received.push(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
+    }
+    Ok(received.into_iter().next())
 }
 
 /// A terminal's window size as (rows, cols).
-pub fn get_winsize(fd: BorrowedFd<'_>) -> Result<(u16, u16), Errno> {
+pub(crate) fn get_winsize(fd: BorrowedFd<'_>) -> Result<(u16, u16), Errno> {
     let mut ws = libc::winsize {
         ws_row: 0,
         ws_col: 0,
@@ -186,7 +242,7 @@ pub fn get_winsize(fd: BorrowedFd<'_>) -> Result<(u16, u16), Errno> {
 /// Resets every signal disposition to its default and unblocks all signals:
 /// the container process must not inherit what ocirun set for itself (Rust
 /// ignores SIGPIPE, `run` blocks the signals it forwards).
-pub fn reset_signals() -> Result<(), Errno> {
+pub(crate) fn reset_signals() -> Result<(), Errno> {
     for sig in 1..libc::SIGRTMAX() {
         if sig == libc::SIGKILL || sig == libc::SIGSTOP {
             continue;
@@ -211,13 +267,17 @@ pub fn default_sigpipe() {
 
 /// `_exit(2)`: leaves a forked child without running exit handlers or
 /// flushing buffers that belong to the parent.
-pub fn exit_now(code: i32) -> ! {
+pub(crate) fn exit_now(code: i32) -> ! {
     // SAFETY: _exit takes an integer and never returns; it touches no Rust state.
     unsafe { libc::_exit(code) }
 }
 
 /// `fsetxattr(2)` on an open file or directory.
-pub fn fsetxattr(fd: BorrowedFd<'_>, name: &std::ffi::CStr, value: &[u8]) -> Result<(), Errno> {
+pub(crate) fn fsetxattr(
+    fd: BorrowedFd<'_>,
+    name: &std::ffi::CStr,
+    value: &[u8],
+) -> Result<(), Errno> {
     // SAFETY: name is NUL-terminated, value's pointer and length describe a
     // live slice; the kernel only reads them during the call.
     let ret = unsafe {
@@ -233,7 +293,11 @@ pub fn fsetxattr(fd: BorrowedFd<'_>, name: &std::ffi::CStr, value: &[u8]) -> Res
 }
 
 /// `lsetxattr(2)`: on a symlink itself (reached as `/proc/self/fd/<dir>/<name>`).
-pub fn lsetxattr(path: &std::ffi::CStr, name: &std::ffi::CStr, value: &[u8]) -> Result<(), Errno> {
+pub(crate) fn lsetxattr(
+    path: &std::ffi::CStr,
+    name: &std::ffi::CStr,
+    value: &[u8],
+) -> Result<(), Errno> {
     // SAFETY: both strings are NUL-terminated, value's pointer and length
     // describe a live slice; the kernel only reads them during the call.
     let ret = unsafe {
@@ -249,11 +313,11 @@ pub fn lsetxattr(path: &std::ffi::CStr, name: &std::ffi::CStr, value: &[u8]) -> 
 }
 
 /// SECCOMP_FILTER_FLAG_NEW_LISTENER: the filter returns a notify fd.
-pub const SECCOMP_FILTER_FLAG_NEW_LISTENER: u32 = 8;
+pub(crate) const SECCOMP_FILTER_FLAG_NEW_LISTENER: u32 = 8;
 
 /// seccomp(SECCOMP_SET_MODE_FILTER) with a BPF program of `struct sock_filter`
 /// instructions; returns the listener fd when `flags` asks for one.
-pub fn seccomp_set_filter(bpf: &[u8], flags: u32) -> Result<Option<OwnedFd>, Errno> {
+pub(crate) fn seccomp_set_filter(bpf: &[u8], flags: u32) -> Result<Option<OwnedFd>, Errno> {
     const SECCOMP_SET_MODE_FILTER: libc::c_uint = 1;
     if bpf.is_empty()
         || !bpf
@@ -299,7 +363,7 @@ pub fn seccomp_set_filter(bpf: &[u8], flags: u32) -> Result<Option<OwnedFd>, Err
 
 /// Ignores SIGPIPE, so a write to a pipe whose reader is gone fails with
 /// EPIPE instead of killing us (a hook need not read its stdin).
-pub fn ignore_sigpipe() {
+pub(crate) fn ignore_sigpipe() {
     // SAFETY: installing SIG_IGN runs no code of ours in a signal context.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
 }
@@ -308,7 +372,7 @@ pub fn ignore_sigpipe() {
 /// `MOUNT_ATTR_*` bits (an access-time change needs `MOUNT_ATTR__ATIME` in
 /// `clear`), `userns` the user namespace of a `MOUNT_ATTR_IDMAP`.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct MountAttr<'a> {
+pub(crate) struct MountAttr<'a> {
     pub set: u64,
     pub clear: u64,
     pub userns: Option<BorrowedFd<'a>>,
@@ -317,7 +381,7 @@ pub struct MountAttr<'a> {
 /// `mount_setattr(2)` on the mount `mnt` refers to (any fd on it: an
 /// `open_tree` clone or an O_PATH handle on its root), with every mount
 /// under it too when `recursive`.
-pub fn mount_setattr(
+pub(crate) fn mount_setattr(
     mnt: BorrowedFd<'_>,
     recursive: bool,
     attr: &MountAttr<'_>,
@@ -346,12 +410,12 @@ pub fn mount_setattr(
 }
 
 /// Makes the mount `mnt` (from `open_tree`) read-only.
-pub fn mount_set_readonly(mnt: BorrowedFd<'_>) -> Result<(), Errno> {
+pub(crate) fn mount_set_readonly(mnt: BorrowedFd<'_>) -> Result<(), Errno> {
     mount_set_readonly_flags(mnt, false)
 }
 
 /// As `mount_set_readonly`, for the whole tree of mounts under `mnt`.
-pub fn mount_set_readonly_recursive(mnt: BorrowedFd<'_>) -> Result<(), Errno> {
+pub(crate) fn mount_set_readonly_recursive(mnt: BorrowedFd<'_>) -> Result<(), Errno> {
     mount_set_readonly_flags(mnt, true)
 }
 
@@ -368,7 +432,7 @@ fn mount_set_readonly_flags(mnt: BorrowedFd<'_>, recursive: bool) -> Result<(), 
 
 /// `ioctl(TIOCGPTPEER)`: opens the slave of a pty master directly from the
 /// master, with no path lookup that a rootfs could redirect.
-pub fn pty_peer(master: BorrowedFd<'_>) -> Result<OwnedFd, Errno> {
+pub(crate) fn pty_peer(master: BorrowedFd<'_>) -> Result<OwnedFd, Errno> {
     let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
     // SAFETY: TIOCGPTPEER takes open flags as an integer argument and
     // returns a new fd; no memory is passed.

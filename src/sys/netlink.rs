@@ -33,7 +33,7 @@ const IFF_UP: u32 = 0x1;
 
 /// One address of a link, as RTM_GETADDR reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Addr {
+pub(crate) struct Addr {
     pub family: u8,
     pub prefixlen: u8,
     pub scope: u8,
@@ -167,7 +167,7 @@ fn parse_addr(p: &[u8]) -> Option<Addr> {
 
 /// A NETLINK_ROUTE socket, bound to the network namespace of the thread
 /// that made it.
-pub struct Rtnl {
+pub(crate) struct Rtnl {
     fd: OwnedFd,
     seq: u32,
 }

@@ -6,7 +6,7 @@
 use nix::errno::Errno;
 
 /// `personality(2)`: sets the execution domain (e.g. `PER_LINUX32`).
-pub fn set_personality(persona: libc::c_ulong) -> Result<(), Errno> {
+pub(crate) fn set_personality(persona: libc::c_ulong) -> Result<(), Errno> {
     // SAFETY: personality takes one integer and touches no memory of ours.
     let ret = unsafe { libc::personality(persona) };
     Errno::result(ret).map(drop)
@@ -14,7 +14,7 @@ pub fn set_personality(persona: libc::c_ulong) -> Result<(), Errno> {
 
 /// `ioprio_set(IOPRIO_WHO_PROCESS, 0, prio)`: the calling process's I/O
 /// priority (`class << 13 | data`), inherited by its children.
-pub fn ioprio_set_self(prio: i32) -> Result<(), Errno> {
+pub(crate) fn ioprio_set_self(prio: i32) -> Result<(), Errno> {
     const IOPRIO_WHO_PROCESS: libc::c_int = 1;
     // SAFETY: three integer arguments, no memory is passed.
     let ret = unsafe { libc::syscall(libc::SYS_ioprio_set, IOPRIO_WHO_PROCESS, 0, prio) };
@@ -24,7 +24,7 @@ pub fn ioprio_set_self(prio: i32) -> Result<(), Errno> {
 /// `struct sched_attr` as of Linux 5.3 (`SCHED_ATTR_SIZE_VER1`, 56 bytes).
 #[repr(C)]
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct SchedAttr {
+pub(crate) struct SchedAttr {
     pub size: u32,
     pub policy: u32,
     pub flags: u64,
@@ -38,7 +38,7 @@ pub struct SchedAttr {
 }
 
 /// `sched_setattr(0, attr, 0)`: the calling thread's policy and parameters.
-pub fn sched_setattr_self(attr: &SchedAttr) -> Result<(), Errno> {
+pub(crate) fn sched_setattr_self(attr: &SchedAttr) -> Result<(), Errno> {
     let mut a = *attr;
     a.size = std::mem::size_of::<SchedAttr>() as u32;
     // SAFETY: `a` is a properly laid out sched_attr on our stack whose size
@@ -56,7 +56,7 @@ pub fn sched_setattr_self(attr: &SchedAttr) -> Result<(), Errno> {
 
 /// `set_mempolicy(2)`: `mode` (with its flags or'ed in) and a node mask of
 /// `maxnode` bits held in `mask`.
-pub fn set_mempolicy(mode: i32, mask: &[libc::c_ulong], maxnode: u64) -> Result<(), Errno> {
+pub(crate) fn set_mempolicy(mode: i32, mask: &[libc::c_ulong], maxnode: u64) -> Result<(), Errno> {
     let bits = (mask.len() * libc::c_ulong::BITS as usize) as u64;
     if maxnode > bits + 1 {
         return Err(Errno::EINVAL);
