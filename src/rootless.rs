@@ -137,10 +137,8 @@ pub fn check_spec(spec: &Spec, uid: u32, gid: u32) -> Result<MapTools> {
     if userns.path().is_some() {
         return Ok(MapTools::default());
     }
-    let name = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
-        .ok()
-        .flatten()
-        .map(|u| u.name);
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let name = user_name(&passwd, uid);
     let ranges = |file: &str, own: u32| {
         let text = std::fs::read_to_string(file).unwrap_or_default();
         sub_ids(&text, name.as_deref(), own)
@@ -156,6 +154,18 @@ pub fn check_spec(spec: &Spec, uid: u32, gid: u32) -> Result<MapTools> {
     Ok(MapTools {
         uid: uid_tool,
         gid: gid_tool,
+    })
+}
+
+/// The name of user `uid` in /etc/passwd text. Read from the file, as runc
+/// does, not through NSS: the binary is static (docs/performance.md), and
+/// a user only a directory service knows can name its ranges by uid.
+pub fn user_name(passwd: &str, uid: u32) -> Option<String> {
+    let uid = uid.to_string();
+    passwd.lines().find_map(|l| {
+        let mut f = l.split(':');
+        let name = f.next()?;
+        (f.nth(1)? == uid).then(|| name.to_string())
     })
 }
 
@@ -261,6 +271,15 @@ pub fn run_tool(tool: &std::path::Path, pid: i32, maps: &[LinuxIdMapping]) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_names_come_from_passwd_lines() {
+        let passwd =
+            "root:x:0:0:root:/root:/bin/bash\nrtuser:x:1001:1001::/home/rtuser:/bin/sh\nbroken\n";
+        assert_eq!(user_name(passwd, 1001).as_deref(), Some("rtuser"));
+        assert_eq!(user_name(passwd, 0).as_deref(), Some("root"));
+        assert_eq!(user_name(passwd, 1), None);
+    }
 
     #[test]
     fn modes() {
