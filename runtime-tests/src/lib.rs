@@ -28,7 +28,10 @@ pub fn runtime() -> PathBuf {
         return PathBuf::from(r);
     }
     let ws = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    for p in ["target/release/ocirun", "target/debug/ocirun"] {
+    for p in [
+        "target/x86_64-unknown-linux-gnu/release/ocirun",
+        "target/x86_64-unknown-linux-gnu/debug/ocirun",
+    ] {
         let c = ws.join(p);
         if c.exists() {
             return c;

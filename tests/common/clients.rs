@@ -16,7 +16,8 @@ pub struct Runtime {
 /// ocirun (RUNTIME, else the release binary scripts/test builds, else this
 /// build's binary) and Debian's runc, in that order.
 pub fn runtimes() -> Vec<Runtime> {
-    let release = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/ocirun");
+    let release = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/x86_64-unknown-linux-gnu/release/ocirun");
     let ocirun = match std::env::var_os("RUNTIME") {
         Some(p) => PathBuf::from(p),
         None if release.exists() => release,
