@@ -436,21 +436,36 @@ pub fn apply_v1(dir: &Path, rules: &[LinuxDeviceCgroup]) -> Result<()> {
     let target =
         emulate(rules).map_err(|e| Error::Cgroup(format!("devices of {}: {e}", dir.display())))?;
     let current = read_list(dir)?;
+    // One open file per direction: the kernel takes one rule per write.
+    let mut files: [Option<fs::File>; 2] = [None, None];
     for r in current.transition(&target) {
-        let file = dir.join(if r.allow {
+        let name = if r.allow {
             "devices.allow"
         } else {
             "devices.deny"
-        });
+        };
+        let file = dir.join(name);
         let line = r.to_string();
-        fs::write(&file, &line).map_err(|e| {
+        let fail = |e: std::io::Error| {
             Error::Cgroup(format!(
                 "write {line:?} to {}: {}",
                 file.display(),
                 io_text(&e)
             ))
-        })?;
+        };
+        let slot = &mut files[usize::from(r.allow)];
+        if slot.is_none() {
+            *slot = Some(
+                fs::OpenOptions::new()
+                    .write(true)
+                    .open(&file)
+                    .map_err(fail)?,
+            );
+        }
+        let f = slot.as_mut().expect("opened");
+        std::io::Write::write_all(f, line.as_bytes()).map_err(fail)?;
     }
+    drop(files);
     let after = read_list(dir)?;
     let ok = if target.default_allow {
         after.default_allow
