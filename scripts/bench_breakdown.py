@@ -72,6 +72,43 @@ def analyse(name, data):
     return ms, [(label, pct * ms / 100) for label, pct in rows]
 
 
+def rss_breakdown(name, rt):
+    """The runtime's memory at its createRuntime hook (config parsed,
+    cgroups made, the init cloned: about its peak), from /proc/<pid>/smaps
+    of the hook's parent, by mapping: kB of RSS."""
+    import json
+    hooked = os.path.join(work, "hooked")
+    os.makedirs(hooked, exist_ok=True)
+    cfg = json.load(open(os.path.join(bundle, "config.json")))
+    cfg["root"]["path"] = os.path.join(bundle, "rootfs")
+    out = os.path.join(work, f"{name}.smaps")
+    cfg["hooks"] = {"createRuntime": [{"path": "/bin/sh", "args": ["sh", "-c", f"cat /proc/$PPID/smaps > {out}"]}]}
+    json.dump(cfg, open(os.path.join(hooked, "config.json"), "w"))
+    subprocess.run([rt, "--root", os.path.join(work, "root-" + name), "run", "--bundle", hooked, "rss"],
+                   stdout=subprocess.DEVNULL, check=True)
+    kinds = collections.Counter()
+    mapping = None
+    for line in open(out):
+        f = line.split()
+        if re.match(r"^[0-9a-f]+-[0-9a-f]+$", f[0]):
+            path = f[5] if len(f) > 5 else ""
+            if path in ("[heap]", "[stack]"):
+                mapping = path[1:-1]
+            elif path.startswith("["):
+                mapping = "other"
+            elif not path:
+                mapping = "anonymous"
+            elif re.search(r"/(ld-linux|libc\.so|libm\.so|libgcc_s)", path):
+                mapping = "libc and loader"
+            elif ".so" in path:
+                mapping = "other shared libraries"
+            else:
+                mapping = "own binary"
+        elif f[0] == "Rss:":
+            kinds[mapping] += int(f[1])
+    return kinds
+
+
 results = {}
 for name, rt in runtimes:
     subprocess.run([rt, "--root", os.path.join(work, "root-" + name), "run", "--bundle", bundle, "warm"],
@@ -86,3 +123,12 @@ labels = [label for label, _ in results[names[0]][1]]
 for i, label in enumerate(labels):
     print(f"{label:58}" + "".join(f"{results[nm][1][i][1]:9.2f}" for nm in names))
 print(f"{'total':58}" + "".join(f"{results[nm][0]:9.2f}" for nm in names))
+
+print()
+print("Peak memory (RSS, kB) of the runtime process, by mapping, at its createRuntime hook")
+rss = {name: rss_breakdown(name, rt) for name, rt in runtimes if name != "floor"}
+kinds = ["own binary", "libc and loader", "other shared libraries", "heap", "anonymous", "stack", "other"]
+print(f"{'mapping':58}" + "".join(f"{nm:>9}" for nm in rss))
+for k in kinds:
+    print(f"{k:58}" + "".join(f"{rss[nm][k]:9d}" for nm in rss))
+print(f"{'total':58}" + "".join(f"{sum(rss[nm].values()):9d}" for nm in rss))
