@@ -14,6 +14,7 @@
 pub mod sys;
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -500,6 +501,13 @@ impl Ctr {
         }
         let procs = processes_in_cgroup(&self.id);
         assert!(procs.is_empty(), "processes left behind: {procs:?}");
+        // The host's own devices are never the container's to change.
+        let null = fs::metadata("/dev/null").expect("stat the host's /dev/null");
+        assert_eq!(
+            null.permissions().mode() & 0o7777,
+            0o666,
+            "the host's /dev/null changed mode"
+        );
     }
 }
 
