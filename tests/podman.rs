@@ -171,8 +171,11 @@ impl Podman {
     }
 
     /// `podman wait`, given up after 15 s (a container that never ends).
+    /// `podman wait`, bounded: 60 s, since under a full CI run's load
+    /// runc 1.1's kill of a paused (v1-frozen) container took more than
+    /// 15 s to be reported, twice; ocirun's is reported at once.
     fn wait(&self, rt: &Runtime, name: &str) -> Output {
-        run_for(15, self.cmd(rt).args(["wait", name]))
+        run_for(60, self.cmd(rt).args(["wait", name]))
     }
 
     /// Runs and asserts success; returns stdout.
@@ -297,13 +300,19 @@ fn kill_paused_and_host_pid_stop() {
             &code(&o),
             &text(&o.stderr),
         );
+        let t0 = Instant::now();
         let w = p.wait(&rt, &n);
         t.record(
             "  then its exit code (podman wait)",
             &rt,
             "137",
             &text(&w.stdout),
-            &format!("{} / {:?}", text(&w.stderr), p.state(&rt, &n)),
+            &format!(
+                "{} / {:?} after {:?}",
+                text(&w.stderr),
+                p.state(&rt, &n),
+                t0.elapsed()
+            ),
         );
         let _ = p.run(&rt, &["rm", "-f", "-t", "0", &n]);
 
