@@ -567,11 +567,7 @@ impl Applier {
     ) -> Result<()> {
         let (pfd, name) = (&*spot.parent, spot.name.as_os_str());
         let shown = || spot.shown();
-        let target = entry
-            .link_name()
-            .map_err(|e| Error::Image(format!("symlink {}: {e}", shown())))?
-            .ok_or_else(|| Error::Image(format!("symlink {} has no target", shown())))?
-            .into_owned();
+        let target = link_target(entry, "symlink", &shown)?;
         self.create_at(pfd, name, &spot.path, "symlink", || {
             symlinkat(target.as_os_str(), pfd, name)
         })?;
@@ -599,11 +595,7 @@ impl Applier {
     ) -> Result<()> {
         let (pfd, name) = (&*spot.parent, spot.name.as_os_str());
         let shown = || spot.shown();
-        let target_raw = entry
-            .link_name()
-            .map_err(|e| Error::Image(format!("hardlink {}: {e}", shown())))?
-            .ok_or_else(|| Error::Image(format!("hardlink {} has no target", shown())))?
-            .into_owned();
+        let target_raw = link_target(entry, "hardlink", &shown)?;
         let target = clean_name(&target_raw)?
             .ok_or_else(|| Error::Image(format!("hardlink {} to the root", shown())))?;
         if target == spot.path {
@@ -992,6 +984,19 @@ impl Meta {
     fn special(&self) -> bool {
         self.mode & 0o7000 != 0
     }
+}
+
+/// The target of a symlink or hard link entry (`kind` names it in errors).
+fn link_target<R: Read>(
+    entry: &tar::Entry<R>,
+    kind: &str,
+    shown: &dyn Fn() -> String,
+) -> Result<PathBuf> {
+    Ok(entry
+        .link_name()
+        .map_err(|e| Error::Image(format!("{kind} {}: {e}", shown())))?
+        .ok_or_else(|| Error::Image(format!("{kind} {} has no target", shown())))?
+        .into_owned())
 }
 
 #[cfg(test)]
