@@ -2,7 +2,7 @@
 //! exit codes (0 ok, 1 error; `run` returns the container's exit status).
 
 use clap::Parser;
-use ocirun::cli::{Cli, Command, CreateArgs, ImageCommand, ListFormat, LogFormat};
+use ocirun::cli::{self, Cli, Command, CreateArgs, ImageCommand, ListFormat, LogFormat};
 use ocirun::container::{self, CreateOpts, Global, RunOpts};
 use ocirun::logging;
 
@@ -59,7 +59,9 @@ fn dispatch(cli: Cli) -> ocirun::Result<i32> {
                 keep: r.keep,
             },
         ),
-        Command::Exec(a) => container::exec(&g, &a),
+        Command::Exec(a) => container::exec(&g, &cli::exec::opts(&a), |spec| {
+            cli::exec::process(spec, &a)
+        }),
         Command::Pause { id } => container::control::pause(&g, &id).map(|()| 0),
         Command::Resume { id } => container::control::resume(&g, &id).map(|()| 0),
         Command::Update(a) => container::control::update(&g, &a).map(|()| 0),

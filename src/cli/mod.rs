@@ -1,7 +1,10 @@
-//! Command-line definitions only: runc-compatible names and flags, no logic.
-//! containerd (go-runc), podman/conmon and CRI-O call these exactly.
+//! The command line: runc-compatible names and flags (here), and what turns
+//! them into the library's options (`exec.rs`). containerd (go-runc),
+//! podman/conmon and CRI-O call these exactly.
 // Doc comments here are the --help text, in runc's notation ([:GID]).
 #![allow(rustdoc::broken_intra_doc_links)]
+
+pub mod exec;
 
 use std::path::PathBuf;
 

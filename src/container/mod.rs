@@ -833,9 +833,30 @@ pub fn write_spec(bundle: &Path, rootless: bool) -> Result<()> {
         .ctx(Error::Usage, || format!("write {}", path.display()))
 }
 
+/// What `exec` needs besides the process (runc's `exec` flags).
+pub struct ExecOpts {
+    pub id: String,
+    /// Return once the process runs instead of waiting for it.
+    pub detach: bool,
+    pub pid_file: Option<PathBuf>,
+    pub console_socket: Option<PathBuf>,
+    pub preserve_fds: u32,
+    /// Exec even into a paused container (the process starts frozen).
+    pub ignore_paused: bool,
+    /// Existing sub-cgroups to run in: `[CONTROLLER[,CONTROLLER]:]PATH`.
+    pub cgroup: Vec<String>,
+}
+
 /// `exec`: a new process in a created or running container. Returns the
-/// process's exit status (or 0 with --detach).
-pub fn exec(g: &Global, a: &crate::cli::ExecArgs) -> Result<i32> {
+/// process's exit status (or 0 with --detach). `process` gives the process
+/// to run from the container's config, once the container is known to take
+/// an exec (`cli::exec::process` builds it from runc's flags, as runc's
+/// `getProcess`).
+pub fn exec(
+    g: &Global,
+    a: &ExecOpts,
+    process: impl FnOnce(&oci_spec::runtime::Spec) -> Result<oci_spec::runtime::Process>,
+) -> Result<i32> {
     let dir = StateDir::open(&g.root, &a.id)?;
     let saved = dir.load()?;
     let status = dir.status(&saved);
@@ -850,7 +871,7 @@ pub fn exec(g: &Global, a: &crate::cli::ExecArgs) -> Result<i32> {
     let dir = (status != Status::Paused).then_some(dir);
     check_preserve_fds(a.preserve_fds, 0)?;
     let bundle = spec::load(&saved.bundle)?;
-    let mut process = exec_process(&bundle.spec, a)?;
+    let mut process = process(&bundle.spec)?;
     crate::security::drop_ungrantable(&mut process);
     crate::security::lsm::check(&process)?;
     let linux = bundle.spec.linux().as_ref().expect("validated");
@@ -924,91 +945,4 @@ pub fn exec(g: &Global, a: &crate::cli::ExecArgs) -> Result<i32> {
         return Ok(0);
     }
     Ok(wait_forwarding(pid, &forwarded, relay))
-}
-
-/// The process to exec: `--process FILE`, or the container's process with
-/// the command line's changes (as runc builds it).
-fn exec_process(
-    spec: &oci_spec::runtime::Spec,
-    a: &crate::cli::ExecArgs,
-) -> Result<oci_spec::runtime::Process> {
-    if let Some(f) = &a.process {
-        let text = std::fs::read(f).ctx(Error::Usage, || {
-            format!("read process file {}", f.display())
-        })?;
-        let p = spec::parse_process(&text).map_err(|e| {
-            let e = e.to_string();
-            match e.strip_prefix("json: ") {
-                Some(m) => Error::Usage(format!("parse process file {}: {m}", f.display())),
-                None => Error::Usage(format!("process file {}: {e}", f.display())),
-            }
-        })?;
-        if p.args().as_ref().is_none_or(|a| a.is_empty()) {
-            return Err(Error::Usage(format!(
-                "process file {}: args is empty",
-                f.display()
-            )));
-        }
-        return Ok(p);
-    }
-    if a.command.is_empty() {
-        return Err(Error::Usage("exec needs a command or --process".into()));
-    }
-    let mut p = spec.process().clone().ok_or_else(|| {
-        Error::Usage("config.json has no process to start from: give --process".into())
-    })?;
-    p.set_args(Some(a.command.clone()));
-    p.set_terminal(Some(a.tty));
-    if let Some(cwd) = &a.cwd {
-        p.set_cwd(cwd.clone());
-    }
-    let mut env = p.env().clone().unwrap_or_default();
-    env.extend(a.env.iter().cloned());
-    p.set_env(Some(env));
-    if let Some(u) = &a.user {
-        let (uid, gid) = match u.split_once(':') {
-            Some((u, g)) => (u, Some(g)),
-            None => (u.as_str(), None),
-        };
-        let num = |s: &str| {
-            s.parse::<u32>()
-                .map_err(|_| Error::Usage(format!("--user {u}: not UID[:GID]")))
-        };
-        let user = p.user_mut();
-        user.set_uid(num(uid)?);
-        if let Some(g) = gid {
-            user.set_gid(num(g)?);
-        }
-    }
-    if !a.additional_gids.is_empty() {
-        p.user_mut()
-            .set_additional_gids(Some(a.additional_gids.clone()));
-    }
-    if !a.cap.is_empty() {
-        let mut caps = p.capabilities().clone().unwrap_or_default();
-        for c in &a.cap {
-            let cap: oci_spec::runtime::Capability =
-                serde_json::from_value(serde_json::json!(c))
-                    .map_err(|_| Error::Usage(format!("unknown capability {c}")))?;
-            let add = |set: &Option<oci_spec::runtime::Capabilities>| {
-                let mut s = set.clone().unwrap_or_default();
-                s.insert(cap);
-                Some(s)
-            };
-            caps.set_bounding(add(caps.bounding()));
-            caps.set_effective(add(caps.effective()));
-            caps.set_permitted(add(caps.permitted()));
-        }
-        p.set_capabilities(Some(caps));
-    }
-    if a.no_new_privs {
-        p.set_no_new_privileges(Some(true));
-    }
-    if let Some(profile) = &a.apparmor {
-        p.set_apparmor_profile(Some(profile.clone()));
-    }
-    if let Some(label) = &a.process_label {
-        p.set_selinux_label(Some(label.clone()));
-    }
-    Ok(p)
 }
