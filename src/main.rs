@@ -64,12 +64,18 @@ fn dispatch(cli: Cli) -> ocirun::Result<i32> {
         }),
         Command::Pause { id } => container::control::pause(&g, &id).map(|()| 0),
         Command::Resume { id } => container::control::resume(&g, &id).map(|()| 0),
-        Command::Update(a) => container::control::update(&g, &a).map(|()| 0),
+        Command::Update(a) => {
+            let delta = cli::control::resources(&a)?;
+            container::control::update(&g, &a.id, delta).map(|()| 0)
+        }
         Command::Events {
             stats,
             interval,
             id,
-        } => container::control::events(&g, &id, stats, &interval).map(|()| 0),
+        } => {
+            let interval = cli::control::parse_duration(&interval)?;
+            container::control::events(&g, &id, stats, interval).map(|()| 0)
+        }
         Command::Ps {
             format,
             id,

@@ -1,9 +1,10 @@
 //! The command line: runc-compatible names and flags (here), and what turns
-//! them into the library's options (`exec.rs`). containerd (go-runc),
-//! podman/conmon and CRI-O call these exactly.
+//! them into the library's options (`exec.rs`, `control.rs`). containerd
+//! (go-runc), podman/conmon and CRI-O call these exactly.
 // Doc comments here are the --help text, in runc's notation ([:GID]).
 #![allow(rustdoc::broken_intra_doc_links)]
 
+pub mod control;
 pub mod exec;
 
 use std::path::PathBuf;
