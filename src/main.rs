@@ -74,7 +74,8 @@ fn dispatch(cli: Cli) -> ocirun::Result<i32> {
             id,
         } => {
             let interval = cli::control::parse_duration(&interval)?;
-            container::control::events(&g, &id, stats, interval).map(|()| 0)
+            container::control::events(&g, &id, stats, interval, &mut |e| println!("{e}"))
+                .map(|()| 0)
         }
         Command::Ps {
             format,

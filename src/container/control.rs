@@ -59,17 +59,24 @@ pub fn update(g: &Global, id: &str, delta: Value) -> Result<()> {
     dir.save(&saved)
 }
 
-fn print_event(kind: &str, id: &str, data: Option<Value>) {
+fn event(kind: &str, id: &str, data: Option<Value>) -> Value {
     let mut e = json!({"type": kind, "id": id});
     if let Some(d) = data {
         e["data"] = d;
     }
-    println!("{e}");
+    e
 }
 
-/// `events`: statistics every `interval` and OOM kills as they happen, one
-/// JSON object per line, until the container stops; `--stats`: once.
-pub fn events(g: &Global, id: &str, stats_once: bool, interval: Duration) -> Result<()> {
+/// `events`: statistics every `interval` and OOM kills as they happen, each
+/// a JSON object (runc's shape) handed to `emit`, until the container stops;
+/// with `stats_once`, the statistics once.
+pub fn events(
+    g: &Global,
+    id: &str,
+    stats_once: bool,
+    interval: Duration,
+    emit: &mut dyn FnMut(Value),
+) -> Result<()> {
     state::check_id(id)?;
     let dir = g.root.join(id);
     // No lock held: `events` runs for the container's lifetime.
@@ -77,7 +84,7 @@ pub fn events(g: &Global, id: &str, stats_once: bool, interval: Duration) -> Res
     state::status(&dir, &saved).allows(Op::Update, id)?;
     let hs = saved.cgroups.clone();
     if stats_once {
-        print_event("stats", id, Some(cgroups::stats::stats(&hs)));
+        emit(event("stats", id, Some(cgroups::stats::stats(&hs))));
         return Ok(());
     }
     let init = crate::sys::pidfd_open(Pid::from_raw(saved.pid))
@@ -103,19 +110,19 @@ pub fn events(g: &Global, id: &str, stats_once: bool, interval: Duration) -> Res
         let ready: Vec<bool> = fds.iter().map(|f| f.any().unwrap_or(false)).collect();
         drop(fds);
         if n > 0 && ready.get(1) == Some(&true) && oom.as_mut().is_some_and(|o| o.take() > 0) {
-            print_event("oom", id, None);
+            emit(event("oom", id, None));
         }
         if n > 0 && ready[0] {
             // The init exited; report an OOM kill that came with it.
             if let Some(o) = oom.as_mut()
                 && o.take() > 0
             {
-                print_event("oom", id, None);
+                emit(event("oom", id, None));
             }
             return Ok(());
         }
         if Instant::now() >= next {
-            print_event("stats", id, Some(cgroups::stats::stats(&hs)));
+            emit(event("stats", id, Some(cgroups::stats::stats(&hs))));
             next = Instant::now() + interval;
         }
     }
