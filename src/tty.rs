@@ -131,7 +131,7 @@ fn bind_console(slave: &OwnedFd, name: &str) -> Result<()> {
             "{console} in the container is not a regular file"
         )));
     }
-    crate::rootfs::bind_fd(slave.as_fd(), target.as_fd())
+    crate::sys::mount::bind_fd(slave.as_fd(), target.as_fd())
         .ctx(Error::Process, || format!("bind {name} on {console}"))
 }
 

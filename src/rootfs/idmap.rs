@@ -20,7 +20,8 @@ use oci_spec::runtime::{LinuxIdMapping, Mount};
 use super::options::Parsed;
 use super::procfs::Procfs;
 use crate::error::{Context, Error, Result};
-use crate::sys::{Forked, MountAttr};
+use crate::sys::Forked;
+use crate::sys::mount::{self, MountAttr};
 
 /// What an idmapped mount needs.
 #[derive(Debug, PartialEq, Eq)]
@@ -155,7 +156,7 @@ pub fn bind(
         .ctx(Error::Rootfs, || {
             format!("open bind source {}", src.display())
         })?;
-    let tree = super::clone_tree(fd.as_fd(), rbind).ctx(Error::Rootfs, || {
+    let tree = mount::clone_tree(fd.as_fd(), rbind).ctx(Error::Rootfs, || {
         format!("clone the mounts at {}", src.display())
     })?;
     let attr = MountAttr {
@@ -163,7 +164,7 @@ pub fn bind(
         clear: 0,
         userns: Some(userns),
     };
-    crate::sys::mount_setattr(tree.as_fd(), recursive, &attr).ctx(Error::Rootfs, || {
+    mount::setattr(tree.as_fd(), recursive, &attr).ctx(Error::Rootfs, || {
         format!(
             "mount_setattr {} of {} for {}",
             if recursive { "ridmap" } else { "idmap" },
@@ -171,7 +172,7 @@ pub fn bind(
             dest.display()
         )
     })?;
-    super::move_onto(tree.as_fd(), target).ctx(Error::Rootfs, || {
+    mount::move_onto(tree.as_fd(), target).ctx(Error::Rootfs, || {
         format!(
             "move the idmapped {} onto {}",
             src.display(),

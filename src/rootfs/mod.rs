@@ -28,6 +28,7 @@ use self::inroot::RootDir as Root;
 
 use crate::cgroups::Hierarchy;
 use crate::error::{Context, Error, Result, errno_name};
+use crate::sys::mount;
 
 pub use options::propagation;
 
@@ -500,12 +501,12 @@ fn apply_rec_attrs(p: &Plan, root: &Root, dest: &Path, opts: &options::Parsed) -
         return Ok(());
     }
     let on = resolve(root, dest)?;
-    let attr = crate::sys::MountAttr {
+    let attr = mount::MountAttr {
         set: opts.rec_set,
         clear: opts.rec_clear,
         userns: None,
     };
-    crate::sys::mount_setattr(on.as_fd(), true, &attr).ctx(Error::Rootfs, || {
+    mount::setattr(on.as_fd(), true, &attr).ctx(Error::Rootfs, || {
         format!(
             "mount_setattr {} on {}{}",
             opts.rec_words.join(","),
@@ -921,13 +922,13 @@ fn readonly_path(root: &Root, path: &str) -> Result<()> {
     else {
         return Ok(());
     };
-    let tree = clone_tree(target.as_fd(), true).ctx(Error::Rootfs, || {
+    let tree = mount::clone_tree(target.as_fd(), true).ctx(Error::Rootfs, || {
         format!("clone the mounts at readonly path {path}")
     })?;
-    crate::sys::mount_set_readonly_recursive(tree.as_fd()).ctx(Error::Rootfs, || {
+    mount::set_readonly_recursive(tree.as_fd()).ctx(Error::Rootfs, || {
         format!("make readonly path {path} read-only")
     })?;
-    move_onto(tree.as_fd(), target.as_fd())
+    mount::move_onto(tree.as_fd(), target.as_fd())
         .ctx(Error::Rootfs, || format!("mount readonly path {path}"))
 }
 
@@ -953,35 +954,6 @@ fn rustix_errno(e: rustix::io::Errno) -> Errno {
     Errno::from_raw(e.raw_os_error())
 }
 
-/// A detached clone of the mount at `src` (with the mounts under it when
-/// `recursive`), to be moved somewhere with `move_onto`.
-fn clone_tree(
-    src: BorrowedFd<'_>,
-    recursive: bool,
-) -> std::result::Result<std::os::fd::OwnedFd, Errno> {
-    use rustix::mount::{OpenTreeFlags, open_tree};
-    let mut flags = OpenTreeFlags::OPEN_TREE_CLONE
-        | OpenTreeFlags::OPEN_TREE_CLOEXEC
-        | OpenTreeFlags::AT_EMPTY_PATH;
-    if recursive {
-        flags |= OpenTreeFlags::AT_RECURSIVE;
-    }
-    open_tree(src, "", flags).map_err(rustix_errno)
-}
-
-/// Mounts the detached mount `tree` onto `target`, both fds.
-fn move_onto(tree: BorrowedFd<'_>, target: BorrowedFd<'_>) -> std::result::Result<(), Errno> {
-    use rustix::mount::{MoveMountFlags, move_mount};
-    move_mount(
-        tree,
-        "",
-        target,
-        "",
-        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
-    )
-    .map_err(rustix_errno)
-}
-
 /// Masking binds /dev/null over paths: it must be the real null device, not
 /// a file, a symlink or another device the rootfs put there (the
 /// CVE-2025-31133 class). Opened without following a symlink and checked
@@ -1003,30 +975,10 @@ fn open_dev_null() -> Result<std::os::fd::OwnedFd> {
     Ok(fd)
 }
 
-/// Binds the file or directory `src` (any fd on it) onto `target` with the
-/// new mount API: no path is looked up again, so nothing can be swapped in
-/// between the checks on these fds and the mount.
-pub(crate) fn bind_fd(
-    src: BorrowedFd<'_>,
-    target: BorrowedFd<'_>,
-) -> std::result::Result<(), Errno> {
-    move_onto(clone_tree(src, false)?.as_fd(), target)
-}
-
 /// A fresh read-only tmpfs onto `target` (a masked directory).
 fn ro_tmpfs_on(target: BorrowedFd<'_>) -> std::result::Result<(), Errno> {
-    use rustix::mount::{
-        FsMountFlags, FsOpenFlags, MountAttrFlags, fsconfig_create, fsmount, fsopen,
-    };
-    let fs = fsopen("tmpfs", FsOpenFlags::FSOPEN_CLOEXEC).map_err(rustix_errno)?;
-    fsconfig_create(&fs).map_err(rustix_errno)?;
-    let m = fsmount(
-        &fs,
-        FsMountFlags::FSMOUNT_CLOEXEC,
-        MountAttrFlags::MOUNT_ATTR_RDONLY,
-    )
-    .map_err(rustix_errno)?;
-    move_onto(m.as_fd(), target)
+    let m = mount::new_instance("tmpfs", rustix::mount::MountAttrFlags::MOUNT_ATTR_RDONLY)?;
+    mount::move_onto(m.as_fd(), target)
 }
 
 /// Masks `path` (resolved inside the container root): the verified
@@ -1044,7 +996,7 @@ fn mask_path(root: &Root, null: &impl AsFd, path: &str) -> Result<()> {
             format!("mask {path} with a read-only tmpfs")
         })
     } else {
-        bind_fd(null.as_fd(), target.as_fd())
+        mount::bind_fd(null.as_fd(), target.as_fd())
             .ctx(Error::Rootfs, || format!("mask {path} with /dev/null"))
     }
 }

@@ -30,26 +30,12 @@ impl Procfs {
     /// a clone of a mount that may belong to another pid namespace): the
     /// pids it shows are the ones fork returns here.
     pub fn open_own_pidns() -> Result<Procfs> {
-        use rustix::mount::{
-            FsMountFlags, FsOpenFlags, MountAttrFlags, fsconfig_create, fsmount, fsopen,
-        };
-        let what = "mount a private procfs";
-        let errno = |e: rustix::io::Errno| nix::errno::Errno::from_raw(e.raw_os_error());
-        let fs = fsopen("proc", FsOpenFlags::FSOPEN_CLOEXEC)
-            .map_err(errno)
-            .ctx(Error::Process, || what)?;
-        fsconfig_create(&fs)
-            .map_err(errno)
-            .ctx(Error::Process, || what)?;
-        let m = fsmount(
-            &fs,
-            FsMountFlags::FSMOUNT_CLOEXEC,
-            MountAttrFlags::MOUNT_ATTR_NODEV
-                | MountAttrFlags::MOUNT_ATTR_NOEXEC
-                | MountAttrFlags::MOUNT_ATTR_NOSUID,
+        use rustix::mount::MountAttrFlags as A;
+        let m = crate::sys::mount::new_instance(
+            "proc",
+            A::MOUNT_ATTR_NODEV | A::MOUNT_ATTR_NOEXEC | A::MOUNT_ATTR_NOSUID,
         )
-        .map_err(errno)
-        .ctx(Error::Process, || what)?;
+        .ctx(Error::Process, || "mount a private procfs")?;
         ProcfsHandle::try_from_fd(m)
             .map(Procfs)
             .ctx(Error::Process, || "check the private procfs")

@@ -22,6 +22,7 @@ use nix::sys::stat::Mode;
 use nix::sys::statvfs::{FsFlags, fstatvfs};
 
 use crate::error::{Context, Error, Result};
+use crate::sys::mount;
 
 const SELF_EXE: &str = "/proc/self/exe";
 
@@ -41,7 +42,7 @@ pub fn run_from_read_only_binary() -> Result<()> {
     if is_protected(&exe) {
         return Ok(());
     }
-    let view = match read_only_clone() {
+    let view = match read_only_clone(&exe) {
         Ok(fd) => fd,
         Err(clone_err) => sealed_copy(&exe).map_err(|e| {
             Error::Security(format!(
@@ -82,17 +83,11 @@ pub fn run_from_read_only_binary() -> Result<()> {
     )))
 }
 
-/// A detached clone of the mount holding our binary, rooted at the binary
-/// and made read-only.
-fn read_only_clone() -> std::result::Result<OwnedFd, Errno> {
-    use rustix::mount::{OpenTreeFlags, open_tree};
-    let fd = open_tree(
-        rustix::fs::CWD,
-        SELF_EXE,
-        OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC,
-    )
-    .map_err(|e| Errno::from_raw(e.raw_os_error()))?;
-    crate::sys::mount_set_readonly(fd.as_fd())?;
+/// A detached clone of the mount holding our binary (`exe`), rooted at the
+/// binary and made read-only.
+fn read_only_clone(exe: &OwnedFd) -> std::result::Result<OwnedFd, Errno> {
+    let fd = mount::clone_tree(exe.as_fd(), false)?;
+    mount::set_readonly(fd.as_fd())?;
     if !is_protected(&fd) {
         return Err(Errno::EROFS);
     }

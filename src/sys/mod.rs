@@ -3,6 +3,7 @@
 //! raw fd into an `OwnedFd`. Crate-private, all but [`default_sigpipe`].
 
 pub(crate) mod bpf;
+pub(crate) mod mount;
 pub(crate) mod netlink;
 pub(crate) mod sched;
 
@@ -366,68 +367,6 @@ pub(crate) fn seccomp_set_filter(bpf: &[u8], flags: u32) -> Result<Option<OwnedF
 pub(crate) fn ignore_sigpipe() {
     // SAFETY: installing SIG_IGN runs no code of ours in a signal context.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
-}
-
-/// What one `mount_setattr(2)` call changes: `set` and `clear` are
-/// `MOUNT_ATTR_*` bits (an access-time change needs `MOUNT_ATTR__ATIME` in
-/// `clear`), `userns` the user namespace of a `MOUNT_ATTR_IDMAP`.
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct MountAttr<'a> {
-    pub set: u64,
-    pub clear: u64,
-    pub userns: Option<BorrowedFd<'a>>,
-}
-
-/// `mount_setattr(2)` on the mount `mnt` refers to (any fd on it: an
-/// `open_tree` clone or an O_PATH handle on its root), with every mount
-/// under it too when `recursive`.
-pub(crate) fn mount_setattr(
-    mnt: BorrowedFd<'_>,
-    recursive: bool,
-    attr: &MountAttr<'_>,
-) -> Result<(), Errno> {
-    let raw = libc::mount_attr {
-        attr_set: attr.set,
-        attr_clr: attr.clear,
-        propagation: 0,
-        userns_fd: attr.userns.map_or(0, |fd| fd.as_raw_fd() as u64),
-    };
-    let flags = libc::AT_EMPTY_PATH | if recursive { libc::AT_RECURSIVE } else { 0 };
-    // SAFETY: the path is an empty NUL-terminated string, `raw` lives on our
-    // stack for the call and its size is passed; the kernel only reads it.
-    // The fds are borrowed, so they stay open for the call.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            mnt.as_raw_fd(),
-            c"".as_ptr(),
-            flags as libc::c_uint,
-            &raw as *const libc::mount_attr,
-            std::mem::size_of::<libc::mount_attr>(),
-        )
-    };
-    Errno::result(ret).map(drop)
-}
-
-/// Makes the mount `mnt` (from `open_tree`) read-only.
-pub(crate) fn mount_set_readonly(mnt: BorrowedFd<'_>) -> Result<(), Errno> {
-    mount_set_readonly_flags(mnt, false)
-}
-
-/// As `mount_set_readonly`, for the whole tree of mounts under `mnt`.
-pub(crate) fn mount_set_readonly_recursive(mnt: BorrowedFd<'_>) -> Result<(), Errno> {
-    mount_set_readonly_flags(mnt, true)
-}
-
-fn mount_set_readonly_flags(mnt: BorrowedFd<'_>, recursive: bool) -> Result<(), Errno> {
-    mount_setattr(
-        mnt,
-        recursive,
-        &MountAttr {
-            set: libc::MOUNT_ATTR_RDONLY,
-            ..MountAttr::default()
-        },
-    )
 }
 
 /// `ioctl(TIOCGPTPEER)`: opens the slave of a pty master directly from the
