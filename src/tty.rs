@@ -2,35 +2,15 @@
 //! `--console-socket` exactly as runc does (one SCM_RIGHTS message whose data
 //! is the pty's name), its slave made the process's stdio and controlling tty.
 
-use std::io::IoSlice;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt};
-use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
 use oci_spec::runtime::Box as ConsoleSize;
 use pathrs::flags::OpenFlags;
 
 use crate::error::{Context, Error, Result};
-
-/// Sends `fd` over a connected unix socket with `name` as the message data.
-pub fn send_fd(socket: &impl AsFd, name: &str, fd: &impl AsFd) -> Result<()> {
-    let fds = [fd.as_fd().as_raw_fd()];
-    let iov = [IoSlice::new(name.as_bytes())];
-    sendmsg::<()>(
-        socket.as_fd().as_raw_fd(),
-        &iov,
-        &[ControlMessage::ScmRights(&fds)],
-        MsgFlags::empty(),
-        None,
-    )
-    .ctx(
-        Error::Process,
-        || "send the pty master to the console socket",
-    )?;
-    Ok(())
-}
 
 /// In the container, after pivot_root: makes the pty, binds its slave on
 /// /dev/console, hands the master to the console socket and makes the slave
@@ -65,7 +45,10 @@ fn open_console(socket: &OwnedFd, size: Option<&ConsoleSize>, bind: bool) -> Res
     if bind {
         bind_console(&slave, &name)?;
     }
-    send_fd(socket, "/dev/ptmx", &master)?;
+    crate::sys::fd::send_fd(socket.as_fd(), "/dev/ptmx", master.as_fd()).ctx(
+        Error::Process,
+        || "send the pty master to the console socket",
+    )?;
     drop(master);
     crate::sys::set_controlling_tty(slave.as_fd()).ctx(Error::Process, || {
         format!("make {name} the controlling terminal")
@@ -138,7 +121,7 @@ fn bind_console(slave: &OwnedFd, name: &str) -> Result<()> {
 /// Receives the pty master a container's process sent over `socket` (the
 /// other end of the pair ocirun passed as its console socket).
 pub fn recv_master(socket: &impl AsFd) -> Result<OwnedFd> {
-    crate::sys::recv_fd(socket.as_fd())
+    crate::sys::fd::recv_fd(socket.as_fd())
         .ctx(Error::Process, || "receive the pty master")?
         .ok_or_else(|| Error::Process("receive the pty master: no fd in the message".into()))
 }

@@ -101,7 +101,7 @@ pub fn report_panics(ch: &Channel, also: Option<&OwnedFd>) {
         let data = serde_json::to_vec(&Msg::Error(msg.clone())).unwrap_or_default();
         let _ = send(fd, &data, MsgFlags::MSG_NOSIGNAL);
         if let Some(r) = also {
-            crate::sys::write_raw(r, msg.as_bytes());
+            crate::sys::fd::write_raw(r, msg.as_bytes());
         }
         eprintln!("ocirun: {msg}");
     }));

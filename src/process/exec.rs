@@ -84,7 +84,7 @@ pub fn spawn(s: ExecSpawn) -> Result<Pid> {
         Forked::Child => {
             drop(parent);
             if let Some(fd) = s.lock_fd {
-                sys::close_inherited(fd);
+                sys::fd::close_inherited(fd);
             }
             channel::report_panics(&child, None);
             if let Err(e) = stage1(&s, &joins, &init_root, &child)

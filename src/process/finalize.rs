@@ -13,7 +13,7 @@
 
 use std::convert::Infallible;
 use std::ffi::CString;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::unistd::{AccessFlags, access, execve};
@@ -52,8 +52,8 @@ impl Filter<'_> {
         let (sock, state) = self.listener.as_ref().ok_or_else(|| {
             Error::Security("seccomp: a listener fd but no listenerPath socket".into())
         })?;
-        crate::tty::send_fd(sock, state, &fd)
-            .map_err(|e| Error::Security(format!("seccomp: send the listener fd: {e}")))
+        crate::sys::fd::send_fd(sock.as_fd(), state, fd.as_fd())
+            .ctx(Error::Security, || "seccomp: send the listener fd")
     }
 }
 
@@ -133,11 +133,10 @@ pub(crate) fn exec(
 /// Marks our fds close-on-exec: close_range, or, where it is refused (an
 /// older kernel, a caller's seccomp filter), fcntl on every open fd.
 fn cloexec_from(first: u32) -> Result<()> {
-    match crate::sys::cloexec_from(first) {
+    match crate::sys::fd::cloexec_from(first) {
         Ok(()) => Ok(()),
-        Err(_) => {
-            crate::sys::cloexec_each_from(first).ctx(Error::Process, || "mark fds close-on-exec")
-        }
+        Err(_) => crate::sys::fd::cloexec_each_from(first)
+            .ctx(Error::Process, || "mark fds close-on-exec"),
     }
 }
 

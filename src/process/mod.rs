@@ -174,7 +174,7 @@ pub fn spawn(s: Spawn) -> Result<Pid> {
         Forked::Child => {
             drop(parent);
             if let Some(fd) = s.lock_fd {
-                sys::close_inherited(fd);
+                sys::fd::close_inherited(fd);
             }
             channel::report_panics(&child, Some(&s.result));
             let r = if two_stage {

@@ -1,0 +1,101 @@
+//! File descriptors: passed over unix sockets (SCM_RIGHTS), marked
+//! close-on-exec before the container's process runs, and the few known
+//! only by number.
+
+use std::io::IoSlice;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::errno::Errno;
+use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+
+/// Sends `fd` over the connected unix socket `socket` in one message whose
+/// data is `data` (the runc layouts: the pty's name for a console socket, the
+/// container state for a seccomp listener). The caller says what it sent.
+pub(crate) fn send_fd(socket: BorrowedFd<'_>, data: &str, fd: BorrowedFd<'_>) -> Result<(), Errno> {
+    let fds = [fd.as_raw_fd()];
+    let iov = [IoSlice::new(data.as_bytes())];
+    sendmsg::<()>(
+        socket.as_raw_fd(),
+        &iov,
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .map(drop)
+}
+
+/// Receives one message on a unix socket (close-on-exec) and returns the
+/// first fd its SCM_RIGHTS data carried, if any; any others are closed.
+pub(crate) fn recv_fd(socket: BorrowedFd<'_>) -> Result<Option<OwnedFd>, Errno> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    let mut buf = [0u8; 4096];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let msg = recvmsg::<()>(
+        socket.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    let mut received = Vec::new();
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            for fd in fds {
+                // SAFETY: recvmsg just installed this fd in our table for this
+                // message; nothing else knows its number, so it gets its only
+                // owner here.
+                received.push(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
+    }
+    Ok(received.into_iter().next())
+}
+
+/// Marks every fd from `first` upwards close-on-exec (`close_range(2)` with
+/// `CLOSE_RANGE_CLOEXEC`), so nothing of ours reaches the container process.
+pub(crate) fn cloexec_from(first: u32) -> Result<(), Errno> {
+    // SAFETY: close_range takes plain integers; CLOEXEC only sets a flag, it
+    // closes nothing that Rust code might still own.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC as libc::c_uint,
+        )
+    };
+    Errno::result(ret).map(drop)
+}
+
+/// Marks every open fd from `first` close-on-exec one by one: the fallback
+/// where close_range is refused. Walks up to the soft RLIMIT_NOFILE.
+pub(crate) fn cloexec_each_from(first: u32) -> Result<(), Errno> {
+    let (soft, _) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)?;
+    let last = soft.min(1 << 20) as RawFd;
+    for fd in first as RawFd..last {
+        // SAFETY: F_GETFD/F_SETFD only read and set the fd's flags; an fd
+        // that is not open fails with EBADF and is skipped.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        if flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
+            // SAFETY: as above.
+            Errno::result(unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) })?;
+        }
+    }
+    Ok(())
+}
+
+/// write(2) to an fd known only by number (a panic hook's), ignoring errors.
+pub(crate) fn write_raw(fd: RawFd, data: &[u8]) {
+    // SAFETY: the buffer is valid for its length; a closed or bad fd only
+    // makes the call fail.
+    let _ = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
+}
+
+/// Closes, in a forked child, an fd the parent's code owns (the state
+/// dir's lock), so the child cannot keep the lock after the parent dies.
+/// The child must never drop the owner: it leaves by execve or `exit_now`.
+pub(crate) fn close_inherited(fd: RawFd) {
+    // SAFETY: only called in a forked child that never returns to the code
+    // owning `fd` (it execs or `_exit`s), so nothing uses or closes it again.
+    let _ = unsafe { libc::close(fd) };
+}
