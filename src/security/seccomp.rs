@@ -60,11 +60,21 @@ fn operator(op: LinuxSeccompOperator, value_two: Option<u64>, value: u64) -> (Sc
     }
 }
 
-const FLAG_TSYNC: u32 = 1;
-const FLAG_LOG: u32 = 2;
-const FLAG_SPEC_ALLOW: u32 = 4;
-use crate::sys::SECCOMP_FILTER_FLAG_NEW_LISTENER as FLAG_NEW_LISTENER;
-const FLAG_WAIT_KILLABLE_RECV: u32 = 32;
+/// The filter flags a profile may ask for, by name (the kernel's values,
+/// from libc); SECCOMP_FILTER_FLAG_NEW_LISTENER is set by `compile` itself
+/// when a rule notifies. `features` lists these names.
+pub(crate) const FILTER_FLAGS: [(&str, libc::c_ulong); 4] = [
+    ("SECCOMP_FILTER_FLAG_TSYNC", libc::SECCOMP_FILTER_FLAG_TSYNC),
+    ("SECCOMP_FILTER_FLAG_LOG", libc::SECCOMP_FILTER_FLAG_LOG),
+    (
+        "SECCOMP_FILTER_FLAG_SPEC_ALLOW",
+        libc::SECCOMP_FILTER_FLAG_SPEC_ALLOW,
+    ),
+    (
+        "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV",
+        libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV,
+    ),
+];
 
 fn lib(e: impl std::fmt::Display, what: impl std::fmt::Display) -> Error {
     Error::Security(format!("seccomp: {what}: {e}"))
@@ -103,17 +113,11 @@ pub fn compile(s: &LinuxSeccomp) -> Result<Program> {
     }
     let mut flags = 0;
     for f in s.flags().iter().flatten() {
-        flags |= match name(f).as_str() {
-            "SECCOMP_FILTER_FLAG_TSYNC" => FLAG_TSYNC,
-            "SECCOMP_FILTER_FLAG_LOG" => FLAG_LOG,
-            "SECCOMP_FILTER_FLAG_SPEC_ALLOW" => FLAG_SPEC_ALLOW,
-            "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV" => FLAG_WAIT_KILLABLE_RECV,
-            other => {
-                return Err(Error::Security(format!(
-                    "seccomp: unknown filter flag {other}"
-                )));
-            }
+        let n = name(f);
+        let Some(&(_, bit)) = FILTER_FLAGS.iter().find(|(known, _)| *known == n) else {
+            return Err(Error::Security(format!("seccomp: unknown filter flag {n}")));
         };
+        flags |= bit as u32;
     }
     let mut notify = s.default_action() == LinuxSeccompAction::ScmpActNotify;
     for rule in s.syscalls().iter().flatten() {
@@ -126,7 +130,7 @@ pub fn compile(s: &LinuxSeccomp) -> Result<Program> {
                 "seccomp: SCMP_ACT_NOTIFY needs linux.seccomp.listenerPath".into(),
             ));
         }
-        flags |= FLAG_NEW_LISTENER;
+        flags |= libc::SECCOMP_FILTER_FLAG_NEW_LISTENER as u32;
     }
     // Export through a memfd: libseccomp 2.5 has no in-memory export.
     let fd =
@@ -297,7 +301,7 @@ mod tests {
         })))
         .unwrap();
         assert!(!p.bpf.is_empty() && p.bpf.len().is_multiple_of(8));
-        assert_eq!(p.flags, FLAG_LOG);
+        assert_eq!(p.flags, libc::SECCOMP_FILTER_FLAG_LOG as u32);
         assert!(!p.notify);
     }
 

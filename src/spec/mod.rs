@@ -396,6 +396,10 @@ pub fn features() -> Result<serde_json::Value> {
         .unwrap_or_default();
     // The systemd cgroup driver (system and user manager) when built in.
     let systemd = crate::cgroups::systemd::bus::BUILT_IN;
+    let seccomp_flags: Vec<&str> = crate::security::seccomp::FILTER_FLAGS
+        .iter()
+        .map(|&(name, _)| name)
+        .collect();
     let v = serde_json::json!({
         "ociVersionMin": "1.0.0",
         "ociVersionMax": "1.3.0",
@@ -415,10 +419,8 @@ pub fn features() -> Result<serde_json::Value> {
                           "SCMP_ARCH_MIPSEL", "SCMP_ARCH_MIPSEL64", "SCMP_ARCH_MIPSEL64N32", "SCMP_ARCH_PPC", "SCMP_ARCH_PPC64",
                           "SCMP_ARCH_PPC64LE", "SCMP_ARCH_RISCV64", "SCMP_ARCH_S390", "SCMP_ARCH_S390X", "SCMP_ARCH_X32",
                           "SCMP_ARCH_X86", "SCMP_ARCH_X86_64"],
-                "knownFlags": ["SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_SPEC_ALLOW",
-                               "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"],
-                "supportedFlags": ["SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_SPEC_ALLOW",
-                                   "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"]
+                "knownFlags": seccomp_flags,
+                "supportedFlags": seccomp_flags
             },
             // Supported by this build: applied through /proc/self/attr on exec
             // (a host without the module refuses the container).

@@ -238,9 +238,6 @@ pub(crate) fn lsetxattr(
     Errno::result(ret).map(drop)
 }
 
-/// SECCOMP_FILTER_FLAG_NEW_LISTENER: the filter returns a notify fd.
-pub(crate) const SECCOMP_FILTER_FLAG_NEW_LISTENER: u32 = 8;
-
 /// seccomp(SECCOMP_SET_MODE_FILTER) with a BPF program of `struct sock_filter`
 /// instructions; returns the listener fd when `flags` asks for one.
 pub(crate) fn seccomp_set_filter(bpf: &[u8], flags: u32) -> Result<Option<OwnedFd>, Errno> {
@@ -280,7 +277,7 @@ pub(crate) fn seccomp_set_filter(bpf: &[u8], flags: u32) -> Result<Option<OwnedF
         )
     };
     let ret = Errno::result(ret)?;
-    if flags & SECCOMP_FILTER_FLAG_NEW_LISTENER != 0 {
+    if flags & libc::SECCOMP_FILTER_FLAG_NEW_LISTENER as u32 != 0 {
         // SAFETY: with NEW_LISTENER the return value is a new fd that we own.
         return Ok(Some(unsafe { OwnedFd::from_raw_fd(ret as RawFd) }));
     }
