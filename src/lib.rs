@@ -5,6 +5,7 @@ pub mod cgroups;
 pub mod cli;
 pub mod container;
 pub mod error;
+mod hex;
 pub mod hooks;
 pub mod image;
 pub mod logging;

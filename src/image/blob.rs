@@ -40,18 +40,8 @@ impl Hasher {
             Hasher::Sha256(h) => h.finalize().to_vec(),
             Hasher::Sha512(h) => h.finalize().to_vec(),
         };
-        hex(&bytes)
+        crate::hex::encode(&bytes)
     }
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    const D: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(D[(b >> 4) as usize] as char);
-        s.push(D[(b & 15) as usize] as char);
-    }
-    s
 }
 
 /// Path of a descriptor's blob in the layout, refusing digests that are not
@@ -160,7 +150,7 @@ mod tests {
     use super::*;
 
     fn desc(data: &[u8]) -> Descriptor {
-        let hexd = hex(&Sha256::digest(data));
+        let hexd = crate::hex::encode(&Sha256::digest(data));
         serde_json::from_value(serde_json::json!({
             "mediaType": "application/octet-stream",
             "digest": format!("sha256:{hexd}"),
@@ -183,7 +173,7 @@ mod tests {
         let data = b"sha512 content";
         let d: Descriptor = serde_json::from_value(serde_json::json!({
             "mediaType": "application/octet-stream",
-            "digest": format!("sha512:{}", hex(&Sha512::digest(data))),
+            "digest": format!("sha512:{}", crate::hex::encode(&Sha512::digest(data))),
             "size": data.len()
         }))
         .unwrap();

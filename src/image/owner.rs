@@ -40,10 +40,6 @@ pub fn encode(uid: u32, gid: u32) -> Option<Vec<u8>> {
 mod tests {
     use super::*;
 
-    fn hex(b: &[u8]) -> String {
-        b.iter().map(|x| format!("{x:02x}")).collect()
-    }
-
     /// Reads a Resource back as a protobuf decoder would (any field order,
     /// absent fields 0, unknown varint fields skipped), NoopID made 0.
     fn decode(mut b: &[u8]) -> Option<(u32, u32)> {
@@ -87,7 +83,11 @@ mod tests {
             (0, 6, "08ffffffff0f1006"),
             (100_000, 200_000, "08a08d0610c09a0c"),
         ] {
-            assert_eq!(hex(&encode(uid, gid).unwrap()), want, "{uid}:{gid}");
+            assert_eq!(
+                crate::hex::encode(&encode(uid, gid).unwrap()),
+                want,
+                "{uid}:{gid}"
+            );
         }
     }
 

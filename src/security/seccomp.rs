@@ -204,7 +204,7 @@ pub fn compile_cached(s: &LinuxSeccomp, state_root: &std::path::Path) -> Result<
     h.update(serde_json::to_vec(s).expect("profile serialises"));
     h.update(v.as_bytes());
     h.update(env!("CARGO_PKG_VERSION").as_bytes());
-    let key = crate::image::blob::hex(&h.finalize());
+    let key = crate::hex::encode(&h.finalize());
     let dir = state_root.join(".cache/seccomp");
     let path = dir.join(format!("{key}.bpf"));
     if let Ok(data) = std::fs::read(&path)
