@@ -153,21 +153,24 @@ pub fn validate(rules: &[LinuxDeviceCgroup]) -> Result<()> {
     emulate(rules).map(drop).map_err(Error::Spec)
 }
 
-/// runc 1.1's `AllowedDevices`, in its order: (path, type, major, minor,
-/// access), `-1` for a wildcard.
-const RUNC_DEFAULTS: &[(Option<&str>, char, i64, i64, &str)] = &[
-    (None, 'c', -1, -1, "m"),
-    (None, 'b', -1, -1, "m"),
-    (Some("/dev/null"), 'c', 1, 3, "rwm"),
-    (Some("/dev/random"), 'c', 1, 8, "rwm"),
-    (Some("/dev/full"), 'c', 1, 7, "rwm"),
-    (Some("/dev/tty"), 'c', 5, 0, "rwm"),
-    (Some("/dev/zero"), 'c', 1, 5, "rwm"),
-    (Some("/dev/urandom"), 'c', 1, 9, "rwm"),
-    (None, 'c', 136, -1, "rwm"), // /dev/pts/*
-    (None, 'c', 5, 2, "rwm"),    // /dev/ptmx
-    (None, 'c', 10, 200, "rwm"), // /dev/net/tun
-];
+/// A rule of runc's `AllowedDevices`: (path, type, major, minor, access),
+/// `-1` for a wildcard.
+type Allowed = (Option<&'static str>, char, i64, i64, &'static str);
+
+/// runc 1.1's `AllowedDevices`, in its order: mknod of any char and block
+/// device, the default devices, then the devices below.
+fn runc_defaults() -> impl Iterator<Item = Allowed> {
+    const MKNOD: [Allowed; 2] = [(None, 'c', -1, -1, "m"), (None, 'b', -1, -1, "m")];
+    const MORE: [Allowed; 3] = [
+        (None, 'c', 136, -1, "rwm"), // /dev/pts/*
+        (None, 'c', 5, 2, "rwm"),    // /dev/ptmx
+        (None, 'c', 10, 200, "rwm"), // /dev/net/tun
+    ];
+    let defaults = crate::spec::DEFAULT_DEVICES
+        .into_iter()
+        .map(|(path, major, minor)| (Some(path), 'c', major, minor, "rwm"));
+    MKNOD.into_iter().chain(defaults).chain(MORE)
+}
 
 /// The rules a container gets, exactly as runc 1.1 builds them
 /// (`specconv.CreateCgroupConfig` + `createDevices`):
@@ -192,7 +195,7 @@ pub fn effective_rules(
     spec_devices: &[LinuxDevice],
 ) -> Vec<LinuxDeviceCgroup> {
     let mut out = spec_rules.to_vec();
-    for &(path, kind, major, minor, access) in RUNC_DEFAULTS {
+    for (path, kind, major, minor, access) in runc_defaults() {
         if path.is_some_and(|p| spec_devices.iter().any(|d| d.path() == Path::new(p))) {
             continue;
         }

@@ -678,58 +678,18 @@ fn bind_with_flags(
     Ok(())
 }
 
-struct Dev {
-    path: &'static str,
-    major: i64,
-    minor: i64,
-}
-
-/// The devices every container gets (runtime spec "Default Devices").
-const DEFAULT_DEVICES: &[Dev] = &[
-    Dev {
-        path: "/dev/null",
-        major: 1,
-        minor: 3,
-    },
-    Dev {
-        path: "/dev/zero",
-        major: 1,
-        minor: 5,
-    },
-    Dev {
-        path: "/dev/full",
-        major: 1,
-        minor: 7,
-    },
-    Dev {
-        path: "/dev/random",
-        major: 1,
-        minor: 8,
-    },
-    Dev {
-        path: "/dev/urandom",
-        major: 1,
-        minor: 9,
-    },
-    Dev {
-        path: "/dev/tty",
-        major: 5,
-        minor: 0,
-    },
-];
-
 fn setup_dev(p: &Plan, root: &Root, mounts: &[Mount]) -> Result<()> {
     root.mkdir_all(Path::new("/dev"), 0o755)
         .ctx(Error::Rootfs, || "create /dev in rootfs")?;
-    for d in DEFAULT_DEVICES {
+    for (path, major, minor) in crate::spec::DEFAULT_DEVICES {
         make_device(
             p,
             root,
             &DeviceNode {
-                path: Path::new(d.path),
+                path: Path::new(path),
                 kind: SFlag::S_IFCHR,
-                major: d.major,
-                minor: d.minor,
+                major,
+                minor,
                 mode: 0o666,
                 uid: 0,
                 gid: 0,

@@ -12,6 +12,19 @@ use crate::process::{attrs, netdev};
 /// The runtime-spec version ocirun writes in `spec` and reports in `state`.
 pub const OCI_VERSION: &str = "1.3.0";
 
+/// The devices every container gets (runtime-spec "Default Devices"):
+/// character devices (path, major, minor), made 0666 root:root in its /dev
+/// and allowed `rwm` by its device cgroup. In runc's order (its
+/// `AllowedDevices`), which the device rules keep.
+pub const DEFAULT_DEVICES: [(&str, i64, i64); 6] = [
+    ("/dev/null", 1, 3),
+    ("/dev/random", 1, 8),
+    ("/dev/full", 1, 7),
+    ("/dev/tty", 5, 0),
+    ("/dev/zero", 1, 5),
+    ("/dev/urandom", 1, 9),
+];
+
 /// A loaded and validated bundle.
 pub struct Bundle {
     /// Absolute path of the bundle directory.
