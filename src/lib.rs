@@ -14,10 +14,10 @@ pub mod rootfs;
 pub mod rootless;
 pub mod security;
 pub mod spec;
-// Its items are crate-private, all but `default_sigpipe`, which the binary
-// (main.rs) calls.
 #[allow(unsafe_code)]
-pub mod sys;
+mod sys;
 pub mod tty;
 
 pub use error::{Error, Result};
+/// For the binary (main.rs), before anything else.
+pub use sys::default_sigpipe;

@@ -125,7 +125,7 @@ fn dispatch(cli: Cli) -> ocirun::Result<i32> {
 }
 
 fn main() {
-    ocirun::sys::default_sigpipe();
+    ocirun::default_sigpipe();
     let cli = Cli::parse();
     let format = match cli.log_format {
         LogFormat::Text => logging::Format::Text,

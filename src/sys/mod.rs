@@ -1,6 +1,7 @@
 //! Thin safe wrappers for the system calls that nix does not cover.
 //! This module is the only place in ocirun with `unsafe`; only sys turns a
-//! raw fd into an `OwnedFd`. Crate-private, all but [`default_sigpipe`].
+//! raw fd into an `OwnedFd`. Private to the crate, whose root re-exports
+//! [`default_sigpipe`] for the binary.
 
 pub(crate) mod bpf;
 pub(crate) mod fd;
