@@ -178,7 +178,7 @@ fn create_locked(g: &Global, o: &CreateOpts, detached: bool) -> Result<Created> 
             id: &o.id,
             seccomp: seccomp.clone(),
             seccomp_listener,
-            lock_fd: Some(dir.lock_fd()),
+            lock: Some(dir.held_lock()),
             rootless: g.rootless,
             map_tools: map_tools.clone(),
             cgroup_view: cgroup_view.clone(),
@@ -925,7 +925,7 @@ pub fn exec(
         console,
         preserve_fds: a.preserve_fds,
         seccomp_listener,
-        lock_fd: dir.as_ref().map(|d| d.lock_fd()),
+        lock: dir.as_ref().map(|d| d.held_lock()),
     })?;
     let relay = match &relay_rx {
         Some(rx) => match crate::tty::recv_master(rx) {

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cgroups::Hierarchy;
 use crate::error::{Error, Result, io_text};
+use crate::sys::fd::Lock;
 
 pub const STATE_FILE: &str = "state.json";
 pub const FIFO: &str = "exec.fifo";
@@ -161,7 +162,7 @@ pub fn check_id(id: &str) -> Result<()> {
 /// A locked state directory.
 pub struct StateDir {
     pub path: PathBuf,
-    _lock: Flock<File>,
+    lock: Lock,
 }
 
 impl StateDir {
@@ -193,7 +194,10 @@ impl StateDir {
         }
         let _ = fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o711));
         match Self::lock(&path) {
-            Ok(lock) => Ok(StateDir { path, _lock: lock }),
+            Ok(lock) => Ok(StateDir {
+                path,
+                lock: Lock::new(lock),
+            }),
             Err(e) => {
                 let _ = fs::remove_dir(&path);
                 Err(e)
@@ -210,7 +214,10 @@ impl StateDir {
         if !path.exists() {
             return Err(Error::Container(format!("container {id} does not exist")));
         }
-        Ok(StateDir { path, _lock: lock })
+        Ok(StateDir {
+            path,
+            lock: Lock::new(lock),
+        })
     }
 
     fn lock(path: &Path) -> Result<Flock<File>> {
@@ -229,10 +236,10 @@ impl StateDir {
             .map_err(|(_, e)| Error::Container(format!("lock state dir {}: {e:?}", path.display())))
     }
 
-    /// The fd holding the lock: forked children close their copy (a child
-    /// that outlives a killed ocirun must not keep the container locked).
-    pub fn lock_fd(&self) -> std::os::fd::RawFd {
-        std::os::fd::AsRawFd::as_raw_fd(&*self._lock)
+    /// The lock: forked children close their copy (a child that outlives a
+    /// killed ocirun must not keep the container locked).
+    pub(crate) fn held_lock(&self) -> &Lock {
+        &self.lock
     }
 
     pub fn fifo(&self) -> PathBuf {

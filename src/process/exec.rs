@@ -35,8 +35,8 @@ pub struct ExecSpawn<'a> {
     /// The connected `listenerPath` socket, for SCMP_ACT_NOTIFY, and the
     /// container state sent with the listener fd.
     pub seccomp_listener: Option<(OwnedFd, serde_json::Value)>,
-    /// The state dir's lock fd, closed in the children.
-    pub lock_fd: Option<std::os::fd::RawFd>,
+    /// The state dir's lock, closed in the children.
+    pub(crate) lock: Option<&'a crate::sys::fd::Lock>,
 }
 
 fn proc_name(t: LinuxNamespaceType) -> &'static str {
@@ -83,8 +83,8 @@ pub fn spawn(s: ExecSpawn) -> Result<Pid> {
     match sys::fork().ctx(Error::Process, || "fork the exec process")? {
         Forked::Child => {
             drop(parent);
-            if let Some(fd) = s.lock_fd {
-                sys::fd::close_inherited(fd);
+            if let Some(lock) = s.lock {
+                lock.close_in_child();
             }
             channel::report_panics(&child, None);
             if let Err(e) = stage1(&s, &joins, &init_root, &child)

@@ -50,8 +50,8 @@ pub struct Spawn<'a> {
     pub seccomp: Option<crate::security::seccomp::Program>,
     /// The connected `listenerPath` socket, for SCMP_ACT_NOTIFY.
     pub seccomp_listener: Option<OwnedFd>,
-    /// The state dir's lock fd, closed in the children.
-    pub lock_fd: Option<std::os::fd::RawFd>,
+    /// The state dir's lock, closed in the children.
+    pub(crate) lock: Option<&'a crate::sys::fd::Lock>,
     /// Without privilege: `setgroups` is denied before a `gid_map` written
     /// directly; maps of other ids go through newuidmap/newgidmap.
     pub rootless: bool,
@@ -173,8 +173,8 @@ pub fn spawn(s: Spawn) -> Result<Pid> {
     match sys::clone_process(direct.bits()).ctx(Error::Process, || "clone the container init")? {
         Forked::Child => {
             drop(parent);
-            if let Some(fd) = s.lock_fd {
-                sys::fd::close_inherited(fd);
+            if let Some(lock) = s.lock {
+                lock.close_in_child();
             }
             channel::report_panics(&child, Some(&s.result));
             let r = if two_stage {

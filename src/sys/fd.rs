@@ -1,11 +1,14 @@
 //! File descriptors: passed over unix sockets (SCM_RIGHTS), marked
-//! close-on-exec before the container's process runs, and the few known
-//! only by number.
+//! close-on-exec before the container's process runs, the few known only
+//! by number, and the state dir's lock that forked children let go of.
 
+use std::cell::Cell;
+use std::fs::File;
 use std::io::IoSlice;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
+use nix::fcntl::Flock;
 use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
 
 /// Sends `fd` over the connected unix socket `socket` in one message whose
@@ -91,11 +94,41 @@ pub(crate) fn write_raw(fd: RawFd, data: &[u8]) {
     let _ = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
 }
 
-/// Closes, in a forked child, an fd the parent's code owns (the state
-/// dir's lock), so the child cannot keep the lock after the parent dies.
-/// The child must never drop the owner: it leaves by execve or `exit_now`.
-pub(crate) fn close_inherited(fd: RawFd) {
-    // SAFETY: only called in a forked child that never returns to the code
-    // owning `fd` (it execs or `_exit`s), so nothing uses or closes it again.
+/// An exclusive `flock` held on an open file (the state dir) until it is
+/// dropped. A forked child shares it with the parent (one open file
+/// description): it lets go of its copy with [`Lock::close_in_child`], so it
+/// cannot keep the container locked after the parent dies, without
+/// unlocking it for the parent.
+pub(crate) struct Lock(Cell<Option<Flock<File>>>);
+
+impl Lock {
+    pub(crate) fn new(lock: Flock<File>) -> Lock {
+        Lock(Cell::new(Some(lock)))
+    }
+
+    /// Closes this process's copy of the lock's fd without unlocking (the
+    /// parent keeps the lock); the lock is gone from this `Lock`, whose drop
+    /// then does nothing. Meant for a forked child.
+    pub(crate) fn close_in_child(&self) {
+        if let Some(lock) = self.0.take() {
+            let fd = lock.as_raw_fd();
+            // Not dropped: that would unlock the parent's lock too.
+            std::mem::forget(lock);
+            // SAFETY: `lock` owned `fd` and is forgotten, so nothing else
+            // uses or closes it.
+            unsafe { close_inherited(fd) };
+        }
+    }
+}
+
+/// Closes `fd` and ignores errors.
+///
+/// # Safety
+///
+/// The caller must own `fd` and nothing may use or close it afterwards:
+/// closing an fd another owner holds lets it reach whatever file later gets
+/// the same number.
+unsafe fn close_inherited(fd: RawFd) {
+    // SAFETY: the caller owns `fd` and nothing uses it again.
     let _ = unsafe { libc::close(fd) };
 }
