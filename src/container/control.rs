@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::Global;
 use super::state::{self, Op, StateDir, Status};
 use crate::cgroups;
-use crate::error::{Context, Error, Result, io_text};
+use crate::error::{Context, Error, Kind, Result, io_text};
 
 pub fn pause(g: &Global, id: &str) -> Result<()> {
     let dir = StateDir::open(&g.root, id)?;
@@ -90,7 +90,9 @@ pub fn events(
     let init = crate::sys::pidfd_open(Pid::from_raw(saved.pid))
         .ctx(Error::Container, || format!("pidfd of container {id} init"))?;
     if state::process_start_time(Pid::from_raw(saved.pid)) != Some(saved.pid_start) {
-        return Err(Error::Container(format!("container {id} is not running")));
+        return Err(
+            Error::Container(format!("container {id} is not running")).with_kind(Kind::WrongStatus)
+        );
     }
     let mut oom = cgroups::stats::OomWatch::new(&hs)?;
     let mut next = Instant::now() + interval;

@@ -21,7 +21,7 @@ use nix::unistd::{Pid, mkfifo};
 use serde::Serialize;
 
 use crate::cgroups;
-use crate::error::{Context, Error, Result, io_text};
+use crate::error::{Context, Error, Kind, Result, io_text};
 use crate::process;
 use crate::spec;
 use state::{Op, Saved, StateDir, Status};
@@ -364,8 +364,10 @@ fn start_locked(dir: &StateDir, saved: &Saved) -> Result<()> {
         Mode::empty(),
     )
     .map_err(|e| match e {
-        Errno::ENXIO => Error::Container(format!("container {} init is gone", saved.id)),
-        e => Error::Container(format!("open {}: {e:?}", fifo.display())),
+        Errno::ENXIO => {
+            Error::Container(format!("container {} init is gone", saved.id)).with_errno(e)
+        }
+        e => Error::Container(format!("open {}: {e:?}", fifo.display())).with_errno(e),
     })?;
     nix::unistd::write(&f, &[0]).ctx(Error::Container, || format!("write {}", fifo.display()))?;
     std::fs::remove_file(&fifo).ctx(Error::Container, || format!("remove {}", fifo.display()))?;
@@ -475,11 +477,14 @@ pub fn kill(g: &Global, id: &str, sig: &str, all: bool) -> Result<()> {
         cgroups::freeze(&saved.cgroups, false)?;
     }
     r.map_err(|e| match e {
-        Errno::ESRCH => Error::Container(format!("container {id}: container not running")),
+        Errno::ESRCH => Error::Container(format!("container {id}: container not running"))
+            .with_kind(Kind::WrongStatus)
+            .with_errno(e),
         e => Error::Container(format!(
             "signal {sig} to container {id} init {}: {e:?}",
             saved.pid
-        )),
+        ))
+        .with_errno(e),
     })
 }
 

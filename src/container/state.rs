@@ -6,12 +6,13 @@ use std::fs::{self, File};
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
+use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
 use crate::cgroups::Hierarchy;
-use crate::error::{Error, Result, io_text};
+use crate::error::{Error, Kind, Result, io_text};
 use crate::sys::fd::Lock;
 
 pub const STATE_FILE: &str = "state.json";
@@ -130,7 +131,8 @@ impl Status {
                     .next()
                     .unwrap_or("use")
             ),
-        }))
+        })
+        .with_kind(Kind::WrongStatus))
     }
 }
 
@@ -182,7 +184,9 @@ impl StateDir {
         match fs::create_dir(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                return Err(Error::Container(format!("container {id} already exists")));
+                return Err(Error::Container(format!("container {id} already exists"))
+                    .with_kind(Kind::Exists)
+                    .with_errno(Errno::EEXIST));
             }
             Err(e) => {
                 return Err(Error::Container(format!(
@@ -212,7 +216,8 @@ impl StateDir {
         let lock = Self::lock(&path)?;
         // Removed by a `delete` we waited for.
         if !path.exists() {
-            return Err(Error::Container(format!("container {id} does not exist")));
+            return Err(Error::Container(format!("container {id} does not exist"))
+                .with_kind(Kind::NotFound));
         }
         Ok(StateDir {
             path,
@@ -222,10 +227,7 @@ impl StateDir {
 
     fn lock(path: &Path) -> Result<Flock<File>> {
         let f = File::open(path).map_err(|e| match e.kind() {
-            ErrorKind::NotFound => Error::Container(format!(
-                "container {} does not exist",
-                path.file_name().unwrap_or_default().to_string_lossy()
-            )),
+            ErrorKind::NotFound => not_found(path, &e),
             _ => Error::Container(format!(
                 "open state dir {}: {}",
                 path.display(),
@@ -289,16 +291,26 @@ fn save(dir: &Path, s: &Saved) -> Result<()> {
     })
 }
 
+/// "container <id> does not exist", as runc says, for the state dir `dir`.
+fn not_found(dir: &Path, io: &std::io::Error) -> Error {
+    let e = Error::Container(format!(
+        "container {} does not exist",
+        dir.file_name().unwrap_or_default().to_string_lossy()
+    ))
+    .with_kind(Kind::NotFound);
+    match io.raw_os_error() {
+        Some(code) => e.with_errno(Errno::from_raw(code)),
+        None => e,
+    }
+}
+
 /// Reads state.json without taking the lock (it is replaced atomically).
 pub fn load(dir: &Path) -> Result<Saved> {
     let path = dir.join(STATE_FILE);
     // No state.json (yet, or any more: a create or delete in progress) is
     // no container to speak of, as runc says.
     let data = fs::read(&path).map_err(|e| match e.kind() {
-        ErrorKind::NotFound => Error::Container(format!(
-            "container {} does not exist",
-            dir.file_name().unwrap_or_default().to_string_lossy()
-        )),
+        ErrorKind::NotFound => not_found(dir, &e),
         _ => Error::Container(format!("read {}: {}", path.display(), io_text(&e))),
     })?;
     serde_json::from_slice(&data)
@@ -403,6 +415,37 @@ mod tests {
         for bad in ["", ".", "..", "a/b", "../x", "a b", "a\0b", "é"] {
             assert!(check_id(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn state_dir_errors_say_their_kind() {
+        let root = std::env::temp_dir().join(format!("ocirun-state-kinds-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        let e = StateDir::open(&root, "gone").err().unwrap();
+        assert_eq!(e.to_string(), "container gone does not exist");
+        assert_eq!(e.kind(), Some(Kind::NotFound));
+        assert_eq!(e.errno(), Some(Errno::ENOENT));
+        let dir = StateDir::create(&root, "x").unwrap();
+        let e = dir.load().unwrap_err();
+        assert_eq!(e.to_string(), "container x does not exist");
+        assert_eq!(e.kind(), Some(Kind::NotFound));
+        drop(dir);
+        let e = StateDir::create(&root, "x").err().unwrap();
+        assert_eq!(e.to_string(), "container x already exists");
+        assert_eq!(e.kind(), Some(Kind::Exists));
+        StateDir::open(&root, "x").unwrap().remove().unwrap();
+        fs::remove_dir(&root).unwrap();
+    }
+
+    #[test]
+    fn refused_operations_say_wrong_status() {
+        let e = Status::Stopped.allows(Op::Kill, "x").unwrap_err();
+        assert_eq!(e.to_string(), "container x: container not running");
+        assert_eq!(e.kind(), Some(Kind::WrongStatus));
+        let e = Status::Running.allows(Op::Start, "x").unwrap_err();
+        assert_eq!(e.to_string(), "cannot start container x in status running");
+        assert_eq!(e.kind(), Some(Kind::WrongStatus));
+        assert!(Status::Created.allows(Op::Start, "x").is_ok());
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Layer, Result};
 use crate::process::{attrs, netdev};
 
 /// The runtime-spec version ocirun writes in `spec` and reports in `state`.
@@ -47,11 +47,11 @@ pub fn load(bundle: &Path) -> Result<Bundle> {
             crate::error::io_text(&e)
         ))
     })?;
-    let spec = parse(&text).map_err(|e| match e {
-        Error::Spec(m) if m.starts_with("json: ") => {
-            Error::Spec(format!("parse {}: {}", path.display(), &m[6..]))
+    let spec = parse(&text).map_err(|e| match e.message().strip_prefix("json: ") {
+        Some(m) if e.layer() == Layer::Spec => {
+            Error::Spec(format!("parse {}: {m}", path.display()))
         }
-        e => e,
+        _ => e,
     })?;
     let root = spec
         .root()
