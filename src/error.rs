@@ -148,12 +148,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Formats an OS error the way our messages show it: `EPERM`, `ENOENT (no such file or directory)`
 /// is too long for one line, so we keep the errno name only.
-pub fn errno_name(e: Errno) -> String {
+fn errno_name(e: Errno) -> String {
     format!("{e:?}")
 }
 
 /// Turns a std io error into a short text: the errno name when there is one.
-pub fn io_text(e: &std::io::Error) -> String {
+fn io_text(e: &std::io::Error) -> String {
     match e.raw_os_error() {
         Some(code) => errno_name(Errno::from_raw(code)),
         None => e.to_string(),

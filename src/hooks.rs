@@ -11,7 +11,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::unistd::Pid;
 use oci_spec::runtime::{Hook, Hooks};
 
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 
 /// The container state of the runtime spec, as hooks read it on stdin and
 /// a seccomp agent receives it.
@@ -204,8 +204,7 @@ fn run_one(
 fn take_identity(p: &oci_spec::runtime::Process) -> Result<()> {
     let caps = p.capabilities().as_ref();
     crate::security::apply_bounding(caps)?;
-    nix::sys::prctl::set_keepcaps(true)
-        .map_err(|e| Error::Security(format!("prctl PR_SET_KEEPCAPS: {e:?}")))?;
+    nix::sys::prctl::set_keepcaps(true).ctx(Error::Security, || "prctl PR_SET_KEEPCAPS")?;
     crate::security::switch_user(p)?;
     crate::security::apply_caps(caps)?;
     if p.no_new_privileges().unwrap_or(false) {

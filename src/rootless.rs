@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Spec};
 
-use crate::error::{Error, Result, io_text};
+use crate::error::{Context, Error, Result};
 
 /// `--rootless VALUE`: `Some(true|false)`, or `None` for auto.
 pub fn parse_mode(v: Option<&str>) -> Result<Option<bool>> {
@@ -86,20 +86,18 @@ pub fn default_root() -> Result<PathBuf> {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(e) => {
-            return Err(Error::Usage(format!(
-                "create state root {} (from XDG_RUNTIME_DIR): {}",
-                root.display(),
-                io_text(&e)
-            )));
+            return Err(e).ctx(Error::Usage, || {
+                format!(
+                    "create state root {} (from XDG_RUNTIME_DIR)",
+                    root.display()
+                )
+            });
         }
     }
-    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o1700)).map_err(|e| {
-        Error::Usage(format!(
-            "chmod state root {} (from XDG_RUNTIME_DIR): {}",
-            root.display(),
-            io_text(&e)
-        ))
-    })?;
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o1700))
+        .ctx(Error::Usage, || {
+            format!("chmod state root {} (from XDG_RUNTIME_DIR)", root.display())
+        })?;
     Ok(root)
 }
 
@@ -259,7 +257,7 @@ pub fn run_tool(tool: &std::path::Path, pid: i32, maps: &[LinuxIdMapping]) -> Re
         .args(&args)
         .stdin(std::process::Stdio::null())
         .output()
-        .map_err(|e| Error::Process(format!("run {shown}: {}", io_text(&e))))?;
+        .ctx(Error::Process, || format!("run {shown}"))?;
     if out.status.success() {
         return Ok(());
     }

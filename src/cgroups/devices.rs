@@ -32,7 +32,7 @@ use nix::sys::stat::Mode;
 use oci_spec::runtime::{Linux, LinuxDevice, LinuxDeviceCgroup, LinuxDeviceType};
 
 use super::Hierarchy;
-use crate::error::{Context, Error, Result, io_text};
+use crate::error::{Context, Error, Result};
 use crate::sys::bpf;
 
 /// Access bits, with the values of the kernel's `BPF_DEVCG_ACC_*`.
@@ -449,24 +449,18 @@ pub fn apply_v1(dir: &Path, rules: &[LinuxDeviceCgroup]) -> Result<()> {
         };
         let file = dir.join(name);
         let line = r.to_string();
-        let fail = |e: std::io::Error| {
-            Error::Cgroup(format!(
-                "write {line:?} to {}: {}",
-                file.display(),
-                io_text(&e)
-            ))
-        };
+        let what = || format!("write {line:?} to {}", file.display());
         let slot = &mut files[usize::from(r.allow)];
         if slot.is_none() {
             *slot = Some(
                 fs::OpenOptions::new()
                     .write(true)
                     .open(&file)
-                    .map_err(fail)?,
+                    .ctx(Error::Cgroup, what)?,
             );
         }
         let f = slot.as_mut().expect("opened");
-        std::io::Write::write_all(f, line.as_bytes()).map_err(fail)?;
+        std::io::Write::write_all(f, line.as_bytes()).ctx(Error::Cgroup, what)?;
     }
     drop(files);
     let after = read_list(dir)?;
@@ -535,9 +529,9 @@ pub fn apply_v2(dir: &Path, rules: &[LinuxDeviceCgroup]) -> Result<()> {
             // Gone meanwhile, or not ours to touch (LSM policy).
             Err(Errno::ENOENT | Errno::EPERM | Errno::EACCES) => continue,
             Err(e) => {
-                return Err(Error::Cgroup(format!(
-                    "open old device program {id} of {d}: {e:?}"
-                )));
+                return Err(e).ctx(Error::Cgroup, || {
+                    format!("open old device program {id} of {d}")
+                });
             }
         };
         bpf::prog_detach(cg.as_fd(), fd.as_fd(), bpf::ATTACH_CGROUP_DEVICE)

@@ -22,7 +22,7 @@ use nix::unistd::Pid;
 use oci_spec::runtime::LinuxResources;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result, io_text};
+use crate::error::{Context, Error, Result};
 
 pub mod devices;
 
@@ -124,7 +124,7 @@ fn freeze_wait(hs: &[Hierarchy], on: bool) -> Result<()> {
     let want = if on { "frozen 1" } else { "frozen 0" };
     loop {
         let now = fs::read_to_string(&events)
-            .map_err(|e| Error::Cgroup(format!("read {}: {}", events.display(), io_text(&e))))?;
+            .ctx(Error::Cgroup, || format!("read {}", events.display()))?;
         if now.lines().any(|l| l.trim() == want) {
             return Ok(());
         }
@@ -242,19 +242,20 @@ fn apply_writes(
                     let Some(j) = (i + 1..writes.len())
                         .find(|j| writes[*j].file == "memory.memsw.limit_in_bytes")
                     else {
-                        return Err(write_err(&path, &wr.value, &e));
+                        return Err(e).ctx(Error::Cgroup, || write_what(&path, &wr.value));
                     };
                     let sw = path.with_file_name("memory.memsw.limit_in_bytes");
                     let sw_old = fs::read_to_string(&sw).ok();
                     fs::write(&sw, &writes[j].value)
-                        .map_err(|e| write_err(&sw, &writes[j].value, &e))?;
+                        .ctx(Error::Cgroup, || write_what(&sw, &writes[j].value))?;
                     if let Some(o) = sw_old {
                         undo.push((sw, o));
                     }
                     done[j] = true;
-                    fs::write(&path, &wr.value).map_err(|e| write_err(&path, &wr.value, &e))?;
+                    fs::write(&path, &wr.value)
+                        .ctx(Error::Cgroup, || write_what(&path, &wr.value))?;
                 }
-                Err(e) => return Err(write_err(&path, &wr.value, &e)),
+                Err(e) => return Err(e).ctx(Error::Cgroup, || write_what(&path, &wr.value)),
             }
             if let Some(o) = old {
                 undo.push((path, o));
@@ -278,12 +279,9 @@ fn bfq_file(file: &str) -> Option<&'static str> {
     }
 }
 
-fn write_err(path: &Path, value: &str, e: &std::io::Error) -> Error {
-    Error::Cgroup(format!(
-        "write {value:?} to {}: {}",
-        path.display(),
-        io_text(e)
-    ))
+/// The context of a failed write of `value` to `path`.
+fn write_what(path: &Path, value: &str) -> String {
+    format!("write {value:?} to {}", path.display())
 }
 
 /// Whether a file's old content can simply be written back (one value, not
@@ -341,9 +339,9 @@ pub fn for_container(cgroups_path: Option<&Path>, id: &str) -> Result<Box<dyn Ma
     };
     check_path(&rel)?;
     let mountinfo = fs::read_to_string("/proc/self/mountinfo")
-        .map_err(|e| Error::Cgroup(format!("read /proc/self/mountinfo: {}", io_text(&e))))?;
-    let own = fs::read_to_string("/proc/self/cgroup")
-        .map_err(|e| Error::Cgroup(format!("read /proc/self/cgroup: {}", io_text(&e))))?;
+        .ctx(Error::Cgroup, || "read /proc/self/mountinfo")?;
+    let own =
+        fs::read_to_string("/proc/self/cgroup").ctx(Error::Cgroup, || "read /proc/self/cgroup")?;
     let hs = plan(&mountinfo, &own, &rel)?;
     Ok(from_hierarchies(hs))
 }
@@ -353,9 +351,9 @@ pub fn for_container(cgroups_path: Option<&Path>, id: &str) -> Result<Box<dyn Ma
 /// the writable ones in `kept` taken from there instead.
 pub fn rootless_view(kept: &[Hierarchy]) -> Result<Vec<Hierarchy>> {
     let mountinfo = fs::read_to_string("/proc/self/mountinfo")
-        .map_err(|e| Error::Cgroup(format!("read /proc/self/mountinfo: {}", io_text(&e))))?;
-    let own = fs::read_to_string("/proc/self/cgroup")
-        .map_err(|e| Error::Cgroup(format!("read /proc/self/cgroup: {}", io_text(&e))))?;
+        .ctx(Error::Cgroup, || "read /proc/self/mountinfo")?;
+    let own =
+        fs::read_to_string("/proc/self/cgroup").ctx(Error::Cgroup, || "read /proc/self/cgroup")?;
     let mut hs = plan(&mountinfo, &own, Path::new(""))?;
     for h in &mut hs {
         if let Some(k) = kept.iter().find(|k| k.mount == h.mount) {
@@ -641,12 +639,8 @@ fn plan(mountinfo: &str, own: &str, rel: &Path) -> Result<Vec<Hierarchy>> {
 fn mkdir_all(h: &Hierarchy) -> Result<()> {
     let cpuset = !h.v2 && h.controllers.split(',').any(|c| c == "cpuset");
     if !cpuset {
-        return fs::create_dir_all(&h.dir).map_err(|e| {
-            Error::Cgroup(format!(
-                "create cgroup {}: {}",
-                h.dir.display(),
-                io_text(&e)
-            ))
+        return fs::create_dir_all(&h.dir).ctx(Error::Cgroup, || {
+            format!("create cgroup {}", h.dir.display())
         });
     }
     // v1 cpuset: a new cgroup starts with empty cpus/mems and refuses tasks
@@ -660,11 +654,7 @@ fn mkdir_all(h: &Hierarchy) -> Result<()> {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
             Err(e) => {
-                return Err(Error::Cgroup(format!(
-                    "create cgroup {}: {}",
-                    cur.display(),
-                    io_text(&e)
-                )));
+                return Err(e).ctx(Error::Cgroup, || format!("create cgroup {}", cur.display()));
             }
         }
         for f in ["cpuset.cpus", "cpuset.mems"] {
@@ -679,12 +669,8 @@ fn mkdir_all(h: &Hierarchy) -> Result<()> {
 }
 
 fn write(path: &Path, value: &str) -> Result<()> {
-    fs::write(path, value).map_err(|e| {
-        Error::Cgroup(format!(
-            "write {value:?} to {}: {}",
-            path.display(),
-            io_text(&e)
-        ))
+    fs::write(path, value).ctx(Error::Cgroup, || {
+        format!("write {value:?} to {}", path.display())
     })
 }
 
@@ -697,11 +683,7 @@ fn read_procs(dir: &Path) -> Result<Vec<Pid>> {
             .map(Pid::from_raw)
             .collect()),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(Error::Cgroup(format!(
-            "read {}: {}",
-            path.display(),
-            io_text(&e)
-        ))),
+        Err(e) => Err(e).ctx(Error::Cgroup, || format!("read {}", path.display())),
     }
 }
 
@@ -709,11 +691,7 @@ fn rmdir(dir: &Path) -> Result<()> {
     match fs::remove_dir(dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::Cgroup(format!(
-            "remove cgroup {}: {}",
-            dir.display(),
-            io_text(&e)
-        ))),
+        Err(e) => Err(e).ctx(Error::Cgroup, || format!("remove cgroup {}", dir.display())),
     }
 }
 

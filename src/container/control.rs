@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::Global;
 use super::state::{self, Op, StateDir, Status};
 use crate::cgroups;
-use crate::error::{Context, Error, Kind, Result, io_text};
+use crate::error::{Context, Error, Kind, Result};
 
 pub fn pause(g: &Global, id: &str) -> Result<()> {
     let dir = StateDir::open(&g.root, id)?;
@@ -107,7 +107,7 @@ pub fn events(
         let n = match poll(&mut fds, ms) {
             Ok(n) => n,
             Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(Error::Container(format!("poll: {e:?}"))),
+            Err(e) => return Err(e).ctx(Error::Container, || "poll"),
         };
         let ready: Vec<bool> = fds.iter().map(|f| f.any().unwrap_or(false)).collect();
         drop(fds);
@@ -161,7 +161,7 @@ pub fn ps(g: &Global, id: &str, json_out: bool, ps_args: &[String]) -> Result<St
     let out = std::process::Command::new("ps")
         .args(&args)
         .output()
-        .map_err(|e| Error::Container(format!("run ps {}: {}", args.join(" "), io_text(&e))))?;
+        .ctx(Error::Container, || format!("run ps {}", args.join(" ")))?;
     if !out.status.success() {
         return Err(Error::Container(format!(
             "ps {}: {}",

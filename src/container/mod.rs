@@ -21,7 +21,7 @@ use nix::unistd::{Pid, mkfifo};
 use serde::Serialize;
 
 use crate::cgroups;
-use crate::error::{Context, Error, Kind, Result, io_text};
+use crate::error::{Context, Error, Kind, Result};
 use crate::process;
 use crate::spec;
 use state::{Op, Saved, StateDir, Status};
@@ -351,10 +351,9 @@ fn start_locked(dir: &StateDir, saved: &Saved) -> Result<()> {
         Ok(fd) => Some(fd),
         Err(Errno::ENOENT) => None, // made by an older ocirun
         Err(e) => {
-            return Err(Error::Container(format!(
-                "open {}: {e:?}",
-                result_path.display()
-            )));
+            return Err(e).ctx(Error::Container, || {
+                format!("open {}", result_path.display())
+            });
         }
     };
     let fifo = dir.fifo();
@@ -769,11 +768,7 @@ pub fn list(g: &Global, json: bool, quiet: bool) -> Result<String> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => {
-            return Err(Error::Container(format!(
-                "read {}: {}",
-                g.root.display(),
-                io_text(&e)
-            )));
+            return Err(e).ctx(Error::Container, || format!("read {}", g.root.display()));
         }
     }
     entries.sort_by(|a, b| a.id.cmp(&b.id));
@@ -823,16 +818,20 @@ pub fn write_spec(bundle: &Path, rootless: bool) -> Result<()> {
     let path = bundle.join("config.json");
     let spec = spec::default_spec(rootless)?;
     let text = serde_json::to_string_pretty(&spec).expect("spec serialises");
-    let mut f = std::fs::OpenOptions::new()
+    let opened = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .open(&path)
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => {
+        .open(&path);
+    let mut f = match opened {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(
                 Error::Usage(format!("{} exists: remove it first", path.display()))
-            }
-            _ => Error::Usage(format!("create {}: {}", path.display(), io_text(&e))),
-        })?;
+                    .with_kind(Kind::Exists)
+                    .with_errno(Errno::EEXIST),
+            );
+        }
+        r => r.ctx(Error::Usage, || format!("create {}", path.display()))?,
+    };
     f.write_all(text.as_bytes())
         .and_then(|()| f.write_all(b"\n"))
         .ctx(Error::Usage, || format!("write {}", path.display()))

@@ -12,7 +12,7 @@ use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
 use crate::cgroups::Hierarchy;
-use crate::error::{Error, Kind, Result, io_text};
+use crate::error::{Context, Error, Kind, Result};
 use crate::sys::fd::Lock;
 
 pub const STATE_FILE: &str = "state.json";
@@ -173,12 +173,8 @@ impl StateDir {
         check_id(id)?;
         std::os::unix::fs::DirBuilderExt::mode(fs::DirBuilder::new().recursive(true), 0o700)
             .create(root)
-            .map_err(|e| {
-                Error::Container(format!(
-                    "create state root {}: {}",
-                    root.display(),
-                    io_text(&e)
-                ))
+            .ctx(Error::Container, || {
+                format!("create state root {}", root.display())
             })?;
         let path = root.join(id);
         match fs::create_dir(&path) {
@@ -189,11 +185,9 @@ impl StateDir {
                     .with_errno(Errno::EEXIST));
             }
             Err(e) => {
-                return Err(Error::Container(format!(
-                    "create state dir {}: {}",
-                    path.display(),
-                    io_text(&e)
-                )));
+                return Err(e).ctx(Error::Container, || {
+                    format!("create state dir {}", path.display())
+                });
             }
         }
         let _ = fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o711));
@@ -226,16 +220,17 @@ impl StateDir {
     }
 
     fn lock(path: &Path) -> Result<Flock<File>> {
-        let f = File::open(path).map_err(|e| match e.kind() {
-            ErrorKind::NotFound => not_found(path, &e),
-            _ => Error::Container(format!(
-                "open state dir {}: {}",
-                path.display(),
-                io_text(&e)
-            )),
-        })?;
+        let f = match File::open(path) {
+            Err(e) if e.kind() == ErrorKind::NotFound => return Err(not_found(path, &e)),
+            r => r.ctx(Error::Container, || {
+                format!("open state dir {}", path.display())
+            })?,
+        };
         Flock::lock(f, FlockArg::LockExclusive)
-            .map_err(|(_, e)| Error::Container(format!("lock state dir {}: {e:?}", path.display())))
+            .map_err(|(_, e)| e)
+            .ctx(Error::Container, || {
+                format!("lock state dir {}", path.display())
+            })
     }
 
     /// The lock: forked children close their copy (a child that outlives a
@@ -258,12 +253,8 @@ impl StateDir {
 
     /// Removes the directory and everything in it.
     pub fn remove(self) -> Result<()> {
-        fs::remove_dir_all(&self.path).map_err(|e| {
-            Error::Container(format!(
-                "remove state dir {}: {}",
-                self.path.display(),
-                io_text(&e)
-            ))
+        fs::remove_dir_all(&self.path).ctx(Error::Container, || {
+            format!("remove state dir {}", self.path.display())
         })
     }
 }
@@ -282,12 +273,8 @@ fn save(dir: &Path, s: &Saved) -> Result<()> {
     .open(&tmp)
     .and_then(|mut f| std::io::Write::write_all(&mut f, &data))
     .and_then(|()| fs::rename(&tmp, dir.join(STATE_FILE)))
-    .map_err(|e| {
-        Error::Container(format!(
-            "write {}: {}",
-            dir.join(STATE_FILE).display(),
-            io_text(&e)
-        ))
+    .ctx(Error::Container, || {
+        format!("write {}", dir.join(STATE_FILE).display())
     })
 }
 
@@ -309,10 +296,10 @@ pub fn load(dir: &Path) -> Result<Saved> {
     let path = dir.join(STATE_FILE);
     // No state.json (yet, or any more: a create or delete in progress) is
     // no container to speak of, as runc says.
-    let data = fs::read(&path).map_err(|e| match e.kind() {
-        ErrorKind::NotFound => not_found(dir, &e),
-        _ => Error::Container(format!("read {}: {}", path.display(), io_text(&e))),
-    })?;
+    let data = match fs::read(&path) {
+        Err(e) if e.kind() == ErrorKind::NotFound => return Err(not_found(dir, &e)),
+        r => r.ctx(Error::Container, || format!("read {}", path.display()))?,
+    };
     serde_json::from_slice(&data)
         .map_err(|e| Error::Container(format!("parse {}: {e}", path.display())))
 }
@@ -393,7 +380,7 @@ pub fn processes(saved: &Saved) -> Result<Vec<Pid>> {
         return Ok(vec![init]);
     }
     let mut pids: Vec<Pid> = std::fs::read_dir("/proc")
-        .map_err(|e| Error::Container(format!("read /proc: {}", crate::error::io_text(&e))))?
+        .ctx(Error::Container, || "read /proc")?
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
         .filter(|p| ns(&p.to_string()).as_ref() == Some(&own))

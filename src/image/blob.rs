@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use oci_spec::image::{Descriptor, DigestAlgorithm};
 use sha2::{Digest as _, Sha256, Sha512};
 
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 
 pub enum Hasher {
     Sha256(Sha256),
@@ -118,13 +118,8 @@ impl<R: Read> Read for Verified<R> {
 /// Opens a blob for verified streaming.
 pub fn open(layout: &Path, d: &Descriptor) -> Result<Verified<File>> {
     let p = path(layout, d)?;
-    let f = File::open(&p).map_err(|e| {
-        Error::Image(format!(
-            "blob {} ({}): {}",
-            d.digest(),
-            p.display(),
-            crate::error::io_text(&e)
-        ))
+    let f = File::open(&p).ctx(Error::Image, || {
+        format!("blob {} ({})", d.digest(), p.display())
     })?;
     Verified::new(f, d, format!("blob {}", d.digest()))
 }

@@ -29,7 +29,7 @@ use pathrs::Root;
 use tar::EntryType;
 
 use super::owner;
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 
 pub const WHITEOUT_PREFIX: &str = ".wh.";
 pub const OPAQUE: &str = ".wh..wh..opq";
@@ -170,10 +170,6 @@ impl Drop for Applier {
     }
 }
 
-fn image_error<E: std::fmt::Debug>(what: impl FnOnce() -> String) -> impl FnOnce(E) -> Error {
-    move |e| Error::Image(format!("{}: {e:?}", what()))
-}
-
 fn is_dir(mode: u32) -> bool {
     SFlag::from_bits_truncate(mode) & SFlag::S_IFMT == SFlag::S_IFDIR
 }
@@ -194,7 +190,7 @@ impl Applier {
             OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
             Mode::empty(),
         )
-        .map_err(image_error(|| format!("open rootfs {}", rootfs.display())))?;
+        .ctx(Error::Image, || format!("open rootfs {}", rootfs.display()))?;
         // Modes are given at creation exactly as the layer says.
         let old_umask = nix::sys::stat::umask(Mode::empty());
         // Directory fds are cached: allow as many as the hard limit lets us.
@@ -257,7 +253,8 @@ impl Applier {
                     match mkdirat(&cur, name, Mode::from_bits_truncate(0o755)) {
                         Ok(()) | Err(Errno::EEXIST) => {}
                         Err(e) => {
-                            return Err(Error::Image(format!("mkdir /{}: {e:?}", path.display())));
+                            return Err(e)
+                                .ctx(Error::Image, || format!("mkdir /{}", path.display()));
                         }
                     }
                     match openat(&cur, name, flags, Mode::empty()) {
@@ -342,7 +339,7 @@ impl Applier {
         let st = match fstatat(pfd, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
             Ok(st) => st,
             Err(Errno::ENOENT) => return Ok(()),
-            Err(e) => return Err(Error::Image(format!("stat {}: {e:?}", shown()))),
+            Err(e) => return Err(e).ctx(Error::Image, || format!("stat {}", shown())),
         };
         if is_dir(st.st_mode) {
             self.root
@@ -352,7 +349,7 @@ impl Applier {
             self.drop_meta(&self.real_path(pfd, path));
         } else {
             unlinkat(pfd, name, UnlinkatFlags::NoRemoveDir)
-                .map_err(image_error(|| format!("replace {}", shown())))?;
+                .ctx(Error::Image, || format!("replace {}", shown()))?;
             if is_symlink(st.st_mode) {
                 self.forget(path);
             }
@@ -376,7 +373,7 @@ impl Applier {
             }
             r => r,
         }
-        .map_err(image_error(|| format!("{what} /{}", path.display())))
+        .ctx(Error::Image, || format!("{what} /{}", path.display()))
     }
 
     fn apply_entry<R: Read>(
@@ -463,21 +460,21 @@ impl Applier {
             Ok(()) => {}
             Err(Errno::EEXIST) => {
                 let st = fstatat(pfd, name, AtFlags::AT_SYMLINK_NOFOLLOW)
-                    .map_err(image_error(|| format!("stat {}", shown())))?;
+                    .ctx(Error::Image, || format!("stat {}", shown()))?;
                 if !is_dir(st.st_mode) {
                     self.clear_spot(pfd, name, &spot.path)?;
                     mkdirat(pfd, name, Mode::from_bits_truncate(0o700))
-                        .map_err(image_error(|| format!("mkdir {}", shown())))?;
+                        .ctx(Error::Image, || format!("mkdir {}", shown()))?;
                 }
             }
-            Err(e) => return Err(Error::Image(format!("mkdir {}: {e:?}", shown()))),
+            Err(e) => return Err(e).ctx(Error::Image, || format!("mkdir {}", shown())),
         }
         self.chown(pfd, name, meta, &shown)?;
         if meta.has_xattrs() {
             // Writable for its owner until `finish`: user xattrs can be set
             // without privilege.
             let dir = open_dir_at(pfd, name, OFlag::O_RDONLY)
-                .map_err(image_error(|| format!("open {}", shown())))?;
+                .ctx(Error::Image, || format!("open {}", shown()))?;
             self.set_xattrs(
                 &meta.xattrs,
                 meta.owner.as_deref(),
@@ -518,7 +515,7 @@ impl Applier {
             }
             r => r,
         }
-        .map_err(image_error(|| format!("create {}", shown())))?;
+        .ctx(Error::Image, || format!("create {}", shown()))?;
         let mut file = File::from(fd);
         let mut written = 0;
         loop {
@@ -538,7 +535,7 @@ impl Applier {
                 Some(Uid::from_raw(meta.uid)),
                 Some(Gid::from_raw(meta.gid)),
             )
-            .map_err(image_error(|| format!("chown {}", shown())))?;
+            .ctx(Error::Image, || format!("chown {}", shown()))?;
         }
         // After chown, which drops security.capability.
         self.set_xattrs(
@@ -550,11 +547,11 @@ impl Applier {
         )?;
         if meta.special() || first != mode {
             nix::sys::stat::fchmod(&file, mode)
-                .map_err(image_error(|| format!("chmod {}", shown())))?;
+                .ctx(Error::Image, || format!("chmod {}", shown()))?;
         }
         let t = TimeSpec::new(meta.mtime, 0);
         nix::sys::stat::futimens(&file, &t, &t)
-            .map_err(image_error(|| format!("set times of {}", shown())))?;
+            .ctx(Error::Image, || format!("set times of {}", shown()))?;
         Ok(written)
     }
 
@@ -655,7 +652,7 @@ impl Applier {
         }
         if meta.special() {
             fchmodat(pfd, name, mode, FchmodatFlags::FollowSymlink)
-                .map_err(image_error(|| format!("chmod {}", shown())))?;
+                .ctx(Error::Image, || format!("chmod {}", shown()))?;
         }
         set_times_at(pfd, name, meta.mtime, &shown)
     }
@@ -680,10 +677,7 @@ impl Applier {
                     *stats.skipped_xattrs.entry(name).or_default() += 1;
                 }
                 Err(e) => {
-                    return Err(Error::Image(format!(
-                        "set xattr {k:?} on {}: {e:?}",
-                        shown()
-                    )));
+                    return Err(e).ctx(Error::Image, || format!("set xattr {k:?} on {}", shown()));
                 }
             }
         }
@@ -692,11 +686,9 @@ impl Applier {
                 Ok(()) => {}
                 Err(Errno::EPERM | Errno::EOPNOTSUPP) => stats.unrecorded_owners += 1,
                 Err(e) => {
-                    return Err(Error::Image(format!(
-                        "set xattr {:?} on {}: {e:?}",
-                        owner::XATTR,
-                        shown()
-                    )));
+                    return Err(e).ctx(Error::Image, || {
+                        format!("set xattr {:?} on {}", owner::XATTR, shown())
+                    });
                 }
             }
         }
@@ -722,7 +714,7 @@ impl Applier {
             Some(Gid::from_raw(meta.gid)),
             AtFlags::AT_SYMLINK_NOFOLLOW,
         )
-        .map_err(image_error(|| format!("chown {}", shown())))
+        .ctx(Error::Image, || format!("chown {}", shown()))
     }
 
     fn whiteout(&mut self, w: Whiteout) -> Result<()> {
@@ -821,13 +813,13 @@ impl Applier {
             let dfd = match open_dir_at(pfd, name, OFlag::O_RDONLY) {
                 Ok(fd) => fd,
                 Err(Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP) => continue,
-                Err(e) => return Err(Error::Image(format!("open /{}: {e:?}", p.display()))),
+                Err(e) => return Err(e).ctx(Error::Image, || format!("open /{}", p.display())),
             };
             nix::sys::stat::fchmod(&dfd, Mode::from_bits_truncate(mode))
-                .map_err(image_error(|| format!("chmod /{}", p.display())))?;
+                .ctx(Error::Image, || format!("chmod /{}", p.display()))?;
             let t = TimeSpec::new(mtime, 0);
             nix::sys::stat::futimens(&dfd, &t, &t)
-                .map_err(image_error(|| format!("set times of /{}", p.display())))?;
+                .ctx(Error::Image, || format!("set times of /{}", p.display()))?;
         }
         Ok(())
     }
@@ -887,7 +879,7 @@ fn link_through_proc(
 fn set_times_at(dir: &OwnedFd, name: &OsStr, mtime: i64, shown: &dyn Fn() -> String) -> Result<()> {
     let t = TimeSpec::new(mtime, 0);
     utimensat(dir, name, &t, &t, UtimensatFlags::NoFollowSymlink)
-        .map_err(image_error(|| format!("set times of {}", shown())))
+        .ctx(Error::Image, || format!("set times of {}", shown()))
 }
 
 fn fd_child_path(dir: &OwnedFd, name: &OsStr) -> CString {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest};
 
 use super::blob;
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
@@ -161,11 +161,7 @@ fn read_index(layout: &Path) -> Result<ImageIndex> {
         Ok(m) if m.is_file() => {}
         // Not "no such layout" when the caller may not look: say why.
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-            return Err(Error::Image(format!(
-                "read {}: {}",
-                oci_layout.display(),
-                crate::error::io_text(&e)
-            )));
+            return Err(e).ctx(Error::Image, || format!("read {}", oci_layout.display()));
         }
         _ => {
             return Err(Error::Image(format!(
@@ -175,13 +171,8 @@ fn read_index(layout: &Path) -> Result<ImageIndex> {
         }
     }
     let index_path = layout.join("index.json");
-    let text = std::fs::read(&index_path).map_err(|e| {
-        Error::Image(format!(
-            "read {}: {}",
-            index_path.display(),
-            crate::error::io_text(&e)
-        ))
-    })?;
+    let text = std::fs::read(&index_path)
+        .ctx(Error::Image, || format!("read {}", index_path.display()))?;
     serde_json::from_slice(&text)
         .map_err(|e| Error::Image(format!("parse {}: {e}", index_path.display())))
 }

@@ -20,7 +20,7 @@ use std::thread::JoinHandle;
 use oci_spec::image::{Descriptor, Digest};
 use serde::Serialize;
 
-use crate::error::{Error, Result, io_text};
+use crate::error::{Context, Error, Result};
 use layout::Platform;
 
 const CHUNK: usize = 256 << 10;
@@ -238,8 +238,7 @@ pub fn unpack(o: &UnpackOpts) -> Result<Unpacked> {
         )));
     }
     let parent = bundle.parent().unwrap_or(Path::new("/"));
-    std::fs::create_dir_all(parent)
-        .map_err(|e| Error::Image(format!("create {}: {}", parent.display(), io_text(&e))))?;
+    std::fs::create_dir_all(parent).ctx(Error::Image, || format!("create {}", parent.display()))?;
     let name = bundle.file_name().unwrap_or_default().to_string_lossy();
     remove_stale_staging(parent, &name);
     let tmp = parent.join(format!(".{name}.unpack-{}", std::process::id()));
@@ -248,21 +247,12 @@ pub fn unpack(o: &UnpackOpts) -> Result<Unpacked> {
         .and_then(|()| unpack_into(&dir, &img, &tmp, o))
         .and_then(|done| {
             if bundle.exists() {
-                std::fs::remove_dir(&bundle).map_err(|e| {
-                    Error::Image(format!(
-                        "replace empty {}: {}",
-                        bundle.display(),
-                        io_text(&e)
-                    ))
+                std::fs::remove_dir(&bundle).ctx(Error::Image, || {
+                    format!("replace empty {}", bundle.display())
                 })?;
             }
-            std::fs::rename(&tmp, &bundle).map_err(|e| {
-                Error::Image(format!(
-                    "rename {} to {}: {}",
-                    tmp.display(),
-                    bundle.display(),
-                    io_text(&e)
-                ))
+            std::fs::rename(&tmp, &bundle).ctx(Error::Image, || {
+                format!("rename {} to {}", tmp.display(), bundle.display())
             })?;
             Ok(done)
         });
@@ -288,12 +278,8 @@ fn make_staging(tmp: &Path, bundle: &Path) -> Result<()> {
         }
         r => r,
     };
-    made.map_err(|e| {
-        Error::Image(format!(
-            "create bundle {}: {}",
-            bundle.display(),
-            io_text(&e)
-        ))
+    made.ctx(Error::Image, || {
+        format!("create bundle {}", bundle.display())
     })
 }
 
@@ -403,10 +389,9 @@ impl CleanupOnSignal {
 fn unpack_into(dir: &Path, img: &layout::Resolved, tmp: &Path, o: &UnpackOpts) -> Result<Unpacked> {
     let progress = o.progress;
     let rootfs = tmp.join("rootfs");
-    std::fs::create_dir(&rootfs)
-        .map_err(|e| Error::Image(format!("create {}: {}", rootfs.display(), io_text(&e))))?;
+    std::fs::create_dir(&rootfs).ctx(Error::Image, || format!("create {}", rootfs.display()))?;
     std::fs::set_permissions(&rootfs, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .map_err(|e| Error::Image(format!("chmod {}: {}", rootfs.display(), io_text(&e))))?;
+        .ctx(Error::Image, || format!("chmod {}", rootfs.display()))?;
     let layers = img.manifest.layers();
     let diff_ids = img.config.rootfs().diff_ids();
     // Open every layer first: a missing blob fails before any work is done.
@@ -425,7 +410,7 @@ fn unpack_into(dir: &Path, img: &layout::Resolved, tmp: &Path, o: &UnpackOpts) -
         }
         let stats = applier
             .apply(&mut *ahead)
-            .map_err(|e| Error::Image(format!("layer {} ({}): {e}", i + 1, d.digest())))?;
+            .ctx(Error::Image, || format!("layer {} ({})", i + 1, d.digest()))?;
         ahead
             .finish()
             .map_err(|e| Error::Image(format!("layer {} ({}): {e}", i + 1, d.digest())))?;
@@ -454,8 +439,7 @@ fn unpack_into(dir: &Path, img: &layout::Resolved, tmp: &Path, o: &UnpackOpts) -
     applier.finish()?;
     drop(applier); // restores the umask before config.json is written
     let text = serde_json::to_vec_pretty(&spec).expect("spec serialises");
-    std::fs::write(tmp.join("config.json"), text)
-        .map_err(|e| Error::Image(format!("write config.json: {}", io_text(&e))))?;
+    std::fs::write(tmp.join("config.json"), text).ctx(Error::Image, || "write config.json")?;
     let warnings = total
         .rootless_summary()
         .into_iter()

@@ -70,9 +70,7 @@ impl Channel {
                 }
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => {
-                    return Err(Error::Process(format!(
-                        "receive on the init channel: {e:?}"
-                    )));
+                    return Err(e).ctx(Error::Process, || "receive on the init channel");
                 }
             }
         }

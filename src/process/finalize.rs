@@ -213,7 +213,7 @@ fn find_executable(p: &Process, env: &[String]) -> Result<CString> {
             Err(nix::errno::Errno::EACCES) => Err(Error::Process(format!(
                 "exec: \"{arg0}\": permission denied"
             ))),
-            Err(e) => Err(Error::Process(format!("exec {arg0}: {e:?}"))),
+            Err(e) => Err(e).ctx(Error::Process, || format!("exec {arg0}")),
         };
     }
     let path = env

@@ -185,7 +185,7 @@ fn after_start(
         match nix::unistd::read(s.fifo.as_fd(), &mut b) {
             Ok(_) => break,
             Err(Errno::EINTR) => continue,
-            Err(e) => return Err(Error::Process(format!("read the exec fifo: {e:?}"))),
+            Err(e) => return Err(e).ctx(Error::Process, || "read the exec fifo"),
         }
     }
     // In the container, after `start`, before the process runs; each hook

@@ -24,7 +24,7 @@ use nix::unistd::{Gid, Pid, Uid, setresgid, setresuid};
 use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType};
 
 use crate::cgroups::Manager;
-use crate::error::{Context, Error, Result, io_text};
+use crate::error::{Context, Error, Result};
 use crate::spec::Bundle;
 use crate::sys::{self, Forked};
 use channel::{Channel, Msg};
@@ -226,9 +226,8 @@ fn drive(s: &Spawn, ch: &Channel, child: Pid, two_stage: bool) -> Result<Pid> {
                     None => {
                         if s.rootless {
                             let path = format!("/proc/{child}/setgroups");
-                            fs::write(&path, "deny").map_err(|e| {
-                                Error::Process(format!("write \"deny\" to {path}: {}", io_text(&e)))
-                            })?;
+                            fs::write(&path, "deny")
+                                .ctx(Error::Process, || format!("write \"deny\" to {path}"))?;
                         }
                         write_map(child, "gid_map", gids)?;
                     }
@@ -317,12 +316,8 @@ fn write_map(pid: Pid, file: &str, maps: &[LinuxIdMapping]) -> Result<()> {
         .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
         .collect();
     let path = format!("/proc/{pid}/{file}");
-    fs::write(&path, &text).map_err(|e| {
-        Error::Process(format!(
-            "write {:?} to {path}: {}",
-            text.trim_end(),
-            io_text(&e)
-        ))
+    fs::write(&path, &text).ctx(Error::Process, || {
+        format!("write {:?} to {path}", text.trim_end())
     })
 }
 
@@ -413,11 +408,7 @@ fn write_time_offsets(s: &Spawn) -> Result<()> {
             off.nanosecs().unwrap_or(0)
         ));
     }
-    fs::write("/proc/self/timens_offsets", &text).map_err(|e| {
-        Error::Process(format!(
-            "write {:?} to /proc/self/timens_offsets: {}",
-            text.trim_end(),
-            io_text(&e)
-        ))
+    fs::write("/proc/self/timens_offsets", &text).ctx(Error::Process, || {
+        format!("write {:?} to /proc/self/timens_offsets", text.trim_end())
     })
 }

@@ -123,20 +123,15 @@ pub fn user_namespace(procfs: &Procfs, r: &Request, dest: &Path) -> Result<Owned
     for (file, maps) in [("uid_map", r.uid), ("gid_map", r.gid)] {
         procfs
             .write_pid(child.0, file, &map_text(maps))
-            .map_err(|e| {
-                Error::Rootfs(format!(
-                    "idmapped mount on {}: write {file}: {}",
-                    dest.display(),
-                    crate::error::io_text(&e)
-                ))
+            .ctx(Error::Rootfs, || {
+                format!("idmapped mount on {}: write {file}", dest.display())
             })?;
     }
-    procfs.open_pid_ns(child.0, "user").map_err(|e| {
-        Error::Rootfs(format!(
-            "idmapped mount on {}: open the user namespace: {}",
-            dest.display(),
-            crate::error::io_text(&e)
-        ))
+    procfs.open_pid_ns(child.0, "user").ctx(Error::Rootfs, || {
+        format!(
+            "idmapped mount on {}: open the user namespace",
+            dest.display()
+        )
     })
 }
 

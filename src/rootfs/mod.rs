@@ -27,7 +27,7 @@ use rustix::fs::FileType;
 use self::inroot::RootDir as Root;
 
 use crate::cgroups::Hierarchy;
-use crate::error::{Context, Error, Result, errno_name};
+use crate::error::{Context, Error, Result};
 use crate::sys::mount;
 
 pub use options::propagation;
@@ -217,7 +217,7 @@ pub fn unmount_below(rootfs: &Path) -> Result<()> {
         match umount2(&mp, MntFlags::MNT_DETACH) {
             Ok(()) | Err(Errno::EINVAL | Errno::ENOENT) => {}
             Err(e) => {
-                return Err(Error::Rootfs(format!("unmount {}: {e:?}", mp.display())));
+                return Err(e).ctx(Error::Rootfs, || format!("unmount {}", mp.display()));
             }
         }
     }
@@ -332,11 +332,9 @@ fn mountpoint(root: &Root, dest: &Path, dir: bool) -> Result<OwnedFd> {
     match root.create_file(dest, 0o644) {
         Ok(()) | Err(rustix::io::Errno::EXIST) => {}
         Err(e) => {
-            return Err(Error::Rootfs(format!(
-                "create mountpoint {} in rootfs: {}",
-                dest.display(),
-                errno_name(rustix_errno(e))
-            )));
+            return Err(e).ctx(Error::Rootfs, || {
+                format!("create mountpoint {} in rootfs", dest.display())
+            });
         }
     }
     root.resolve(dest).ctx(Error::Rootfs, || {
@@ -585,10 +583,9 @@ fn mount_cgroup(p: &Plan, root: &Root, dest: &Path, opts: &options::Parsed) -> R
                 bind_with_flags(root, &h.dir, dest, &fdp, flags)?;
             }
             Err(e) if p.cgroupns => {
-                return Err(Error::Rootfs(format!(
-                    "mount cgroup2 on {}: {e:?}",
-                    dest.display()
-                )));
+                return Err(e).ctx(Error::Rootfs, || {
+                    format!("mount cgroup2 on {}", dest.display())
+                });
             }
             Err(_) => {
                 bind_with_flags(root, &h.dir, dest, &fdp, flags)?;
@@ -731,10 +728,9 @@ fn setup_dev(p: &Plan, root: &Root, mounts: &[Mount]) -> Result<()> {
 fn symlink(root: &Root, link: &str, target: &str) -> Result<()> {
     match root.symlink(Path::new(link), Path::new(target)) {
         Ok(()) | Err(rustix::io::Errno::EXIST) => Ok(()),
-        Err(e) => Err(Error::Rootfs(format!(
-            "symlink {link} -> {target} in rootfs: {}",
-            errno_name(rustix_errno(e))
-        ))),
+        Err(e) => Err(e).ctx(Error::Rootfs, || {
+            format!("symlink {link} -> {target} in rootfs")
+        }),
     }
 }
 
@@ -878,7 +874,7 @@ pub fn finalize(spec: &Spec) -> Result<()> {
 /// the resolution and the mount, so a swap cannot redirect it.
 fn readonly_path(root: &Root, path: &str) -> Result<()> {
     let Some(target) = resolve_if_exists(root, path)
-        .map_err(|e| Error::Rootfs(format!("resolve readonly path {path}: {e}")))?
+        .ctx(Error::Rootfs, || format!("resolve readonly path {path}"))?
     else {
         return Ok(());
     };
@@ -894,11 +890,11 @@ fn readonly_path(root: &Root, path: &str) -> Result<()> {
 
 /// `root.resolve(path)`, with a missing path as None (readonly and masked
 /// paths that an image does not have are skipped, as runc does).
-fn resolve_if_exists(root: &Root, path: &str) -> Result<Option<OwnedFd>, String> {
+fn resolve_if_exists(root: &Root, path: &str) -> Result<Option<OwnedFd>, rustix::io::Errno> {
     match root.resolve(Path::new(path)) {
         Ok(h) => Ok(Some(h)),
         Err(rustix::io::Errno::NOENT) => Ok(None),
-        Err(e) => Err(errno_name(rustix_errno(e))),
+        Err(e) => Err(e),
     }
 }
 
@@ -908,10 +904,6 @@ pub(crate) fn is_enoent(e: &pathrs::error::Error) -> bool {
         e.kind(),
         pathrs::error::ErrorKind::OsError(Some(libc::ENOENT))
     )
-}
-
-fn rustix_errno(e: rustix::io::Errno) -> Errno {
-    Errno::from_raw(e.raw_os_error())
 }
 
 /// Masking binds /dev/null over paths: it must be the real null device, not
@@ -945,7 +937,7 @@ fn ro_tmpfs_on(target: BorrowedFd<'_>) -> std::result::Result<(), Errno> {
 /// /dev/null over a file, a read-only tmpfs over a directory.
 fn mask_path(root: &Root, null: &impl AsFd, path: &str) -> Result<()> {
     let Some(target) = resolve_if_exists(root, path)
-        .map_err(|e| Error::Rootfs(format!("resolve masked path {path}: {e}")))?
+        .ctx(Error::Rootfs, || format!("resolve masked path {path}"))?
     else {
         return Ok(());
     };

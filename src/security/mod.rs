@@ -148,10 +148,12 @@ pub fn switch_user(p: &Process) -> Result<()> {
     if let Err(e) = setgroups(&groups)
         && !groups.is_empty()
     {
-        return Err(Error::Security(format!(
-            "setgroups {:?}: {e:?}",
-            u.additional_gids().as_ref().unwrap_or(&vec![])
-        )));
+        return Err(e).ctx(Error::Security, || {
+            format!(
+                "setgroups {:?}",
+                u.additional_gids().as_ref().unwrap_or(&vec![])
+            )
+        });
     }
     let gid = Gid::from_raw(u.gid());
     setresgid(gid, gid, gid).ctx(Error::Security, || format!("setgid {}", u.gid()))?;

@@ -12,7 +12,7 @@ use libseccomp::{
 };
 use oci_spec::runtime::{LinuxSeccomp, LinuxSeccompAction, LinuxSeccompOperator, LinuxSyscall};
 
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 
 /// A compiled filter, ready for seccomp(SECCOMP_SET_MODE_FILTER).
 #[derive(Debug, Clone)]
@@ -135,7 +135,7 @@ pub fn compile(s: &LinuxSeccomp) -> Result<Program> {
     // Export through a memfd: libseccomp 2.5 has no in-memory export.
     let fd =
         nix::sys::memfd::memfd_create(c"ocirun-seccomp", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
-            .map_err(|e| Error::Security(format!("seccomp: memfd_create: {e:?}")))?;
+            .ctx(Error::Security, || "seccomp: memfd_create")?;
     ctx.export_bpf(&fd).map_err(|e| lib(e, "export BPF"))?;
     let mut f = std::fs::File::from(fd);
     f.rewind()
@@ -273,8 +273,7 @@ fn trim_cache(dir: &std::path::Path, keep: usize) {
 /// Loads a compiled program into the calling thread; returns the listener
 /// fd when the program asked for one.
 pub fn load(p: &Program) -> Result<Option<OwnedFd>> {
-    crate::sys::seccomp_set_filter(&p.bpf, p.flags)
-        .map_err(|e| Error::Security(format!("seccomp: load filter: {e:?}")))
+    crate::sys::seccomp_set_filter(&p.bpf, p.flags).ctx(Error::Security, || "seccomp: load filter")
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
-use crate::error::{Error, Layer, Result};
+use crate::error::{Context, Error, Layer, Result};
 use crate::process::{attrs, netdev};
 
 /// The runtime-spec version ocirun writes in `spec` and reports in `state`.
@@ -40,13 +40,7 @@ pub fn load(bundle: &Path) -> Result<Bundle> {
     let dir = std::path::absolute(bundle)
         .map_err(|e| Error::Spec(format!("bundle {}: {e}", bundle.display())))?;
     let path = dir.join("config.json");
-    let text = std::fs::read(&path).map_err(|e| {
-        Error::Spec(format!(
-            "read {}: {}",
-            path.display(),
-            crate::error::io_text(&e)
-        ))
-    })?;
+    let text = std::fs::read(&path).ctx(Error::Spec, || format!("read {}", path.display()))?;
     let spec = parse(&text).map_err(|e| match e.message().strip_prefix("json: ") {
         Some(m) if e.layer() == Layer::Spec => {
             Error::Spec(format!("parse {}: {m}", path.display()))
@@ -61,13 +55,8 @@ pub fn load(bundle: &Path) -> Result<Bundle> {
     // symlinked rootfs; we resolve it once): everything later works on the
     // real directory.
     let named = dir.join(root.path());
-    let rootfs = std::fs::canonicalize(&named).map_err(|e| {
-        Error::Spec(format!(
-            "rootfs {}: {}",
-            named.display(),
-            crate::error::io_text(&e)
-        ))
-    })?;
+    let rootfs =
+        std::fs::canonicalize(&named).ctx(Error::Spec, || format!("rootfs {}", named.display()))?;
     if rootfs == Path::new("/") {
         return Err(Error::Spec(format!(
             "rootfs {} resolves to / (the host's root): give a directory of its own",
