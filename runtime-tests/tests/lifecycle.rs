@@ -100,6 +100,30 @@ fn delete_force_on_a_missing_container_exits_zero() {
 }
 
 #[test]
+fn concurrent_deletes_with_force_all_exit_zero() {
+    // containerd's shim and a cleanup can race to delete one container: the
+    // ones that find it gone, or removed while they waited, succeed too.
+    let c = Ctr::new("delrace", &["sleep", "30"]);
+    c.create_ok();
+    let deletes: Vec<_> = (0..4)
+        .map(|_| {
+            c.cmd()
+                .args(["delete", "--force", &c.id])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for d in deletes {
+        let o = d.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    c.assert_no_leftovers();
+}
+
+#[test]
 fn delete_of_a_running_container_needs_force() {
     let c = Ctr::new("delrun", &["sleep", "30"]);
     c.create_ok();

@@ -507,12 +507,15 @@ pub fn delete(g: &Global, id: &str, force: bool) -> Result<()> {
     let dir = match StateDir::open(&g.root, id) {
         Ok(d) => d,
         // Another `delete --force` removed it while we waited for the lock.
-        Err(_) if force && !g.root.join(id).exists() => return Ok(()),
+        Err(e) if force && e.kind() == Some(Kind::NotFound) => return Ok(()),
         Err(e) => return Err(e),
     };
     let saved = match dir.load() {
         Ok(s) => s,
         // A create that died before writing anything: nothing but the dir.
+        // Asked of the disk, not of the error: a read that fails otherwise
+        // (ENOTDIR, ELOOP, EACCES) can leave state.json just as absent, and
+        // such a dir takes this way too.
         Err(_) if !dir.path.join(state::STATE_FILE).exists() => return dir.remove(),
         Err(e) => return Err(e),
     };
@@ -756,7 +759,7 @@ pub fn list(g: &Global, json: bool, quiet: bool) -> Result<String> {
                     Ok(s) => entries.push(state_out(&dir, s)),
                     // A create or delete in progress has no state.json for
                     // a moment; anything else is worth saying (runc warns).
-                    Err(err) if dir.join(state::STATE_FILE).exists() || !state::locked(&dir) => {
+                    Err(err) if err.kind() != Some(Kind::NotFound) || !state::locked(&dir) => {
                         crate::logging::warn(&format!(
                             "list: skipping {}: {err}",
                             e.file_name().to_string_lossy()
