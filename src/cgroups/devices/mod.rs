@@ -12,38 +12,39 @@
 //! c 1:3 w`) is refused, because the kernel would silently ignore it.
 //!
 //! The result is a default and a set of exceptions, all with the opposite
-//! action, so their order does not matter. On cgroup v1 ([`apply_v1`]) the
+//! action, so their order does not matter. On cgroup v1 (`v1.rs`) the
 //! cgroup's current `devices.list` is read the same way and only the
 //! difference is written to `devices.deny` / `devices.allow` (a switch of
 //! the default first if needed), so an update never opens a window in which
 //! a device the container uses is denied. On cgroup v2 ([`apply_v2`]) the
 //! exceptions become an eBPF program of type `BPF_PROG_TYPE_CGROUP_DEVICE`.
+//!
+//! Here: the rules, their checks, runc's defaults, systemd's form of them
+//! and the choice of hierarchy; the emulator in `emulator.rs`, the v1 writer
+//! in `v1.rs`, the v2 attach in `v2.rs`, the eBPF assembler in `ebpf.rs`.
 
-use std::collections::BTreeMap;
-use std::ffi::CString;
 use std::fmt;
-use std::fs;
-use std::os::fd::AsFd;
 use std::path::Path;
 
-use nix::errno::Errno;
-use nix::fcntl::{OFlag, open};
-use nix::sys::stat::Mode;
 use oci_spec::runtime::{Linux, LinuxDevice, LinuxDeviceCgroup, LinuxDeviceType};
 
 use super::Hierarchy;
-use crate::error::{Context, Error, Result};
-use crate::sys::bpf;
+use crate::error::{Error, Result};
+
+mod ebpf;
+mod emulator;
+mod v1;
+mod v2;
+
+use emulator::emulate;
+use v1::apply_v1;
+pub use v2::apply_v2;
 
 /// Access bits, with the values of the kernel's `BPF_DEVCG_ACC_*`.
 pub const MKNOD: u8 = 1;
 pub const READ: u8 = 2;
 pub const WRITE: u8 = 4;
 const RWM: u8 = READ | WRITE | MKNOD;
-
-/// `BPF_DEVCG_DEV_BLOCK` / `BPF_DEVCG_DEV_CHAR`.
-const DEV_BLOCK: i32 = 1;
-const DEV_CHAR: i32 = 2;
 
 /// The device type of a rule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -214,186 +215,6 @@ pub fn effective_rules(
     out
 }
 
-/// Key of an exception: type (never `All`), major, minor.
-type Meta = (Kind, Option<u32>, Option<u32>);
-
-/// The state of a cgroup v1 device controller: a default and exceptions
-/// to it with their access bits.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-struct Emulator {
-    default_allow: bool,
-    exceptions: BTreeMap<Meta, u8>,
-}
-
-impl Emulator {
-    fn apply(&mut self, r: &Rule) -> std::result::Result<(), String> {
-        if r.kind == Kind::All {
-            // The kernel treats any `a` line as a switch of the whole cgroup.
-            *self = Emulator {
-                default_allow: r.allow,
-                exceptions: BTreeMap::new(),
-            };
-            return Ok(());
-        }
-        let meta = (r.kind, r.major, r.minor);
-        if r.allow != self.default_allow {
-            *self.exceptions.entry(meta).or_insert(0) |= r.access;
-            return Ok(());
-        }
-        // Taking access away: the kernel only edits the exception with
-        // exactly this type/major/minor and silently keeps what a wildcard
-        // exception grants; refuse rather than pretend.
-        let (k, major, minor) = meta;
-        for wide in [(k, None, minor), (k, major, None), (k, None, None)] {
-            if wide == meta {
-                continue;
-            }
-            if let Some(&bits) = self.exceptions.get(&wide)
-                && bits & r.access != 0
-            {
-                let w = Rule {
-                    allow: !self.default_allow,
-                    kind: k,
-                    major: wide.1,
-                    minor: wide.2,
-                    access: bits,
-                };
-                return Err(format!(
-                    "cannot take {:?} away from part of the earlier wildcard rule {} {w}; the device cgroup cannot punch holes in wildcards",
-                    access_text(r.access & bits),
-                    if w.allow { "allow" } else { "deny" },
-                ));
-            }
-        }
-        if let Some(bits) = self.exceptions.get_mut(&meta) {
-            *bits &= !r.access;
-            if *bits == 0 {
-                self.exceptions.remove(&meta);
-            }
-        }
-        Ok(())
-    }
-
-    /// From a cgroup v1 `devices.list` (an allow list; `a *:* rwm` means
-    /// allow-all, whose deny exceptions the file does not show).
-    fn from_list(text: &str) -> std::result::Result<Emulator, String> {
-        let mut e = Emulator::default();
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            let bad = || format!("unexpected devices.list line {line:?}");
-            let f: Vec<&str> = line.split([' ', ':']).collect();
-            let [t, maj, min, acc] = f[..] else {
-                return Err(bad());
-            };
-            let kind = match t {
-                "a" => Kind::All,
-                "b" => Kind::Block,
-                "c" => Kind::Char,
-                _ => return Err(bad()),
-            };
-            let num = |s: &str| -> std::result::Result<Option<u32>, String> {
-                if s == "*" {
-                    Ok(None)
-                } else {
-                    s.parse().map(Some).map_err(|_| bad())
-                }
-            };
-            let mut access = 0;
-            for c in acc.chars() {
-                access |= match c {
-                    'r' => READ,
-                    'w' => WRITE,
-                    'm' => MKNOD,
-                    _ => return Err(bad()),
-                };
-            }
-            e.apply(&Rule {
-                allow: true,
-                kind,
-                major: num(maj)?,
-                minor: num(min)?,
-                access,
-            })?;
-        }
-        Ok(e)
-    }
-
-    /// The fewest rules that take a cgroup in state `self` to `target`. A
-    /// switch of the default comes first when needed, and always when
-    /// `self` is allow-all (its deny exceptions are unknown).
-    fn transition(&self, target: &Emulator) -> Vec<Rule> {
-        let mut out = Vec::new();
-        let none = BTreeMap::new();
-        let mut old = &self.exceptions;
-        if self.default_allow || self.default_allow != target.default_allow {
-            out.push(Rule {
-                allow: target.default_allow,
-                kind: Kind::All,
-                major: None,
-                minor: None,
-                access: RWM,
-            });
-            old = &none;
-        }
-        let rule = |(k, major, minor): Meta, allow, access| Rule {
-            allow,
-            kind: k,
-            major,
-            minor,
-            access,
-        };
-        for (&meta, &bits) in old {
-            let dropped = bits & !target.exceptions.get(&meta).copied().unwrap_or(0);
-            if dropped != 0 {
-                out.push(rule(meta, target.default_allow, dropped));
-            }
-        }
-        for (&meta, &bits) in &target.exceptions {
-            let gained = bits & !old.get(&meta).copied().unwrap_or(0);
-            if gained != 0 {
-                out.push(rule(meta, !target.default_allow, gained));
-            }
-        }
-        out
-    }
-
-    /// The state as a rule list for [`program`]: the default (as an `a`
-    /// rule when it is allow) and the exceptions, all the other way.
-    fn clean_rules(&self) -> Vec<Rule> {
-        let mut out = Vec::new();
-        if self.default_allow {
-            out.push(Rule {
-                allow: true,
-                kind: Kind::All,
-                major: None,
-                minor: None,
-                access: RWM,
-            });
-        }
-        for (&(kind, major, minor), &access) in &self.exceptions {
-            out.push(Rule {
-                allow: !self.default_allow,
-                kind,
-                major,
-                minor,
-                access,
-            });
-        }
-        out
-    }
-}
-
-/// Checks the rules and runs them through the emulator, starting deny-all.
-/// Errors name the rule by index and as written.
-fn emulate(rules: &[LinuxDeviceCgroup]) -> std::result::Result<Emulator, String> {
-    let mut e = Emulator::default();
-    for (i, r) in rules.iter().enumerate() {
-        Rule::from_spec(r)
-            .and_then(|rule| e.apply(&rule))
-            .map_err(|why| format!("device rule {i} ({}): {why}", describe(r)))?;
-    }
-    Ok(e)
-}
-
 /// `DevicePolicy` and the `DeviceAllow` entries (path, access letters).
 pub type SystemdDevices = (&'static str, Vec<(String, String)>);
 
@@ -430,144 +251,6 @@ pub fn systemd_policy(rules: &[LinuxDeviceCgroup]) -> std::result::Result<System
     Ok(("strict", allow))
 }
 
-/// cgroup v1: writes devices.deny / devices.allow in `dir` (a devices
-/// hierarchy cgroup directory) so that the cgroup ends with exactly `rules`
-/// (a new cgroup starts with its parent's list). Only the difference from
-/// the current `devices.list` is written, and the list is read back to
-/// check the result, as runc does.
-pub fn apply_v1(dir: &Path, rules: &[LinuxDeviceCgroup]) -> Result<()> {
-    let target =
-        emulate(rules).map_err(|e| Error::Cgroup(format!("devices of {}: {e}", dir.display())))?;
-    let current = read_list(dir)?;
-    // One open file per direction: the kernel takes one rule per write.
-    let mut files: [Option<fs::File>; 2] = [None, None];
-    for r in current.transition(&target) {
-        let name = if r.allow {
-            "devices.allow"
-        } else {
-            "devices.deny"
-        };
-        let file = dir.join(name);
-        let line = r.to_string();
-        let what = || format!("write {line:?} to {}", file.display());
-        let slot = &mut files[usize::from(r.allow)];
-        if slot.is_none() {
-            *slot = Some(
-                fs::OpenOptions::new()
-                    .write(true)
-                    .open(&file)
-                    .ctx(Error::Cgroup, what)?,
-            );
-        }
-        let f = slot.as_mut().expect("opened");
-        std::io::Write::write_all(f, line.as_bytes()).ctx(Error::Cgroup, what)?;
-    }
-    drop(files);
-    let after = read_list(dir)?;
-    let ok = if target.default_allow {
-        after.default_allow
-    } else {
-        after == target
-    };
-    if !ok {
-        return Err(Error::Cgroup(format!(
-            "{} does not hold the requested device rules after writing them",
-            dir.join("devices.list").display()
-        )));
-    }
-    Ok(())
-}
-
-fn read_list(dir: &Path) -> Result<Emulator> {
-    let path = dir.join("devices.list");
-    let text =
-        fs::read_to_string(&path).ctx(Error::Cgroup, || format!("read {}", path.display()))?;
-    Emulator::from_list(&text).map_err(|e| Error::Cgroup(format!("{}: {e}", path.display())))
-}
-
-/// cgroup v2: compiles `rules` (after the emulator, see the module doc)
-/// into a `BPF_PROG_TYPE_CGROUP_DEVICE` program ([`program`]), loads it,
-/// attaches it to the cgroup directory `dir` with `BPF_F_ALLOW_MULTI`, then
-/// detaches every device program that was attached there before, so an
-/// update replaces the program and never stacks them. Programs we may not
-/// open (an LSM's) are left alone, as runc does: another device program can
-/// only restrict further.
-pub fn apply_v2(dir: &Path, rules: &[LinuxDeviceCgroup]) -> Result<()> {
-    let target =
-        emulate(rules).map_err(|e| Error::Cgroup(format!("devices of {}: {e}", dir.display())))?;
-    let insns: Vec<u64> = program(&target.clean_rules())
-        .iter()
-        .map(Insn::encode)
-        .collect();
-    let d = dir.display();
-    let cg = open(
-        dir,
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .ctx(Error::Cgroup, || format!("open cgroup {d}"))?;
-    let old = bpf::prog_query(cg.as_fd(), bpf::ATTACH_CGROUP_DEVICE)
-        .ctx(Error::Cgroup, || format!("list the device programs of {d}"))?;
-    let prog = load(&insns).map_err(|(e, log)| {
-        let log = if log.is_empty() {
-            String::new()
-        } else {
-            format!(" (verifier log: {log})")
-        };
-        Error::Cgroup(format!("load device program for {d}: {e:?}{log}"))
-    })?;
-    bpf::prog_attach(
-        cg.as_fd(),
-        prog.as_fd(),
-        bpf::ATTACH_CGROUP_DEVICE,
-        bpf::F_ALLOW_MULTI,
-    )
-    .ctx(Error::Cgroup, || format!("attach device program to {d}"))?;
-    for id in old {
-        let fd = match bpf::prog_get_fd_by_id(id) {
-            Ok(fd) => fd,
-            // Gone meanwhile, or not ours to touch (LSM policy).
-            Err(Errno::ENOENT | Errno::EPERM | Errno::EACCES) => continue,
-            Err(e) => {
-                return Err(e).ctx(Error::Cgroup, || {
-                    format!("open old device program {id} of {d}")
-                });
-            }
-        };
-        bpf::prog_detach(cg.as_fd(), fd.as_fd(), bpf::ATTACH_CGROUP_DEVICE)
-            .ctx(Error::Cgroup, || {
-                format!("detach old device program {id} from {d}")
-            })?;
-    }
-    Ok(())
-}
-
-/// Loads the program; on failure loads it once more with the verifier log
-/// on, and returns the first error with that log on one line.
-fn load(insns: &[u64]) -> std::result::Result<std::os::fd::OwnedFd, (Errno, String)> {
-    let license = CString::new("Apache").expect("no NUL");
-    let name = "ocirun_devices";
-    let err = match bpf::prog_load_cgroup_device(insns, &license, name, None) {
-        Ok(fd) => return Ok(fd),
-        Err(e) => e,
-    };
-    let mut buf = vec![0u8; 1 << 16];
-    let _ = bpf::prog_load_cgroup_device(insns, &license, name, Some(&mut buf));
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    let log = String::from_utf8_lossy(&buf[..end]);
-    let mut log = log
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join("; ");
-    if log.len() > 2000 {
-        let cut = log.ceil_char_boundary(log.len() - 2000);
-        log = format!("...{}", &log[cut..]);
-    }
-    Err((err, log))
-}
-
 /// Applies the container's device rules (its spec rules plus runc's
 /// defaults, [`effective_rules`]) in the hierarchy that controls devices:
 /// the v1 `devices` one when there is one (on a hybrid host the unified
@@ -598,151 +281,17 @@ pub fn apply_for(hs: &[Hierarchy], linux: &Linux) -> Result<()> {
     }
 }
 
-/// One eBPF instruction (`struct bpf_insn`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Insn {
-    pub code: u8,
-    pub dst: u8,
-    pub src: u8,
-    pub off: i16,
-    pub imm: i32,
-}
-
-/// The opcodes the device program uses: class | operation | source.
-pub mod op {
-    /// `BPF_LDX | BPF_MEM | BPF_W`: dst = *(u32 *)(src + off)
-    pub const LDX_W: u8 = 0x61;
-    /// `BPF_ALU | BPF_AND | BPF_K`: dst = (u32)dst & imm
-    pub const AND32_K: u8 = 0x54;
-    /// `BPF_ALU | BPF_RSH | BPF_K`: dst = (u32)dst >> imm
-    pub const RSH32_K: u8 = 0x74;
-    /// `BPF_ALU | BPF_MOV | BPF_X`: dst = (u32)src
-    pub const MOV32_X: u8 = 0xbc;
-    /// `BPF_ALU | BPF_MOV | BPF_K`: dst = (u32)imm
-    pub const MOV32_K: u8 = 0xb4;
-    /// `BPF_JMP32 | BPF_JNE | BPF_K`: if (u32)dst != imm goto +off
-    pub const JNE32_K: u8 = 0x56;
-    /// `BPF_JMP32 | BPF_JEQ | BPF_K`: if (u32)dst == imm goto +off
-    pub const JEQ32_K: u8 = 0x16;
-    /// `BPF_JMP | BPF_EXIT`: return r0
-    pub const EXIT: u8 = 0x95;
-}
-
-impl Insn {
-    const fn new(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
-        Insn {
-            code,
-            dst,
-            src,
-            off,
-            imm,
-        }
-    }
-
-    /// The 8 bytes of `struct bpf_insn` (the register nibbles are a C
-    /// bit-field, so their order follows the byte order).
-    pub fn encode(&self) -> u64 {
-        let regs = if cfg!(target_endian = "little") {
-            (self.dst & 0xf) | (self.src << 4)
-        } else {
-            (self.dst << 4) | (self.src & 0xf)
-        };
-        let o = self.off.to_ne_bytes();
-        let i = self.imm.to_ne_bytes();
-        u64::from_ne_bytes([self.code, regs, o[0], o[1], i[0], i[1], i[2], i[3]])
-    }
-}
-
-/// Compiles device rules into a `BPF_PROG_TYPE_CGROUP_DEVICE` program.
-///
-/// The program sees `struct bpf_cgroup_dev_ctx { u32 access_type; u32
-/// major; u32 minor; }` in r1, the device type in the low 16 bits of
-/// `access_type` and the requested access in the high 16, and returns 1 to
-/// allow. Semantics: the last matching rule wins, default deny. Type `a`
-/// and a `None` major or minor match anything. A request matches an allow
-/// rule when all its access bits are in the rule's, and a deny rule when any
-/// of them is (so `deny c 1:3 w` also stops an open for reading and
-/// writing, as the v1 kernel does; runc's own program checks a subset here
-/// too, which lets O_RDWR through such a deny in allow-all mode).
-///
-/// Rules are tested from the last to the first; a rule that matches
-/// everything ends the program there, since the verifier refuses
-/// unreachable instructions.
-pub fn program(rules: &[Rule]) -> Vec<Insn> {
-    const R0: u8 = 0;
-    const R1: u8 = 1;
-    const R2: u8 = 2;
-    const R3: u8 = 3;
-    const R4: u8 = 4;
-    const R5: u8 = 5;
-    let mut p = vec![
-        // r2 = device type, r3 = access, r4 = major, r5 = minor
-        Insn::new(op::LDX_W, R2, R1, 0, 0),
-        Insn::new(op::AND32_K, R2, 0, 0, 0xffff),
-        Insn::new(op::LDX_W, R3, R1, 0, 0),
-        Insn::new(op::RSH32_K, R3, 0, 0, 16),
-        Insn::new(op::LDX_W, R4, R1, 4, 0),
-        Insn::new(op::LDX_W, R5, R1, 8, 0),
-    ];
-    for r in rules.iter().rev() {
-        // Each test jumps past the end of the block when it fails; the
-        // offsets are filled in once the block's length is known.
-        let mut b = Vec::new();
-        let mut skips = Vec::new();
-        let mut skip_unless = |b: &mut Vec<Insn>, code, reg, imm: i32| {
-            skips.push(b.len());
-            b.push(Insn::new(code, reg, 0, 0, imm));
-        };
-        match r.kind {
-            Kind::All => {}
-            Kind::Block => skip_unless(&mut b, op::JNE32_K, R2, DEV_BLOCK),
-            Kind::Char => skip_unless(&mut b, op::JNE32_K, R2, DEV_CHAR),
-        }
-        if r.access & RWM != RWM {
-            b.push(Insn::new(op::MOV32_X, R1, R3, 0, 0));
-            if r.allow {
-                // Every requested bit must be in the rule.
-                b.push(Insn::new(op::AND32_K, R1, 0, 0, !(r.access as i32)));
-                skip_unless(&mut b, op::JNE32_K, R1, 0);
-            } else {
-                // Any requested bit in the rule.
-                b.push(Insn::new(op::AND32_K, R1, 0, 0, r.access as i32));
-                skip_unless(&mut b, op::JEQ32_K, R1, 0);
-            }
-        }
-        if let Some(m) = r.major {
-            skip_unless(&mut b, op::JNE32_K, R4, m as i32);
-        }
-        if let Some(m) = r.minor {
-            skip_unless(&mut b, op::JNE32_K, R5, m as i32);
-        }
-        b.push(Insn::new(op::MOV32_K, R0, 0, 0, r.allow as i32));
-        b.push(Insn::new(op::EXIT, 0, 0, 0, 0));
-        let end = b.len();
-        for i in &skips {
-            b[*i].off = (end - i - 1) as i16;
-        }
-        p.extend(b);
-        if skips.is_empty() {
-            return p;
-        }
-    }
-    p.push(Insn::new(op::MOV32_K, R0, 0, 0, 0));
-    p.push(Insn::new(op::EXIT, 0, 0, 0, 0));
-    p
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     /// A spec rule from its JSON.
-    fn spec(json: &str) -> LinuxDeviceCgroup {
+    pub(super) fn spec(json: &str) -> LinuxDeviceCgroup {
         serde_json::from_str(json).unwrap()
     }
 
     /// `"allow c 1:3 rw"` → a spec rule (`*` for a wildcard).
-    fn sr(text: &str) -> LinuxDeviceCgroup {
+    pub(super) fn sr(text: &str) -> LinuxDeviceCgroup {
         let f: Vec<&str> = text.split([' ', ':']).collect();
         let num = |s: &str| {
             if s == "*" {
@@ -761,64 +310,9 @@ mod tests {
         ))
     }
 
-    fn rule(text: &str) -> Rule {
+    pub(super) fn rule(text: &str) -> Rule {
         Rule::from_spec(&sr(text)).unwrap()
     }
-
-    // --- a tiny interpreter for the opcodes program() emits, plus the
-    // structural checks of the kernel verifier that matter here.
-
-    fn check_shape(p: &[Insn]) {
-        let mut reach = vec![false; p.len()];
-        let mut todo = vec![0usize];
-        while let Some(pc) = todo.pop() {
-            assert!(pc < p.len(), "falls off the end at {pc}");
-            if reach[pc] {
-                continue;
-            }
-            reach[pc] = true;
-            match p[pc].code {
-                op::EXIT => {}
-                op::JNE32_K | op::JEQ32_K => {
-                    assert!(p[pc].off >= 0, "backward jump at {pc}");
-                    todo.push(pc + 1);
-                    todo.push(pc + 1 + p[pc].off as usize);
-                }
-                _ => todo.push(pc + 1),
-            }
-        }
-        assert!(reach.iter().all(|r| *r), "unreachable insns in {p:?}");
-    }
-
-    fn run(p: &[Insn], kind: i32, major: u32, minor: u32, access: u8) -> bool {
-        check_shape(p);
-        let ctx = [((access as u32) << 16) | kind as u32, major, minor];
-        let mut reg = [0u64; 11];
-        let mut pc = 0usize;
-        loop {
-            let i = p[pc];
-            let (d, s) = (i.dst as usize, i.src as usize);
-            pc += 1;
-            match i.code {
-                op::LDX_W => {
-                    assert_eq!(s, 1, "loads only from the context");
-                    reg[d] = ctx[i.off as usize / 4] as u64;
-                }
-                op::AND32_K => reg[d] = (reg[d] as u32 & i.imm as u32) as u64,
-                op::RSH32_K => reg[d] = ((reg[d] as u32) >> i.imm) as u64,
-                op::MOV32_X => reg[d] = reg[s] as u32 as u64,
-                op::MOV32_K => reg[d] = i.imm as u32 as u64,
-                op::JNE32_K if reg[d] as u32 != i.imm as u32 => pc += i.off as usize,
-                op::JEQ32_K if reg[d] as u32 == i.imm as u32 => pc += i.off as usize,
-                op::JNE32_K | op::JEQ32_K => {}
-                op::EXIT => return reg[0] == 1,
-                c => panic!("unknown opcode {c:#x}"),
-            }
-        }
-    }
-
-    const C: i32 = DEV_CHAR;
-    const B: i32 = DEV_BLOCK;
 
     #[test]
     fn validation_names_the_bad_rule() {
@@ -894,249 +388,5 @@ mod tests {
         assert_eq!(eff.len(), 11);
         let e = emulate(&eff).unwrap();
         assert!(!e.exceptions.contains_key(&(Kind::Char, Some(1), Some(3))));
-    }
-
-    #[test]
-    fn emulator_follows_the_v1_kernel() {
-        let em = |rules: &[&str]| emulate(&rules.iter().map(|r| sr(r)).collect::<Vec<_>>());
-        // Exceptions merge and shrink by exact match only.
-        let e = em(&[
-            "allow c 1:3 rw",
-            "allow c 1:3 m",
-            "deny c 1:3 w",
-            "deny c 1:* r",
-        ])
-        .unwrap();
-        assert_eq!(e.exceptions[&(Kind::Char, Some(1), Some(3))], READ | MKNOD);
-        // An `a` rule resets whatever its access says.
-        let e = em(&["allow c 1:3 rw", "allow a *:* r"]).unwrap();
-        assert!(e.default_allow && e.exceptions.is_empty());
-        let e = em(&["allow a *:* rwm", "deny b 8:* rwm", "allow b 8:* r"]).unwrap();
-        assert_eq!(e.exceptions[&(Kind::Block, Some(8), None)], WRITE | MKNOD);
-        assert!(em(&["allow a *:* rwm", "deny b 8:* w", "allow b 8:1 w"]).is_err());
-    }
-
-    #[test]
-    fn transitions_write_only_the_difference() {
-        let list = Emulator::from_list("c 1:3 rwm\nc 1:5 rw\nb *:* m\n").unwrap();
-        let target = emulate(&[
-            sr("allow c 1:3 rwm"),
-            sr("allow c 1:5 r"),
-            sr("allow c 4:1 w"),
-        ])
-        .unwrap();
-        let t: Vec<String> = list
-            .transition(&target)
-            .iter()
-            .map(|r| format!("{} {r}", r.allow))
-            .collect();
-        assert_eq!(t, ["false b *:* m", "false c 1:5 w", "true c 4:1 w"]);
-        // From allow-all (a fresh v1 cgroup): deny everything first.
-        let all = Emulator::from_list("a *:* rwm\n").unwrap();
-        let t = all.transition(&target);
-        assert_eq!(t[0].to_string(), "a *:* rwm");
-        assert!(!t[0].allow);
-        assert_eq!(t.len(), 4);
-        // Applying the transition to the source gives the target.
-        let mut e = list.clone();
-        for r in list.transition(&target) {
-            e.apply(&r).unwrap();
-        }
-        assert_eq!(e, target);
-    }
-
-    #[test]
-    fn program_allow_list() {
-        let p = program(&[
-            rule("allow c 1:3 rwm"),
-            rule("allow c 1:5 r"),
-            rule("allow c 136:* rw"),
-            rule("allow b *:* m"),
-        ]);
-        assert!(run(&p, C, 1, 3, READ | WRITE));
-        assert!(run(&p, C, 1, 3, MKNOD));
-        assert!(run(&p, C, 1, 5, READ));
-        assert!(!run(&p, C, 1, 5, WRITE));
-        assert!(!run(&p, C, 1, 5, READ | WRITE));
-        assert!(run(&p, C, 136, 7, READ | WRITE));
-        assert!(!run(&p, C, 136, 7, MKNOD));
-        assert!(run(&p, B, 8, 0, MKNOD));
-        assert!(!run(&p, B, 8, 0, READ));
-        assert!(!run(&p, C, 1, 1, READ), "default deny");
-        assert!(!run(&p, B, 1, 3, READ), "type matters");
-    }
-
-    #[test]
-    fn program_last_match_wins_and_deny_matches_any_bit() {
-        let p = program(&[rule("allow c *:* rwm"), rule("deny c 1:3 w")]);
-        assert!(run(&p, C, 1, 3, READ));
-        assert!(!run(&p, C, 1, 3, WRITE));
-        assert!(!run(&p, C, 1, 3, READ | WRITE));
-        assert!(run(&p, C, 1, 4, WRITE));
-        let p = program(&[rule("deny c 1:3 w"), rule("allow c *:* rwm")]);
-        assert!(run(&p, C, 1, 3, WRITE));
-        // Type a matches every device; a final unconditional rule ends the program.
-        let p = program(&[rule("deny c 1:1 rwm"), rule("allow a *:* rwm")]);
-        assert!(run(&p, C, 1, 1, READ) && run(&p, B, 7, 7, WRITE));
-        assert_eq!(p.len(), 8);
-        let p = program(&[
-            rule("allow a *:* rwm"),
-            rule("deny c 1:1 m"),
-            rule("deny b 8:* rw"),
-        ]);
-        assert!(!run(&p, C, 1, 1, MKNOD));
-        assert!(run(&p, C, 1, 1, READ));
-        assert!(!run(&p, B, 8, 16, READ));
-        assert!(run(&p, B, 8, 16, MKNOD));
-        assert!(run(&p, B, 9, 0, READ));
-        // Empty: deny everything.
-        let p = program(&[]);
-        assert!(!run(&p, C, 1, 3, READ));
-        // Large numbers compare as u32.
-        let p = program(&[rule("allow c 4294967295:2147483648 r")]);
-        assert!(run(&p, C, u32::MAX, 1 << 31, READ));
-        assert!(!run(&p, C, u32::MAX, 0, READ));
-    }
-
-    #[test]
-    fn program_from_effective_rules() {
-        // A container's usual rules: containerd's deny-all, runc's defaults.
-        let mut rules = vec![
-            spec(r#"{"allow":false,"access":"rwm"}"#),
-            sr("allow c 1:1 r"),
-        ];
-        rules = effective_rules(&rules, &[]);
-        let p = program(&emulate(&rules).unwrap().clean_rules());
-        assert!(run(&p, C, 1, 3, READ | WRITE)); // /dev/null
-        assert!(run(&p, C, 136, 0, READ | WRITE)); // a pty
-        assert!(run(&p, C, 1, 1, READ));
-        assert!(!run(&p, C, 1, 1, WRITE));
-        assert!(run(&p, B, 8, 0, MKNOD)); // mknod of anything
-        assert!(!run(&p, B, 8, 0, READ));
-        assert!(!run(&p, C, 10, 229, READ)); // /dev/fuse
-    }
-
-    #[test]
-    fn encoding() {
-        let i = Insn::new(op::LDX_W, 3, 1, 8, -2);
-        let b = i.encode().to_ne_bytes();
-        if cfg!(target_endian = "little") {
-            assert_eq!(b, [0x61, 0x13, 8, 0, 0xfe, 0xff, 0xff, 0xff]);
-        }
-    }
-
-    /// The kernel's verifier accepts what we generate (needs root; skipped
-    /// with a note elsewhere).
-    #[test]
-    fn kernel_loads_the_programs() {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: not root");
-            return;
-        }
-        let lists: Vec<Vec<Rule>> = vec![
-            vec![],
-            vec![rule("allow a *:* rwm")],
-            vec![rule("allow a *:* rwm"), rule("deny c 1:1 m")],
-            emulate(&effective_rules(&[], &[])).unwrap().clean_rules(),
-            vec![rule("allow c 4294967295:* r"), rule("deny b *:7 rw")],
-        ];
-        for rules in lists {
-            let insns: Vec<u64> = program(&rules).iter().map(Insn::encode).collect();
-            if let Err((e, log)) = load(&insns) {
-                panic!("load {rules:?}: {e}: {log}");
-            }
-        }
-        // A broken program fails with the verifier's words in the error.
-        let bad = [Insn::new(op::EXIT, 0, 0, 0, 0).encode()];
-        let (e, log) = load(&bad).unwrap_err();
-        assert_eq!(e, Errno::EACCES);
-        assert!(log.contains("R0 !read_ok"), "{log}");
-    }
-
-    /// Attaching for real: the hybrid host's unified mount, or a pure v2
-    /// host's root, takes device programs too.
-    #[test]
-    fn apply_v2_enforces_and_replaces() {
-        let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-        let Some(root) = mounts
-            .lines()
-            .map(|l| l.split(' ').collect::<Vec<_>>())
-            .find(|f| f.len() > 2 && f[2] == "cgroup2")
-            .map(|f| f[1].to_string())
-        else {
-            eprintln!("skipped: no cgroup2 mount");
-            return;
-        };
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: not root");
-            return;
-        }
-        let dir = Path::new(&root).join(format!("ocirun-devices-test-{}", std::process::id()));
-        fs::create_dir(&dir).unwrap();
-        let try_in = |script: &str| {
-            std::process::Command::new("sh")
-                .arg("-c")
-                .arg(format!(
-                    "echo $$ > {}/cgroup.procs && {script}",
-                    dir.display()
-                ))
-                .status()
-                .unwrap()
-                .success()
-        };
-        let result = std::panic::catch_unwind(|| {
-            let rules = vec![spec(r#"{"allow":true,"access":"rwm"}"#), sr("deny c 1:3 w")];
-            apply_v2(&dir, &rules).unwrap();
-            apply_v2(&dir, &rules).unwrap();
-            let cg = open(&dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty()).unwrap();
-            let ids = bpf::prog_query(cg.as_fd(), bpf::ATTACH_CGROUP_DEVICE).unwrap();
-            assert_eq!(ids.len(), 1, "programs stack: {ids:?}");
-            assert!(try_in("cat /dev/null"));
-            assert!(!try_in("echo x > /dev/null"));
-            // Replaced by one that allows the write again.
-            apply_v2(&dir, &rules[..1]).unwrap();
-            assert!(try_in("echo x > /dev/null"));
-            let ids = bpf::prog_query(cg.as_fd(), bpf::ATTACH_CGROUP_DEVICE).unwrap();
-            assert_eq!(ids.len(), 1);
-        });
-        fs::remove_dir(&dir).unwrap();
-        if let Err(p) = result {
-            std::panic::resume_unwind(p);
-        }
-    }
-
-    /// cgroup v1: the list ends exactly as asked, first from allow-all, then
-    /// as an update.
-    #[test]
-    fn apply_v1_sets_the_list() {
-        let base = Path::new("/sys/fs/cgroup/devices");
-        if !base.join("devices.list").exists() || !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: no v1 devices hierarchy");
-            return;
-        }
-        let dir = base.join(format!("ocirun-devices-test-{}", std::process::id()));
-        fs::create_dir(&dir).unwrap();
-        let result = std::panic::catch_unwind(|| {
-            let rules = vec![sr("allow c 1:3 rw"), sr("allow b 8:* m")];
-            apply_v1(&dir, &rules).unwrap();
-            let list = fs::read_to_string(dir.join("devices.list")).unwrap();
-            let mut lines: Vec<&str> = list.lines().collect();
-            lines.sort();
-            assert_eq!(lines, ["b 8:* m", "c 1:3 rw"]);
-            apply_v1(&dir, &[sr("allow c 1:3 r")]).unwrap();
-            assert_eq!(
-                fs::read_to_string(dir.join("devices.list")).unwrap(),
-                "c 1:3 r\n"
-            );
-            apply_v1(&dir, &[spec(r#"{"allow":true,"access":"rwm"}"#)]).unwrap();
-            assert_eq!(
-                fs::read_to_string(dir.join("devices.list")).unwrap(),
-                "a *:* rwm\n"
-            );
-        });
-        fs::remove_dir(&dir).unwrap();
-        if let Err(p) = result {
-            std::panic::resume_unwind(p);
-        }
     }
 }
