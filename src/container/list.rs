@@ -75,7 +75,7 @@ pub fn list(g: &Global, json: bool, quiet: bool) -> Result<String> {
             if i == 5 {
                 out.push_str(cell);
             } else {
-                out.push_str(&format!("{cell:<w$}   ", w = widths[i]));
+                out.push_str(&format!("{cell:<width$}   ", width = widths[i]));
             }
         }
         out.push('\n');

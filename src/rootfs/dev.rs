@@ -36,7 +36,7 @@ pub(super) fn setup_dev(p: &Plan, root: &Root, mounts: &[Mount]) -> Result<()> {
     }
     let linux = p.spec.linux().as_ref();
     for d in linux
-        .and_then(|l| l.devices().as_ref())
+        .and_then(|linux| linux.devices().as_ref())
         .into_iter()
         .flatten()
     {

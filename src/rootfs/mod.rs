@@ -88,9 +88,9 @@ pub fn prepare(p: &Plan, before_pivot: &mut dyn FnMut() -> Result<()>) -> Result
         .spec
         .linux()
         .as_ref()
-        .and_then(|l| l.rootfs_propagation().clone())
+        .and_then(|linux| linux.rootfs_propagation().clone())
     {
-        Some(w) => propagation_flag(&w)?,
+        Some(word) => propagation_flag(&word)?,
         None => MsFlags::MS_SLAVE | MsFlags::MS_REC,
     };
     // The host's mounts are not ours to change.

@@ -171,7 +171,7 @@ fn make_mount(
 fn new_netns(spec: &Spec) -> bool {
     spec.linux()
         .as_ref()
-        .and_then(|l| l.namespaces().as_ref())
+        .and_then(|linux| linux.namespaces().as_ref())
         .is_some_and(|ns| {
             ns.iter()
                 .any(|n| n.typ() == LinuxNamespaceType::Network && n.path().is_none())

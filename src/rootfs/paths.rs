@@ -18,8 +18,8 @@ use crate::sys::mount;
 /// After pivot_root: readonly paths, masked paths, then a read-only root.
 pub fn finalize(spec: &Spec) -> Result<()> {
     let linux = spec.linux().as_ref();
-    let readonly = linux.and_then(|l| l.readonly_paths().as_ref());
-    let masked = linux.and_then(|l| l.masked_paths().as_ref());
+    let readonly = linux.and_then(|linux| linux.readonly_paths().as_ref());
+    let masked = linux.and_then(|linux| linux.masked_paths().as_ref());
     if readonly.is_some_and(|r| !r.is_empty()) || masked.is_some_and(|m| !m.is_empty()) {
         let root = Root::open(Path::new("/")).ctx(Error::Rootfs, || "open the container root")?;
         for path in readonly.into_iter().flatten() {

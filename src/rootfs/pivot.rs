@@ -19,7 +19,7 @@ pub(super) fn make_parent_private(rootfs: &Path) -> Result<()> {
         .ctx(Error::Rootfs, || "read /proc/self/mountinfo")?;
     let best = info
         .lines()
-        .filter_map(|l| l.split(' ').nth(4))
+        .filter_map(|line| line.split(' ').nth(4))
         .filter(|mp| rootfs.starts_with(mp))
         .max_by_key(|mp| mp.len())
         .unwrap_or("/")
@@ -67,7 +67,7 @@ pub fn unmount_below(rootfs: &Path) -> Result<()> {
         .ctx(Error::Rootfs, || "read /proc/self/mountinfo")?;
     let mut points: Vec<PathBuf> = info
         .lines()
-        .filter_map(|l| l.split(' ').nth(4))
+        .filter_map(|line| line.split(' ').nth(4))
         .map(|mp| PathBuf::from(mp.replace("\\040", " ")))
         .filter(|mp| mp.starts_with(rootfs) && mp != rootfs)
         .collect();

@@ -46,7 +46,7 @@ impl Emulator {
             if let Some(&bits) = self.exceptions.get(&wide)
                 && bits & r.access != 0
             {
-                let w = Rule {
+                let wildcard = Rule {
                     allow: !self.default_allow,
                     kind: k,
                     major: wide.1,
@@ -54,9 +54,9 @@ impl Emulator {
                     access: bits,
                 };
                 return Err(format!(
-                    "cannot take {:?} away from part of the earlier wildcard rule {} {w}; the device cgroup cannot punch holes in wildcards",
+                    "cannot take {:?} away from part of the earlier wildcard rule {} {wildcard}; the device cgroup cannot punch holes in wildcards",
                     access_text(r.access & bits),
-                    if w.allow { "allow" } else { "deny" },
+                    if wildcard.allow { "allow" } else { "deny" },
                 ));
             }
         }
@@ -73,23 +73,23 @@ impl Emulator {
     /// allow-all, whose deny exceptions the file does not show).
     pub(super) fn from_list(text: &str) -> std::result::Result<Emulator, String> {
         let mut e = Emulator::default();
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            let bad = || format!("unexpected devices.list line {line:?}");
+        for line in text.lines().filter(|line| !line.trim().is_empty()) {
+            let unexpected = || format!("unexpected devices.list line {line:?}");
             let f: Vec<&str> = line.split([' ', ':']).collect();
             let [t, maj, min, acc] = f[..] else {
-                return Err(bad());
+                return Err(unexpected());
             };
             let kind = match t {
                 "a" => Kind::All,
                 "b" => Kind::Block,
                 "c" => Kind::Char,
-                _ => return Err(bad()),
+                _ => return Err(unexpected()),
             };
             let num = |s: &str| -> std::result::Result<Option<u32>, String> {
                 if s == "*" {
                     Ok(None)
                 } else {
-                    s.parse().map(Some).map_err(|_| bad())
+                    s.parse().map(Some).map_err(|_| unexpected())
                 }
             };
             let mut access = 0;
@@ -98,7 +98,7 @@ impl Emulator {
                     'r' => READ,
                     'w' => WRITE,
                     'm' => MKNOD,
-                    _ => return Err(bad()),
+                    _ => return Err(unexpected()),
                 };
             }
             e.apply(&Rule {

@@ -87,7 +87,7 @@ fn load(insns: &[u64]) -> std::result::Result<std::os::fd::OwnedFd, (Errno, Stri
     let mut log = log
         .lines()
         .map(str::trim)
-        .filter(|l| !l.is_empty())
+        .filter(|line| !line.is_empty())
         .collect::<Vec<_>>()
         .join("; ");
     if log.len() > 2000 {
@@ -128,8 +128,8 @@ mod tests {
             }
         }
         // A broken program fails with the verifier's words in the error.
-        let bad = [Insn::new(op::EXIT, 0, 0, 0, 0).encode()];
-        let (e, log) = load(&bad).unwrap_err();
+        let broken = [Insn::new(op::EXIT, 0, 0, 0, 0).encode()];
+        let (e, log) = load(&broken).unwrap_err();
         assert_eq!(e, Errno::EACCES);
         assert!(log.contains("R0 !read_ok"), "{log}");
     }
@@ -141,7 +141,7 @@ mod tests {
         let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
         let Some(root) = mounts
             .lines()
-            .map(|l| l.split(' ').collect::<Vec<_>>())
+            .map(|line| line.split(' ').collect::<Vec<_>>())
             .find(|f| f.len() > 2 && f[2] == "cgroup2")
             .map(|f| f[1].to_string())
         else {
