@@ -41,7 +41,7 @@ pub fn init(path: Option<&Path>, format: Format, debug: bool) {
 }
 
 pub fn debug_enabled() -> bool {
-    LOGGER.get().is_some_and(|l| l.debug)
+    LOGGER.get().is_some_and(|logger| logger.debug)
 }
 
 /// Writes one record to the log file, if there is one.

@@ -103,8 +103,8 @@ fn dispatch(cli: Cli) -> ocirun::Result<i32> {
                 progress: std::io::stderr().is_terminal(),
                 rootless: g.rootless,
             })?;
-            for w in &done.warnings {
-                logging::warn(w);
+            for warning in &done.warnings {
+                logging::warn(warning);
             }
             Ok(0)
         }

@@ -59,7 +59,7 @@ fn initial_id_map(text: &str) -> bool {
 pub fn single_id_map(text: &str) -> bool {
     let lines: Vec<Vec<&str>> = text
         .lines()
-        .map(|l| l.split_whitespace().collect())
+        .map(|line| line.split_whitespace().collect())
         .filter(|f: &Vec<&str>| !f.is_empty())
         .collect();
     matches!(lines.as_slice(), [f] if f.len() == 3 && f[2] == "1")
@@ -160,8 +160,8 @@ pub fn check_spec(spec: &Spec, uid: u32, gid: u32) -> Result<MapTools> {
 /// a user only a directory service knows can name its ranges by uid.
 pub fn user_name(passwd: &str, uid: u32) -> Option<String> {
     let uid = uid.to_string();
-    passwd.lines().find_map(|l| {
-        let mut f = l.split(':');
+    passwd.lines().find_map(|line| {
+        let mut f = line.split(':');
         let name = f.next()?;
         (f.nth(1)? == uid).then(|| name.to_string())
     })
@@ -172,8 +172,8 @@ pub fn user_name(passwd: &str, uid: u32) -> Option<String> {
 pub fn sub_ids(text: &str, name: Option<&str>, id: u32) -> Vec<(u32, u32)> {
     let own = id.to_string();
     text.lines()
-        .filter_map(|l| {
-            let mut f = l.trim().splitn(3, ':');
+        .filter_map(|line| {
+            let mut f = line.trim().splitn(3, ':');
             let (who, start, count) = (f.next()?, f.next()?, f.next()?);
             if who != own && Some(who) != name {
                 return None;
@@ -210,7 +210,7 @@ fn check_maps(
                         .iter()
                         .any(|&(s, c)| m.host_id() >= s && end <= u64::from(s) + u64::from(c))
             };
-            if let Some(bad) = maps.iter().find(|m| !inside(m)) {
+            if let Some(outside) = maps.iter().find(|m| !inside(m)) {
                 let yours: Vec<String> = ranges
                     .iter()
                     .map(|(s, c)| format!("{s}-{}", u64::from(*s) + u64::from(*c) - 1))
@@ -222,9 +222,9 @@ fn check_maps(
                 };
                 return Err(Error::Spec(format!(
                     "linux.{kind}Mappings: {{containerID {}, hostID {}, size {}}} maps host {kind}s that are not yours: without privilege only your own {kind} {own} and your subordinate ranges can be mapped ({yours})",
-                    bad.container_id(),
-                    bad.host_id(),
-                    bad.size()
+                    outside.container_id(),
+                    outside.host_id(),
+                    outside.size()
                 )));
             }
             Ok(true)

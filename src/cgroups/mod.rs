@@ -125,7 +125,7 @@ fn freeze_wait(hs: &[Hierarchy], on: bool) -> Result<()> {
     loop {
         let now = fs::read_to_string(&events)
             .ctx(Error::Cgroup, || format!("read {}", events.display()))?;
-        if now.lines().any(|l| l.trim() == want) {
+        if now.lines().any(|line| line.trim() == want) {
             return Ok(());
         }
         if std::time::Instant::now() > deadline {
@@ -174,7 +174,7 @@ fn enable_controllers(h: &Hierarchy, ctrls: Option<&[&str]>, root_too: bool) {
         let enabled = fs::read_to_string(level.join("cgroup.subtree_control")).unwrap_or_default();
         let want: Vec<String> = offered
             .split_whitespace()
-            .filter(|o| ctrls.is_none_or(|w| w.contains(o)))
+            .filter(|o| ctrls.is_none_or(|wanted| wanted.contains(o)))
             .filter(|o| !enabled.split_whitespace().any(|e| e == *o))
             .map(|c| format!("+{c}"))
             .collect();
@@ -196,8 +196,8 @@ fn enable_controllers(h: &Hierarchy, ctrls: Option<&[&str]>, root_too: bool) {
 /// Writes `writes`, each into the directory `dir_of` picks; on a failure the
 /// single-valued files already written get their old value back.
 fn apply_writes(
-    writes: &[resources::Write],
-    dir_of: impl Fn(&resources::Write) -> Result<PathBuf>,
+    writes: &[resources::CgroupWrite],
+    dir_of: impl Fn(&resources::CgroupWrite) -> Result<PathBuf>,
 ) -> Result<()> {
     let mut undo: Vec<(PathBuf, String)> = Vec::new();
     let mut done = vec![false; writes.len()];
@@ -488,14 +488,14 @@ pub fn check_rootless_limits(
     } else {
         resources::v1(&r)?
     };
-    for w in writes {
+    for write in writes {
         let has = |hs: &[Hierarchy]| -> Option<PathBuf> {
             if pure_v2 {
                 hs.first().map(|h| h.dir.clone())
             } else {
-                v1_of(hs, w.ctrl)
+                v1_of(hs, write.ctrl)
                     .or_else(|| {
-                        (w.ctrl == "hugetlb")
+                        (write.ctrl == "hugetlb")
                             .then(|| hs.iter().find(|h| h.v2))
                             .flatten()
                     })
@@ -509,11 +509,11 @@ pub fn check_rootless_limits(
                     d.display(),
                     nix::unistd::geteuid()
                 ),
-                None => format!("no {} hierarchy is mounted", w.ctrl),
+                None => format!("no {} hierarchy is mounted", write.ctrl),
             };
             return Err(Error::Cgroup(format!(
                 "rootless: cannot set {} limit ({} {:?}): container could not join or create cgroup ({place})",
-                w.ctrl, w.file, w.value
+                write.ctrl, write.file, write.value
             )));
         }
     }
@@ -614,7 +614,7 @@ fn plan(mountinfo: &str, own: &str, rel: &Path) -> Result<Vec<Hierarchy>> {
         let found = mounts.iter().find(|m| {
             m.fstype == "cgroup" && {
                 let opts: Vec<&str> = m.superopts.split(',').collect();
-                wanted.iter().all(|w| opts.contains(w))
+                wanted.iter().all(|option| opts.contains(option))
             }
         });
         if let Some(m) = found {
@@ -679,7 +679,7 @@ fn read_procs(dir: &Path) -> Result<Vec<Pid>> {
     match fs::read_to_string(&path) {
         Ok(t) => Ok(t
             .lines()
-            .filter_map(|l| l.trim().parse().ok())
+            .filter_map(|line| line.trim().parse().ok())
             .map(Pid::from_raw)
             .collect()),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(Vec::new()),
@@ -737,9 +737,9 @@ impl Manager for V1 {
         let mut v2_writes = Vec::new();
         if v1_of(&self.hs, "hugetlb").is_none()
             && let Some(u) = unified
-            && writes.iter().any(|w| w.ctrl == "hugetlb")
+            && writes.iter().any(|write| write.ctrl == "hugetlb")
         {
-            writes.retain(|w| w.ctrl != "hugetlb");
+            writes.retain(|write| write.ctrl != "hugetlb");
             let mut only = LinuxResources::default();
             only.set_hugepage_limits(r.hugepage_limits().clone());
             v2_writes = resources::v2(&only, resources::V2Env::default())?;
@@ -748,13 +748,13 @@ impl Manager for V1 {
         if let Some(h) = v1_of(&self.hs, "memory") {
             check_memory_usage(r, &h.dir, "memory.usage_in_bytes")?;
         }
-        apply_writes(&writes, |w| {
-            v1_of(&self.hs, w.ctrl)
+        apply_writes(&writes, |write| {
+            v1_of(&self.hs, write.ctrl)
                 .map(|h| h.dir.clone())
                 .ok_or_else(|| {
                     Error::Cgroup(format!(
                         "cannot set {} to {:?}: the cgroup v1 {} controller is not mounted",
-                        w.file, w.value, w.ctrl
+                        write.file, write.value, write.ctrl
                     ))
                 })
         })?;

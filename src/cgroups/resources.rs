@@ -11,14 +11,14 @@ use crate::error::{Error, Result};
 /// One file to write: the controller it belongs to (v1 subsystem name, or
 /// the v2 controller, "" for cgroup core files), its name and value.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Write {
+pub struct CgroupWrite {
     pub ctrl: &'static str,
     pub file: String,
     pub value: String,
 }
 
-fn write(ctrl: &'static str, file: impl Into<String>, value: impl ToString) -> Write {
-    Write {
+fn write(ctrl: &'static str, file: impl Into<String>, value: impl ToString) -> CgroupWrite {
+    CgroupWrite {
         ctrl,
         file: file.into(),
         value: value.to_string(),
@@ -291,7 +291,7 @@ fn max_or(v: i64) -> String {
 }
 
 /// The writes for a cgroup v1 container.
-pub fn v1(r: &LinuxResources) -> Result<Vec<Write>> {
+pub fn v1(r: &LinuxResources) -> Result<Vec<CgroupWrite>> {
     validate(r)?;
     if r.unified().as_ref().is_some_and(|u| !u.is_empty()) {
         return Err(invalid(
@@ -368,7 +368,7 @@ pub fn v1(r: &LinuxResources) -> Result<Vec<Write>> {
     Ok(out)
 }
 
-fn v1_memory(m: &LinuxMemory, out: &mut Vec<Write>) {
+fn v1_memory(m: &LinuxMemory, out: &mut Vec<CgroupWrite>) {
     let limit = m.limit().unwrap_or(0);
     // Unlimited memory and no swap setting: swap unlimited too (as runc).
     let swap = match m.swap().unwrap_or(0) {
@@ -398,7 +398,7 @@ fn v1_memory(m: &LinuxMemory, out: &mut Vec<Write>) {
     }
 }
 
-fn v1_cpu(c: &LinuxCpu, out: &mut Vec<Write>) {
+fn v1_cpu(c: &LinuxCpu, out: &mut Vec<CgroupWrite>) {
     if let Some(v) = c.shares().filter(|v| *v != 0) {
         out.push(write("cpu", "cpu.shares", v));
     }
@@ -429,19 +429,19 @@ fn v1_cpu(c: &LinuxCpu, out: &mut Vec<Write>) {
     }
 }
 
-fn rdma(r: &Option<HashMap<String, oci_spec::runtime::LinuxRdma>>) -> Vec<Write> {
+fn rdma(r: &Option<HashMap<String, oci_spec::runtime::LinuxRdma>>) -> Vec<CgroupWrite> {
     let mut devs: Vec<_> = r.iter().flatten().collect();
     devs.sort_by(|a, b| a.0.cmp(b.0));
     devs.into_iter()
-        .map(|(dev, l)| {
+        .map(|(dev, limit)| {
             let v = |x: Option<u32>| x.map_or("max".to_string(), |n| n.to_string());
             write(
                 "rdma",
                 "rdma.max",
                 format!(
                     "{dev} hca_handle={} hca_object={}",
-                    v(l.hca_handles()),
-                    v(l.hca_objects())
+                    v(limit.hca_handles()),
+                    v(limit.hca_objects())
                 ),
             )
         })
@@ -457,7 +457,7 @@ pub struct V2Env {
 
 /// The writes for a cgroup v2 container. `unified` keys come last and win
 /// over the same file from the typed fields (as runc).
-pub fn v2(r: &LinuxResources, env: V2Env) -> Result<Vec<Write>> {
+pub fn v2(r: &LinuxResources, env: V2Env) -> Result<Vec<CgroupWrite>> {
     validate(r)?;
     let mut out = Vec::new();
     if let Some(m) = r.memory() {
@@ -498,7 +498,7 @@ pub fn v2(r: &LinuxResources, env: V2Env) -> Result<Vec<Write>> {
     Ok(out)
 }
 
-fn v2_memory(m: &LinuxMemory, out: &mut Vec<Write>) -> Result<()> {
+fn v2_memory(m: &LinuxMemory, out: &mut Vec<CgroupWrite>) -> Result<()> {
     let limit = m.limit().unwrap_or(0);
     if let Some(s) = swap_to_v2(m.swap().unwrap_or(0), limit)? {
         out.push(write("memory", "memory.swap.max", s));
@@ -512,7 +512,7 @@ fn v2_memory(m: &LinuxMemory, out: &mut Vec<Write>) -> Result<()> {
     Ok(())
 }
 
-fn v2_cpu(c: &LinuxCpu, out: &mut Vec<Write>) -> Result<()> {
+fn v2_cpu(c: &LinuxCpu, out: &mut Vec<CgroupWrite>) -> Result<()> {
     if c.realtime_period().unwrap_or(0) != 0 || c.realtime_runtime().unwrap_or(0) != 0 {
         return Err(invalid(
             "cpu.realtimePeriod/realtimeRuntime are not supported on cgroup v2".into(),
@@ -553,7 +553,7 @@ fn v2_cpu(c: &LinuxCpu, out: &mut Vec<Write>) -> Result<()> {
 }
 
 /// blockIO as io.weight (io.bfq.weight under BFQ) and io.max.
-fn v2_io(b: &LinuxBlockIo, env: V2Env, out: &mut Vec<Write>) {
+fn v2_io(b: &LinuxBlockIo, env: V2Env, out: &mut Vec<CgroupWrite>) {
     if let Some(v) = b.weight().filter(|v| *v != 0) {
         if env.bfq {
             out.push(write("io", "io.bfq.weight", v));
@@ -588,7 +588,7 @@ fn v2_io(b: &LinuxBlockIo, env: V2Env, out: &mut Vec<Write>) {
 
 /// The `unified` keys, sorted, each replacing a typed field's write of
 /// the same file.
-fn v2_unified(r: &LinuxResources, out: &mut Vec<Write>) -> Result<()> {
+fn v2_unified(r: &LinuxResources, out: &mut Vec<CgroupWrite>) -> Result<()> {
     let mut unified: Vec<_> = r.unified().iter().flatten().collect();
     unified.sort();
     for (k, v) in unified {
@@ -631,9 +631,10 @@ mod tests {
         serde_json::from_value(v).unwrap()
     }
 
-    fn files(ws: &[Write]) -> Vec<(String, String)> {
-        ws.iter()
-            .map(|w| (w.file.clone(), w.value.clone()))
+    fn files(writes: &[CgroupWrite]) -> Vec<(String, String)> {
+        writes
+            .iter()
+            .map(|write| (write.file.clone(), write.value.clone()))
             .collect()
     }
 

@@ -34,8 +34,8 @@ fn kv(p: &Path) -> BTreeMap<String, u64> {
     read(p)
         .unwrap_or_default()
         .lines()
-        .filter_map(|l| {
-            let (k, v) = l.split_once(' ')?;
+        .filter_map(|line| {
+            let (k, v) = line.split_once(' ')?;
             Some((k.to_string(), v.trim().parse().ok()?))
         })
         .collect()
@@ -202,8 +202,8 @@ fn blkio_v1(d: &Path) -> Value {
         read(&d.join(file))
             .unwrap_or_default()
             .lines()
-            .filter_map(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
+            .filter_map(|line| {
+                let f: Vec<&str> = line.split_whitespace().collect();
                 let [dev, op, v] = f[..] else { return None };
                 let (maj, min) = dev.split_once(':')?;
                 Some(json!({"major": maj.parse::<u64>().ok()?, "minor": min.parse::<u64>().ok()?, "op": op, "value": v.parse::<u64>().ok()?}))

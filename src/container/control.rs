@@ -180,13 +180,13 @@ fn filter_ps(text: &str, pids: &[i32]) -> Result<String> {
         .position(|h| h == "PID")
         .ok_or_else(|| Error::Container(format!("ps output has no PID column: {header:?}")))?;
     let mut out = format!("{header}\n");
-    for l in lines {
-        let pid = l
+    for line in lines {
+        let pid = line
             .split_whitespace()
             .nth(col)
             .and_then(|p| p.parse::<i32>().ok());
         if pid.is_some_and(|p| pids.contains(&p)) {
-            out.push_str(l);
+            out.push_str(line);
             out.push('\n');
         }
     }

@@ -41,13 +41,13 @@ const NAMES: &[(&str, i32)] = &[
 ];
 
 pub fn parse(raw: &str) -> Result<i32> {
-    let bad = || Error::Usage(format!("unknown signal {raw:?}"));
+    let unknown = || Error::Usage(format!("unknown signal {raw:?}"));
     let (min, max) = (libc::SIGRTMIN(), libc::SIGRTMAX());
     if let Ok(n) = raw.parse::<i32>() {
         return if (1..=max).contains(&n) {
             Ok(n)
         } else {
-            Err(bad())
+            Err(unknown())
         };
     }
     let up = raw.to_ascii_uppercase();
@@ -59,30 +59,30 @@ pub fn parse(raw: &str) -> Result<i32> {
         let off: i32 = if rest.is_empty() {
             0
         } else {
-            rest.parse().map_err(|_| bad())?
+            rest.parse().map_err(|_| unknown())?
         };
         let n = base + sign * off;
         if (min..=max).contains(&n) {
             Ok(n)
         } else {
-            Err(bad())
+            Err(unknown())
         }
     };
     if let Some(rest) = name.strip_prefix("RTMIN") {
         return match rest.strip_prefix('+') {
             Some(r) => rt(min, r, 1),
             None if rest.is_empty() => Ok(min),
-            None => Err(bad()),
+            None => Err(unknown()),
         };
     }
     if let Some(rest) = name.strip_prefix("RTMAX") {
         return match rest.strip_prefix('-') {
             Some(r) => rt(max, r, -1),
             None if rest.is_empty() => Ok(max),
-            None => Err(bad()),
+            None => Err(unknown()),
         };
     }
-    Err(bad())
+    Err(unknown())
 }
 
 #[cfg(test)]
@@ -101,8 +101,8 @@ mod tests {
 
     #[test]
     fn unknown_signals() {
-        for bad in ["FOO", "SIGFOO", "0", "-1", "999", "RTMIN+99", ""] {
-            assert!(parse(bad).is_err(), "{bad}");
+        for invalid in ["FOO", "SIGFOO", "0", "-1", "999", "RTMIN+99", ""] {
+            assert!(parse(invalid).is_err(), "{invalid}");
         }
     }
 }

@@ -399,8 +399,8 @@ mod tests {
         for ok in ["a", "abc-1", "x_y.z+1", "0123456789abcdef"] {
             check_id(ok).unwrap();
         }
-        for bad in ["", ".", "..", "a/b", "../x", "a b", "a\0b", "é"] {
-            assert!(check_id(bad).is_err(), "{bad:?}");
+        for invalid in ["", ".", "..", "a/b", "../x", "a b", "a\0b", "é"] {
+            assert!(check_id(invalid).is_err(), "{invalid:?}");
         }
     }
 

@@ -35,8 +35,8 @@ struct Group {
 
 fn parse_passwd(text: &str) -> Vec<Passwd> {
     text.lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split(':').collect();
             (f.len() >= 4).then(|| {
                 Some(Passwd {
                     name: f[0].into(),
@@ -50,8 +50,8 @@ fn parse_passwd(text: &str) -> Vec<Passwd> {
 
 fn parse_group(text: &str) -> Vec<Group> {
     text.lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split(':').collect();
             (f.len() >= 3).then(|| {
                 Some(Group {
                     name: f[0].into(),
@@ -217,7 +217,7 @@ pub fn config_for(
     let cwd = cfg
         .working_dir()
         .clone()
-        .filter(|w| !w.is_empty())
+        .filter(|word| !word.is_empty())
         .unwrap_or_else(|| "/".into());
     let root_user = ResolvedUser {
         uid: 0,

@@ -200,7 +200,7 @@ impl Applier {
             let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
         }
         let limit = getrlimit(Resource::RLIMIT_NOFILE)
-            .map(|l| l.0)
+            .map(|limits| limits.0)
             .unwrap_or(soft);
         let dir_cache_max = (limit.min(1 << 16) as usize).saturating_sub(256).max(64);
         let top_real = std::fs::read_link(format!("/proc/self/fd/{}", top.as_raw_fd()))
@@ -717,14 +717,14 @@ impl Applier {
         .ctx(Error::Image, || format!("chown {}", shown()))
     }
 
-    fn whiteout(&mut self, w: Whiteout) -> Result<()> {
-        match w {
+    fn whiteout(&mut self, whiteout: Whiteout) -> Result<()> {
+        match whiteout {
             Whiteout::Opaque(dir) => self.opaque(&dir),
             Whiteout::Remove(p) => {
                 if self.layer.contains(&p) {
                     return Ok(()); // same layer: only lower layers are whited out
                 }
-                if self.layer.iter().any(|l| l.starts_with(&p)) {
+                if self.layer.iter().any(|path| path.starts_with(&p)) {
                     return self.opaque(&p);
                 }
                 let parent = p.parent().unwrap_or(Path::new(""));
@@ -755,7 +755,7 @@ impl Applier {
             if self.layer.contains(&child) {
                 continue;
             }
-            if self.layer.iter().any(|l| l.starts_with(&child)) {
+            if self.layer.iter().any(|path| path.starts_with(&child)) {
                 self.opaque(&child)?;
                 continue;
             }

@@ -226,7 +226,7 @@ pub struct Unpacked {
 pub fn unpack(o: &UnpackOpts) -> Result<Unpacked> {
     let (dir, reference) = layout::split_image_arg(o.image);
     let want = o.platform.map(Platform::parse).transpose()?;
-    let img = layout::resolve(&dir, reference.as_deref(), want.as_ref())?;
+    let image = layout::resolve(&dir, reference.as_deref(), want.as_ref())?;
     let bundle = std::path::absolute(o.bundle)
         .map_err(|e| Error::Image(format!("bundle {}: {e}", o.bundle.display())))?;
     if let Ok(mut rd) = std::fs::read_dir(&bundle)
@@ -244,7 +244,7 @@ pub fn unpack(o: &UnpackOpts) -> Result<Unpacked> {
     let tmp = parent.join(format!(".{name}.unpack-{}", std::process::id()));
     let _cleanup = CleanupOnSignal::start(tmp.clone());
     let r = make_staging(&tmp, &bundle)
-        .and_then(|()| unpack_into(&dir, &img, &tmp, o))
+        .and_then(|()| unpack_into(&dir, &image, &tmp, o))
         .and_then(|done| {
             if bundle.exists() {
                 std::fs::remove_dir(&bundle).ctx(Error::Image, || {
@@ -386,14 +386,19 @@ impl CleanupOnSignal {
     }
 }
 
-fn unpack_into(dir: &Path, img: &layout::Resolved, tmp: &Path, o: &UnpackOpts) -> Result<Unpacked> {
+fn unpack_into(
+    dir: &Path,
+    image: &layout::Resolved,
+    tmp: &Path,
+    o: &UnpackOpts,
+) -> Result<Unpacked> {
     let progress = o.progress;
     let rootfs = tmp.join("rootfs");
     std::fs::create_dir(&rootfs).ctx(Error::Image, || format!("create {}", rootfs.display()))?;
     std::fs::set_permissions(&rootfs, std::os::unix::fs::PermissionsExt::from_mode(0o755))
         .ctx(Error::Image, || format!("chmod {}", rootfs.display()))?;
-    let layers = img.manifest.layers();
-    let diff_ids = img.config.rootfs().diff_ids();
+    let layers = image.manifest.layers();
+    let diff_ids = image.config.rootfs().diff_ids();
     // Open every layer first: a missing blob fails before any work is done.
     let mut streams = Vec::with_capacity(layers.len());
     for (d, id) in layers.iter().zip(diff_ids) {
@@ -431,9 +436,9 @@ fn unpack_into(dir: &Path, img: &layout::Resolved, tmp: &Path, o: &UnpackOpts) -
         let _ = h.join();
     }
     let (spec, user_note) = bundle::config_for(
-        &img.config,
+        &image.config,
         applier.root(),
-        img.manifest.annotations().as_ref(),
+        image.manifest.annotations().as_ref(),
         o.rootless,
     )?;
     applier.finish()?;
@@ -464,19 +469,19 @@ pub struct Inspect {
 pub fn inspect(image: &str, platform: Option<&str>) -> Result<Inspect> {
     let (dir, reference) = layout::split_image_arg(image);
     let want = platform.map(Platform::parse).transpose()?;
-    let img = layout::resolve(&dir, reference.as_deref(), want.as_ref())?;
-    let layers = img
+    let image = layout::resolve(&dir, reference.as_deref(), want.as_ref())?;
+    let layers = image
         .manifest
         .layers()
         .iter()
-        .zip(img.config.rootfs().diff_ids())
+        .zip(image.config.rootfs().diff_ids())
         .map(|(d, id)| serde_json::json!({"mediaType": d.media_type().to_string(), "digest": d.digest().to_string(), "size": d.size(), "diffID": id}))
         .collect();
     Ok(Inspect {
         layout: dir,
-        manifest_digest: img.manifest_desc.digest().to_string(),
-        manifest: serde_json::to_value(&img.manifest).expect("manifest serialises"),
-        config: serde_json::to_value(&img.config).expect("config serialises"),
+        manifest_digest: image.manifest_desc.digest().to_string(),
+        manifest: serde_json::to_value(&image.manifest).expect("manifest serialises"),
+        config: serde_json::to_value(&image.config).expect("config serialises"),
         layers,
     })
 }

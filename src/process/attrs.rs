@@ -120,19 +120,19 @@ fn array<'a>(v: &'a Value, field: &str) -> Result<&'a [Value]> {
 
 /// A list such as `0-3,7` (CPUs or memory nodes), each below `max`.
 pub(crate) fn parse_list(field: &str, s: &str, max: u32) -> Result<Vec<u32>> {
-    let bad = || spec_err(format!("{field} {s:?} is not a list such as \"0-3,7\""));
+    let not_a_list = || spec_err(format!("{field} {s:?} is not a list such as \"0-3,7\""));
     let mut out = Vec::new();
     for part in s.split(',') {
         let (a, b) = part.split_once('-').unwrap_or((part, part));
         let num = |t: &str| -> Result<u32> {
             if t.is_empty() || !t.bytes().all(|c| c.is_ascii_digit()) {
-                return Err(bad());
+                return Err(not_a_list());
             }
-            t.parse().map_err(|_| bad())
+            t.parse().map_err(|_| not_a_list())
         };
         let (a, b) = (num(a)?, num(b)?);
         if a > b {
-            return Err(bad());
+            return Err(not_a_list());
         }
         if b >= max {
             return Err(spec_err(format!("{field} {s:?}: {b} is not below {max}")));
@@ -228,8 +228,8 @@ fn validate_scheduler(s: &Value) -> Result<()> {
 }
 
 /// Checks `linux.personality` and `linux.memoryPolicy`.
-pub(crate) fn validate_linux(l: &Value) -> Result<()> {
-    if let Some(p) = l.get("personality").filter(|v| !v.is_null()) {
+pub(crate) fn validate_linux(linux: &Value) -> Result<()> {
+    if let Some(p) = linux.get("personality").filter(|v| !v.is_null()) {
         let f = "linux.personality";
         lookup(
             PERSONALITY_DOMAINS,
@@ -243,7 +243,7 @@ pub(crate) fn validate_linux(l: &Value) -> Result<()> {
             }
         }
     }
-    if let Some(m) = l.get("memoryPolicy").filter(|v| !v.is_null()) {
+    if let Some(m) = linux.get("memoryPolicy").filter(|v| !v.is_null()) {
         let f = "linux.memoryPolicy";
         let mode_v = required(m, f, "mode")?;
         let mode = lookup(MPOL_MODES, &format!("{f}.mode"), mode_v)?;
@@ -421,7 +421,7 @@ pub(crate) fn initial_affinity(process: &Process) -> Result<Option<AffinityGuard
         .exec_cpu_affinity()
         .as_ref()
         .and_then(|a| a.initial().as_deref())
-        .filter(|l| !l.is_empty())
+        .filter(|list| !list.is_empty())
     else {
         return Ok(None);
     };
@@ -434,12 +434,12 @@ pub(crate) fn initial_affinity(process: &Process) -> Result<Option<AffinityGuard
 /// Sets the attributes in the calling process (the container's init, or an
 /// exec'd process when `exec` is true), in its cgroup and namespaces.
 pub(crate) fn apply(process: &Process, linux: Option<&Linux>, exec: bool) -> Result<()> {
-    if let Some(p) = linux.and_then(|l| l.personality().as_ref()) {
+    if let Some(p) = linux.and_then(|linux| linux.personality().as_ref()) {
         sys::set_personality(persona(p.domain())).ctx(Error::Process, || {
             format!("linux.personality.domain {}: personality", p.domain())
         })?;
     }
-    if let Some(m) = linux.and_then(|l| l.memory_policy().as_ref()) {
+    if let Some(m) = linux.and_then(|linux| linux.memory_policy().as_ref()) {
         let (mode, mask, maxnode) = mempolicy(m)?;
         sys::set_mempolicy(mode, &mask, maxnode).ctx(Error::Process, || {
             format!(
@@ -468,7 +468,7 @@ pub(crate) fn apply(process: &Process, linux: Option<&Linux>, exec: bool) -> Res
             .exec_cpu_affinity()
             .as_ref()
             .and_then(|a| a.cpu_affinity_final().as_deref())
-            .filter(|l| !l.is_empty())
+            .filter(|list| !list.is_empty())
     {
         set_affinity("process.execCPUAffinity.final", list, Pid::from_raw(0))?;
     }
@@ -488,9 +488,9 @@ mod tests {
     fn lists_parse_and_refuse_nonsense() {
         assert_eq!(parse_list("f", "0-3,7", 8).unwrap(), vec![0, 1, 2, 3, 7]);
         assert_eq!(parse_list("f", "1", 8).unwrap(), vec![1]);
-        for bad in ["", "0-", "-1", "3-1", "a", "1,,2", " 1", "0x1"] {
-            let e = parse_list("f", bad, 8).unwrap_err().to_string();
-            assert!(e.starts_with(&format!("f {bad:?}")), "{bad}: {e}");
+        for invalid in ["", "0-", "-1", "3-1", "a", "1,,2", " 1", "0x1"] {
+            let e = parse_list("f", invalid, 8).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("f {invalid:?}")), "{invalid}: {e}");
         }
         assert!(
             parse_list("f", "8", 8)
@@ -527,39 +527,44 @@ mod tests {
     #[test]
     fn scheduler_values() {
         let ok = |s: Value| validate_process(&json!({ "scheduler": s })).unwrap();
-        let bad = |s: Value| err(validate_process(&json!({ "scheduler": s })));
+        let scheduler_error = |s: Value| err(validate_process(&json!({ "scheduler": s })));
         ok(json!({"policy": "SCHED_BATCH", "nice": 5}));
         ok(json!({"policy": "SCHED_FIFO", "priority": 10, "flags": ["SCHED_FLAG_RESET_ON_FORK"]}));
         ok(
             json!({"policy": "SCHED_DEADLINE", "runtime": 10000000, "deadline": 30000000, "period": 30000000}),
         );
         assert_eq!(
-            bad(json!({"policy": "SCHED_FOO"})),
+            scheduler_error(json!({"policy": "SCHED_FOO"})),
             "process.scheduler.policy SCHED_FOO is not supported"
         );
-        assert!(bad(json!({"policy": "SCHED_ISO"})).contains("SCHED_ISO is not supported"));
         assert!(
-            bad(json!({"policy": "SCHED_OTHER", "nice": 20}))
+            scheduler_error(json!({"policy": "SCHED_ISO"})).contains("SCHED_ISO is not supported")
+        );
+        assert!(
+            scheduler_error(json!({"policy": "SCHED_OTHER", "nice": 20}))
                 .starts_with("process.scheduler.nice 20")
         );
-        assert!(bad(json!({"policy": "SCHED_FIFO"})).contains("priority is required"));
+        assert!(scheduler_error(json!({"policy": "SCHED_FIFO"})).contains("priority is required"));
         assert!(
-            bad(json!({"policy": "SCHED_RR", "priority": 100}))
+            scheduler_error(json!({"policy": "SCHED_RR", "priority": 100}))
                 .starts_with("process.scheduler.priority 100")
         );
         assert!(
-            bad(json!({"policy": "SCHED_OTHER", "priority": 3}))
+            scheduler_error(json!({"policy": "SCHED_OTHER", "priority": 3}))
                 .contains("not valid with SCHED_OTHER")
         );
         assert!(
-            bad(json!({"policy": "SCHED_OTHER", "runtime": 5}))
+            scheduler_error(json!({"policy": "SCHED_OTHER", "runtime": 5}))
                 .contains("only valid with SCHED_DEADLINE")
         );
         assert_eq!(
-            bad(json!({"policy": "SCHED_OTHER", "flags": ["SCHED_RESET_ON_FORK"]})),
+            scheduler_error(json!({"policy": "SCHED_OTHER", "flags": ["SCHED_RESET_ON_FORK"]})),
             "process.scheduler.flags \"SCHED_RESET_ON_FORK\" is not supported"
         );
-        assert_eq!(bad(json!({})), "process.scheduler.policy is required");
+        assert_eq!(
+            scheduler_error(json!({})),
+            "process.scheduler.policy is required"
+        );
     }
 
     #[test]
@@ -626,27 +631,29 @@ mod tests {
     #[test]
     fn memory_policy_values() {
         let ok = |m: Value| validate_linux(&json!({ "memoryPolicy": m })).unwrap();
-        let bad = |m: Value| err(validate_linux(&json!({ "memoryPolicy": m })));
+        let policy_error = |m: Value| err(validate_linux(&json!({ "memoryPolicy": m })));
         ok(json!({"mode": "MPOL_BIND", "nodes": "0"}));
         ok(json!({"mode": "MPOL_INTERLEAVE", "nodes": "2-3", "flags": ["MPOL_F_STATIC_NODES"]}));
         ok(json!({"mode": "MPOL_DEFAULT"}));
         ok(json!({"mode": "MPOL_PREFERRED"}));
         assert_eq!(
-            bad(json!({"mode": "MPOL_FOO"})),
+            policy_error(json!({"mode": "MPOL_FOO"})),
             "linux.memoryPolicy.mode MPOL_FOO is not supported"
         );
         assert_eq!(
-            bad(json!({"mode": "MPOL_BIND", "nodes": "0-"})),
+            policy_error(json!({"mode": "MPOL_BIND", "nodes": "0-"})),
             "linux.memoryPolicy.nodes \"0-\" is not a list such as \"0-3,7\""
         );
-        assert!(bad(json!({"mode": "MPOL_BIND"})).contains("must name a node"));
-        assert!(bad(json!({"mode": "MPOL_LOCAL", "nodes": "0"})).contains("must be empty"));
+        assert!(policy_error(json!({"mode": "MPOL_BIND"})).contains("must name a node"));
+        assert!(
+            policy_error(json!({"mode": "MPOL_LOCAL", "nodes": "0"})).contains("must be empty")
+        );
         assert_eq!(
-            bad(json!({"mode": "MPOL_BIND", "nodes": "0", "flags": ["MPOL_F_X"]})),
+            policy_error(json!({"mode": "MPOL_BIND", "nodes": "0", "flags": ["MPOL_F_X"]})),
             "linux.memoryPolicy.flags MPOL_F_X is not supported"
         );
         assert!(
-            bad(json!({"mode": "MPOL_BIND", "nodes": "0",
+            policy_error(json!({"mode": "MPOL_BIND", "nodes": "0",
                        "flags": ["MPOL_F_STATIC_NODES", "MPOL_F_RELATIVE_NODES"]}))
             .contains("exclude each other")
         );
@@ -656,7 +663,7 @@ mod tests {
             let (mode, mask, maxnode) = mempolicy(&m).unwrap();
             assert_eq!(mode, *value, "{name}");
             assert_eq!(maxnode, 67);
-            assert_eq!(mask.iter().map(|w| w.count_ones()).sum::<u32>(), 2);
+            assert_eq!(mask.iter().map(|word| word.count_ones()).sum::<u32>(), 2);
         }
         for (name, value) in MPOL_FLAGS {
             let m: LinuxMemoryPolicy =

@@ -184,10 +184,11 @@ fn stage1(
     match sys::fork().ctx(Error::Process, || "fork into the container's pid namespace")? {
         Forked::Child => {
             let host_pid = match pid_pipe {
-                Some((r, w)) => {
-                    drop(w);
+                Some((read_end, write_end)) => {
+                    drop(write_end);
                     let mut b = [0u8; 4];
-                    nix::unistd::read(&r, &mut b).ctx(Error::Process, || "read our host pid")?;
+                    nix::unistd::read(&read_end, &mut b)
+                        .ctx(Error::Process, || "read our host pid")?;
                     i32::from_ne_bytes(b)
                 }
                 None => 0,
@@ -196,8 +197,8 @@ fn stage1(
             Err(e)
         }
         Forked::Parent(pid) => {
-            if let Some((_, w)) = &pid_pipe {
-                let _ = nix::unistd::write(w, &pid.as_raw().to_ne_bytes());
+            if let Some((_, write_end)) = &pid_pipe {
+                let _ = nix::unistd::write(write_end, &pid.as_raw().to_ne_bytes());
             }
             ch.send(&Msg::Pid(pid.as_raw()))?;
             sys::exit_now(0);

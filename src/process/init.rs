@@ -47,8 +47,9 @@ pub(super) fn run(s: &Spawn, cgroupns: bool, userns: bool, ch: &Channel) -> Resu
             cgroupns,
             cgroups: s.cgroup_view.as_deref().unwrap_or(s.cgroup.hierarchies()),
             no_pivot: s.no_pivot,
-            mountns: spec.linux().as_ref().is_some_and(|l| {
-                l.namespaces()
+            mountns: spec.linux().as_ref().is_some_and(|linux| {
+                linux
+                    .namespaces()
                     .iter()
                     .flatten()
                     .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Mount)
@@ -216,7 +217,10 @@ fn report_to_start(result: &OwnedFd, e: &Error) {
 /// The state a seccomp listener receives with the fd, as runc sends it.
 fn listener_state(s: &Spawn, host_pid: i32) -> String {
     let spec = &s.bundle.spec;
-    let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
+    let seccomp = spec
+        .linux()
+        .as_ref()
+        .and_then(|linux| linux.seccomp().as_ref());
     let annotations = spec.annotations().clone().unwrap_or_default();
     let state = crate::hooks::State::new(s.id, "creating", host_pid, &s.bundle.dir, &annotations);
     match seccomp {

@@ -206,8 +206,8 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("two devices are named \"x\""), "{e}");
-        for bad in ["", "0123456789abcdef", "a b", "a%s", "."] {
-            assert!(check_name("f", bad, true).is_err(), "{bad:?}");
+        for invalid in ["", "0123456789abcdef", "a b", "a%s", "."] {
+            assert!(check_name("f", invalid, true).is_err(), "{invalid:?}");
         }
         assert!(check_name("f", "eth%d", false).is_err());
     }

@@ -134,9 +134,9 @@ pub fn propagation(word: &str) -> Option<MsFlags> {
 
 /// Every option word this parser understands, for `ocirun features`.
 pub fn known_words() -> Vec<&'static str> {
-    let mut v: Vec<&str> = FLAGS.iter().map(|(w, _, _)| *w).collect();
-    v.extend(REC_FLAGS.iter().map(|(w, _, _)| *w));
-    v.extend(REC_ATIME.iter().map(|(w, _)| *w));
+    let mut v: Vec<&str> = FLAGS.iter().map(|(word, _, _)| *word).collect();
+    v.extend(REC_FLAGS.iter().map(|(word, _, _)| *word));
+    v.extend(REC_ATIME.iter().map(|(word, _)| *word));
     v.extend([
         "idmap",
         "ridmap",
@@ -159,7 +159,7 @@ pub fn parse(options: &[String]) -> Result<Parsed> {
     let mut data: Vec<&str> = Vec::new();
     for o in options {
         let o = o.as_str();
-        if let Some((_, clear, f)) = FLAGS.iter().find(|(w, _, _)| *w == o) {
+        if let Some((_, clear, f)) = FLAGS.iter().find(|(word, _, _)| *word == o) {
             if *clear {
                 p.flags.remove(*f);
             } else {
@@ -167,7 +167,7 @@ pub fn parse(options: &[String]) -> Result<Parsed> {
             }
         } else if let Some(f) = propagation(o) {
             p.propagation.push(f);
-        } else if let Some((_, clear, f)) = REC_FLAGS.iter().find(|(w, _, _)| *w == o) {
+        } else if let Some((_, clear, f)) = REC_FLAGS.iter().find(|(word, _, _)| *word == o) {
             if *clear {
                 p.rec_clear |= f;
                 p.rec_set &= !f;
@@ -176,7 +176,7 @@ pub fn parse(options: &[String]) -> Result<Parsed> {
                 p.rec_clear &= !f;
             }
             p.rec_words.push(o.to_string());
-        } else if let Some((_, mode)) = REC_ATIME.iter().find(|(w, _)| *w == o) {
+        } else if let Some((_, mode)) = REC_ATIME.iter().find(|(word, _)| *word == o) {
             // Changing the access-time mode means clearing the whole field.
             p.rec_clear |= libc::MOUNT_ATTR__ATIME;
             p.rec_set = (p.rec_set & !libc::MOUNT_ATTR__ATIME) | mode;
@@ -318,9 +318,9 @@ mod tests {
         let mut sorted = words.clone();
         sorted.dedup();
         assert_eq!(sorted.len(), words.len());
-        for w in &words {
-            let p = parse(&v(&[w])).unwrap();
-            assert!(p.data.is_empty(), "{w} went to the filesystem data");
+        for word in &words {
+            let p = parse(&v(&[word])).unwrap();
+            assert!(p.data.is_empty(), "{word} went to the filesystem data");
         }
     }
 }

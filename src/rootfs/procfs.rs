@@ -134,8 +134,8 @@ mod tests {
             sysctl_path("net.ipv4.conf.eth0/1.rp_filter").unwrap(),
             PathBuf::from("sys/net/ipv4/conf/eth0/1/rp_filter")
         );
-        for bad in ["", "net..x", "net.ipv4./", "net/../../x", "..", "a.b/../c"] {
-            assert!(sysctl_path(bad).is_err(), "{bad:?} accepted");
+        for invalid in ["", "net..x", "net.ipv4./", "net/../../x", "..", "a.b/../c"] {
+            assert!(sysctl_path(invalid).is_err(), "{invalid:?} accepted");
         }
     }
 

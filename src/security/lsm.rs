@@ -30,14 +30,14 @@ pub fn mount_data(typ: &str, data: &str, spec: &oci_spec::runtime::Spec) -> Stri
     let label = spec
         .linux()
         .as_ref()
-        .and_then(|l| l.mount_label().as_deref());
+        .and_then(|linux| linux.mount_label().as_deref());
     format_mount_label(typ, data, label, label.is_some() && selinux_enabled())
 }
 
 fn format_mount_label(typ: &str, data: &str, label: Option<&str>, selinux: bool) -> String {
-    match label.filter(|l| !l.is_empty()) {
-        Some(l) if selinux && !matches!(typ, "proc" | "sysfs" | "mqueue") => {
-            let ctx = format!("context=\"{l}\"");
+    match label.filter(|label| !label.is_empty()) {
+        Some(label) if selinux && !matches!(typ, "proc" | "sysfs" | "mqueue") => {
+            let ctx = format!("context=\"{label}\"");
             if data.is_empty() {
                 ctx
             } else {

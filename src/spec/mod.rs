@@ -85,8 +85,8 @@ pub fn parse(text: &[u8]) -> Result<Spec> {
         attrs::normalize_process(p);
         drop_unknown_capabilities(p);
     }
-    if let Some(l) = v.get("linux").filter(|l| l.is_object()) {
-        attrs::validate_linux(l)?;
+    if let Some(linux) = v.get("linux").filter(|linux| linux.is_object()) {
+        attrs::validate_linux(linux)?;
     }
     from_value(v)
 }
@@ -124,8 +124,8 @@ fn check_host(spec: &Spec) -> Result<()> {
         let mounted = std::fs::read_to_string("/proc/self/mountinfo")
             .unwrap_or_default()
             .lines()
-            .any(|l| {
-                l.split(" - ")
+            .any(|line| {
+                line.split(" - ")
                     .nth(1)
                     .is_some_and(|t| t.starts_with("resctrl "))
             });
@@ -508,9 +508,9 @@ mod tests {
             .as_array()
             .unwrap()
             .iter()
-            .map(|w| w.as_str().unwrap())
+            .map(|word| word.as_str().unwrap())
             .collect();
-        for w in [
+        for word in [
             "rbind",
             "rro",
             "rnosymfollow",
@@ -518,7 +518,7 @@ mod tests {
             "idmap",
             "ridmap",
         ] {
-            assert!(words.contains(&w), "{w} not in {words:?}");
+            assert!(words.contains(&word), "{word} not in {words:?}");
         }
         assert_eq!(f["linux"]["mountExtensions"]["idmap"]["enabled"], true);
     }

@@ -230,9 +230,9 @@ impl Rtnl {
         let mut out = Vec::new();
         self.replies(seq, |t, p| {
             if t == RTM_NEWLINK
-                && let Some(l) = parse_link(p)
+                && let Some(link) = parse_link(p)
             {
-                out.push(l);
+                out.push(link);
             }
         })?;
         Ok(out)

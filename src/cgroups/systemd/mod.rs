@@ -29,7 +29,7 @@ use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxDeviceCgroup, LinuxResources};
 use serde::{Deserialize, Serialize};
 
-use super::resources::{self, Write};
+use super::resources::{self, CgroupWrite};
 use super::{Hierarchy, Manager, V2};
 use crate::error::{Error, Result};
 
@@ -129,14 +129,14 @@ fn unit_name(prefix: &str, name: &str) -> Result<String> {
 /// `/a.slice/a-b.slice/a-b-c.slice`, `-.slice` the root (runc's
 /// `ExpandSlice`).
 pub fn expand_slice(slice: &str) -> Result<String> {
-    let bad = || {
+    let invalid = || {
         Error::Cgroup(format!(
             "invalid slice name {slice:?}: want e.g. system.slice or a-b.slice"
         ))
     };
-    let stem = slice.strip_suffix(".slice").ok_or_else(bad)?;
+    let stem = slice.strip_suffix(".slice").ok_or_else(invalid)?;
     if stem.is_empty() || slice.contains('/') {
-        return Err(bad());
+        return Err(invalid());
     }
     if stem == "-" {
         return Ok("/".into());
@@ -145,7 +145,7 @@ pub fn expand_slice(slice: &str) -> Result<String> {
     let mut prefix = String::new();
     for part in stem.split('-') {
         if part.is_empty() {
-            return Err(bad());
+            return Err(invalid());
         }
         path.push_str(&format!("/{prefix}{part}.slice"));
         prefix.push_str(part);
@@ -221,18 +221,19 @@ pub fn device_props(rules: &[LinuxDeviceCgroup]) -> Result<Vec<Prop>> {
 /// rounded value so both agree. Properties need systemd `version`:
 /// `CPUQuotaPeriodUSec` 242, `AllowedCPUs`/`AllowedMemoryNodes` 244; older
 /// ones get the file only. Writes without a property are left to the files.
-pub fn resource_props(writes: &mut [Write], version: u32) -> Result<Vec<Prop>> {
+pub fn resource_props(writes: &mut [CgroupWrite], version: u32) -> Result<Vec<Prop>> {
     let mut out = Vec::new();
-    for w in writes.iter_mut() {
-        let bad = |why: &str| Error::Cgroup(format!("{} value {:?}: {why}", w.file, w.value));
+    for write in writes.iter_mut() {
+        let invalid =
+            |why: &str| Error::Cgroup(format!("{} value {:?}: {why}", write.file, write.value));
         let num = |v: &str| -> Result<u64> {
             if v == "max" {
                 return Ok(INFINITY);
             }
-            v.parse().map_err(|_| bad("not a number or \"max\""))
+            v.parse().map_err(|_| invalid("not a number or \"max\""))
         };
-        let v = w.value.trim();
-        match w.file.as_str() {
+        let v = write.value.trim();
+        match write.file.as_str() {
             "memory.max" => out.push(("MemoryMax", Value::U64(num(v)?))),
             "memory.high" => out.push(("MemoryHigh", Value::U64(num(v)?))),
             "memory.low" => out.push(("MemoryLow", Value::U64(num(v)?))),
@@ -245,9 +246,9 @@ pub fn resource_props(writes: &mut [Write], version: u32) -> Result<Vec<Prop>> {
             "cpu.weight" => out.push(("CPUWeight", Value::U64(num(v)?))),
             "cpu.max" => {
                 let mut f = v.split_whitespace();
-                let quota = f.next().ok_or_else(|| bad("empty"))?;
+                let quota = f.next().ok_or_else(|| invalid("empty"))?;
                 let period: Option<u64> = match f.next() {
-                    Some(p) => Some(p.parse().map_err(|_| bad("period is not a number"))?),
+                    Some(p) => Some(p.parse().map_err(|_| invalid("period is not a number"))?),
                     None => None,
                 };
                 if let Some(p) = period
@@ -258,13 +259,15 @@ pub fn resource_props(writes: &mut [Write], version: u32) -> Result<Vec<Prop>> {
                 let per_sec = if quota == "max" {
                     INFINITY
                 } else {
-                    let q: u64 = quota.parse().map_err(|_| bad("quota is not a number"))?;
+                    let q: u64 = quota
+                        .parse()
+                        .map_err(|_| invalid("quota is not a number"))?;
                     let p = period.unwrap_or(100_000).max(1);
                     let mut s = q.saturating_mul(1_000_000) / p;
                     if !s.is_multiple_of(10_000) {
                         s = (s / 10_000 + 1) * 10_000;
                         let rounded = s * p / 1_000_000;
-                        w.value = match period {
+                        write.value = match period {
                             Some(p) => format!("{rounded} {p}"),
                             None => rounded.to_string(),
                         };
@@ -274,17 +277,20 @@ pub fn resource_props(writes: &mut [Write], version: u32) -> Result<Vec<Prop>> {
                 out.push(("CPUQuotaPerSecUSec", Value::U64(per_sec)));
             }
             "cpuset.cpus" | "cpuset.mems" if version >= 244 => {
-                let name = if w.file == "cpuset.cpus" {
+                let name = if write.file == "cpuset.cpus" {
                     "AllowedCPUs"
                 } else {
                     "AllowedMemoryNodes"
                 };
-                out.push((name, Value::Bytes(range_to_bits(v).map_err(|e| bad(&e))?)));
+                out.push((
+                    name,
+                    Value::Bytes(range_to_bits(v).map_err(|e| invalid(&e))?),
+                ));
             }
             "io.weight" | "io.bfq.weight" => {
                 // systemd's IOWeight is on io.weight's scale (1..10000).
                 let scale = |n: u64| {
-                    if w.file == "io.bfq.weight" {
+                    if write.file == "io.bfq.weight" {
                         resources::blkio_to_io_weight(n.min(1000) as u16)
                     } else {
                         n
@@ -295,7 +301,7 @@ pub fn resource_props(writes: &mut [Write], version: u32) -> Result<Vec<Prop>> {
                         let n = scale(
                             n.trim()
                                 .parse()
-                                .map_err(|_| bad("not \"MAJ:MIN WEIGHT\""))?,
+                                .map_err(|_| invalid("not \"MAJ:MIN WEIGHT\""))?,
                         );
                         out.push((
                             "IODeviceWeight",
@@ -309,9 +315,9 @@ pub fn resource_props(writes: &mut [Write], version: u32) -> Result<Vec<Prop>> {
             "io.max" => {
                 let (dev, limits) = v
                     .split_once(' ')
-                    .ok_or_else(|| bad("not \"MAJ:MIN KEY=VALUE\""))?;
+                    .ok_or_else(|| invalid("not \"MAJ:MIN KEY=VALUE\""))?;
                 for kv in limits.split_whitespace() {
-                    let (k, n) = kv.split_once('=').ok_or_else(|| bad("not KEY=VALUE"))?;
+                    let (k, n) = kv.split_once('=').ok_or_else(|| invalid("not KEY=VALUE"))?;
                     let name = match k {
                         "rbps" => "IOReadBandwidthMax",
                         "wbps" => "IOWriteBandwidthMax",
@@ -492,7 +498,7 @@ impl Systemd {
 
     /// The writes for `r` at the unit's directory and the properties that
     /// say the same to systemd.
-    fn plan(&self, r: &LinuxResources, version: u32) -> Result<(Vec<Write>, Vec<Prop>)> {
+    fn plan(&self, r: &LinuxResources, version: u32) -> Result<(Vec<CgroupWrite>, Vec<Prop>)> {
         let env = resources::V2Env {
             bfq: self.dir().join("io.bfq.weight").exists(),
         };
@@ -606,10 +612,10 @@ impl Manager for Systemd {
         let (writes, props) = self.plan(r, version)?;
         let old: Vec<(PathBuf, String)> = writes
             .iter()
-            .filter_map(|w| {
-                let p = dir.join(&w.file);
+            .filter_map(|write| {
+                let p = dir.join(&write.file);
                 let o = std::fs::read_to_string(&p).ok()?;
-                super::restorable(&w.file, &o).then_some((p, o))
+                super::restorable(&write.file, &o).then_some((p, o))
             })
             .collect();
         super::apply_writes(&writes, |_| Ok(dir.to_path_buf()))?;
@@ -637,7 +643,7 @@ mod tests {
             "/a.slice/a-b.slice/a-b-c.slice"
         );
         assert_eq!(expand_slice("-.slice").unwrap(), "/");
-        for bad in [
+        for invalid in [
             "",
             ".slice",
             "a",
@@ -646,7 +652,7 @@ mod tests {
             "a/b.slice",
             "a-.slice",
         ] {
-            assert!(expand_slice(bad).is_err(), "{bad:?}");
+            assert!(expand_slice(invalid).is_err(), "{invalid:?}");
         }
     }
 
@@ -670,7 +676,7 @@ mod tests {
         assert_eq!(p.cgroup, "/p-n.scope");
         let p = UnitPath::parse(Some("system.slice::n.scope"), "x", false).unwrap();
         assert_eq!(p.unit, "n.scope");
-        for bad in [
+        for invalid in [
             "a:b",
             "/abs/path",
             "a:b:c:d",
@@ -678,8 +684,8 @@ mod tests {
             "system.slice:p:a/b",
             "system.slice:p:",
         ] {
-            let e = UnitPath::parse(Some(bad), "x", false);
-            assert!(e.is_err(), "{bad:?} gave {e:?}");
+            let e = UnitPath::parse(Some(invalid), "x", false);
+            assert!(e.is_err(), "{invalid:?} gave {e:?}");
         }
     }
 
@@ -693,11 +699,11 @@ mod tests {
         assert!(range_to_bits("x").is_err());
     }
 
-    fn props_of(json: serde_json::Value, version: u32) -> (Vec<Write>, Vec<Prop>) {
+    fn props_of(json: serde_json::Value, version: u32) -> (Vec<CgroupWrite>, Vec<Prop>) {
         let r: LinuxResources = serde_json::from_value(json).unwrap();
-        let mut w = resources::v2(&r, resources::V2Env::default()).unwrap();
-        let p = resource_props(&mut w, version).unwrap();
-        (w, p)
+        let mut writes = resources::v2(&r, resources::V2Env::default()).unwrap();
+        let p = resource_props(&mut writes, version).unwrap();
+        (writes, p)
     }
 
     #[test]
@@ -739,7 +745,7 @@ mod tests {
 
     #[test]
     fn unlimited_is_infinity_and_quota_rounds_up_in_both_views() {
-        let (w, p) = props_of(
+        let (writes, p) = props_of(
             serde_json::json!({"memory": {"limit": -1}, "pids": {"limit": -1},
                                "cpu": {"quota": 12345, "period": 100000}}),
             252,
@@ -748,7 +754,7 @@ mod tests {
         assert!(p.contains(&("MemorySwapMax", Value::U64(INFINITY))));
         assert!(p.contains(&("TasksMax", Value::U64(INFINITY))));
         assert!(p.contains(&("CPUQuotaPerSecUSec", Value::U64(130000))));
-        let cpu = w.iter().find(|w| w.file == "cpu.max").unwrap();
+        let cpu = writes.iter().find(|write| write.file == "cpu.max").unwrap();
         assert_eq!(cpu.value, "13000 100000");
         let (_, p) = props_of(
             serde_json::json!({"cpu": {"quota": -1, "period": 50000}}),
@@ -759,9 +765,9 @@ mod tests {
 
     #[test]
     fn old_systemd_gets_cpusets_in_the_files_only() {
-        let (w, p) = props_of(serde_json::json!({"cpu": {"cpus": "0"}}), 243);
+        let (writes, p) = props_of(serde_json::json!({"cpu": {"cpus": "0"}}), 243);
         assert!(p.is_empty());
-        assert_eq!(w.len(), 1);
+        assert_eq!(writes.len(), 1);
     }
 
     #[test]
