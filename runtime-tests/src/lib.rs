@@ -11,6 +11,7 @@
 //! subordinate ids after it (written by newuidmap/newgidmap). Tests that
 //! need privilege say so with `skip_rootless` and skip.
 
+#[allow(unsafe_code)]
 pub mod sys;
 
 use std::fs;
