@@ -17,7 +17,9 @@ fn create_opts(a: CreateArgs) -> CreateOpts {
     }
 }
 
-fn dispatch(cli: Cli) -> ocirun::Result<i32> {
+/// `reexec`: the outcome of the re-exec `main` tried before parsing, if it
+/// tried.
+fn dispatch(cli: Cli, reexec: Option<ocirun::Result<()>>) -> ocirun::Result<i32> {
     let needs_root = !matches!(
         cli.command,
         Command::Spec { .. } | Command::Features | Command::Unpack { .. } | Command::Image(_)
@@ -40,7 +42,10 @@ fn dispatch(cli: Cli) -> ocirun::Result<i32> {
         Command::Create(_) | Command::Run(_) | Command::Exec(_)
     ) {
         // Before anything is forked into a container (CVE-2019-5736).
-        ocirun::security::exe::run_from_read_only_binary()?;
+        match reexec {
+            Some(r) => r?,
+            None => ocirun::security::exe::run_from_read_only_binary()?,
+        }
     }
     match cli.command {
         Command::Create(a) => container::create(&g, &create_opts(a)).map(|()| 0),
@@ -126,13 +131,18 @@ fn dispatch(cli: Cli) -> ocirun::Result<i32> {
 
 fn main() {
     ocirun::default_sigpipe();
+    // The re-exec of `create`, `run` and `exec` (dispatch) made before the
+    // command line is parsed: the process that re-executes would parse it
+    // for nothing. An error is reported where dispatch would have met it.
+    let reexec = ocirun::security::exe::may_enter_container(std::env::args_os())
+        .then(ocirun::security::exe::run_from_read_only_binary);
     let cli = Cli::parse();
     let format = match cli.log_format {
         LogFormat::Text => logging::Format::Text,
         LogFormat::Json => logging::Format::Json,
     };
     logging::init(cli.log.as_deref(), format, cli.debug);
-    match dispatch(cli) {
+    match dispatch(cli, reexec) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
             let msg = e.to_string();

@@ -34,6 +34,21 @@ fn is_protected(exe: &impl AsFd) -> bool {
             .is_ok_and(|s| SealFlag::from_bits_truncate(s).contains(SealFlag::F_SEAL_WRITE))
 }
 
+/// Whether the command line `args` (the program name first) may name a
+/// command that forks into a container (`create`, `run`, `exec`): true when
+/// any argument is one of those words. A superset of what the parser
+/// dispatches to them (they have no aliases), so `main` can re-execute
+/// before parsing: the re-executed process parses the line anyway.
+pub fn may_enter_container<I, A>(args: I) -> bool
+where
+    I: IntoIterator<Item = A>,
+    A: AsRef<std::ffi::OsStr>,
+{
+    args.into_iter()
+        .skip(1)
+        .any(|a| matches!(a.as_ref().as_encoded_bytes(), b"create" | b"run" | b"exec"))
+}
+
 /// Re-executes ocirun from a read-only view of its binary unless it already
 /// runs from one; returns only when no re-exec was needed.
 pub fn run_from_read_only_binary() -> Result<()> {
@@ -114,4 +129,32 @@ fn sealed_copy(exe: &OwnedFd) -> std::result::Result<OwnedFd, Errno> {
         ),
     )?;
     Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::may_enter_container;
+
+    #[test]
+    fn every_line_that_reaches_create_run_or_exec_is_seen() {
+        for line in [
+            "ocirun create c1",
+            "ocirun --root /r run -d c1",
+            "ocirun --log /l --log-format json exec -t c1 sh",
+            "ocirun --root=/r exec c1 true",
+            "ocirun run --bundle b run",
+        ] {
+            assert!(may_enter_container(line.split(' ')), "{line}");
+        }
+        for line in [
+            "ocirun state c1",
+            "ocirun delete --force c1",
+            "ocirun spec",
+            "run",
+            "ocirun list",
+            "ocirun kill c1 KILL",
+        ] {
+            assert!(!may_enter_container(line.split(' ')), "{line}");
+        }
+    }
 }
