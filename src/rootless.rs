@@ -33,7 +33,7 @@ pub fn detect(mode: Option<bool>) -> bool {
     if !nix::unistd::geteuid().is_root() {
         return true;
     }
-    std::fs::read_to_string("/proc/self/uid_map").is_ok_and(|m| single_id_map(&m))
+    own_uid_map().is_some_and(single_id_map)
 }
 
 /// Whether only the cgroups the user may write are made or joined (runc's
@@ -44,9 +44,19 @@ pub fn cgroups_rootless(mode: Option<bool>, rootless: bool) -> bool {
     mode.unwrap_or_else(|| rootless || in_user_namespace())
 }
 
-/// Whether we run in a user namespace other than the initial one.
+/// Whether we run in a user namespace other than the initial one: the one
+/// the runtime started in (see `own_uid_map`).
 pub fn in_user_namespace() -> bool {
-    std::fs::read_to_string("/proc/self/uid_map").is_ok_and(|m| !initial_id_map(&m))
+    own_uid_map().is_some_and(|m| !initial_id_map(m))
+}
+
+/// /proc/self/uid_map as the runtime started: read once per process (and
+/// inherited by its forks). Asked before any user namespace is joined or
+/// made: a process that has changed its own must not ask.
+fn own_uid_map() -> Option<&'static str> {
+    static MAP: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    MAP.get_or_init(|| std::fs::read_to_string("/proc/self/uid_map").ok())
+        .as_deref()
 }
 
 /// The initial user namespace's uid_map: every id, as itself.
