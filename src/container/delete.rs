@@ -40,9 +40,19 @@ pub fn delete(g: &Global, id: &str, force: bool) -> Result<()> {
 /// its cgroup and its state dir.
 pub(super) fn destroy(dir: StateDir, saved: &Saved) -> Result<()> {
     let cg = cgroups::from_saved(&saved.cgroups, saved.systemd.as_ref());
+    // A cgroup of our own makes its rmdir the test that nothing is left (the
+    // kernel refuses it with EBUSY while a process is in it): the init is
+    // killed, and the cgroup read only when the rmdir fails. A systemd unit
+    // is not (stopping it would SIGTERM what is left and wait), nor is a
+    // container with no cgroup.
+    let rmdir_first = saved.systemd.is_none() && !saved.cgroups.is_empty();
     let mut pidfds = Vec::new();
     let init = (saved.pid != 0).then(|| Pid::from_raw(saved.pid));
-    let procs = state::processes(saved).unwrap_or_default();
+    let procs = if rmdir_first {
+        Vec::new()
+    } else {
+        state::processes(saved).unwrap_or_default()
+    };
     for pid in init.into_iter().chain(procs) {
         let start = (Some(pid) == init).then_some(saved.pid_start);
         if let Ok(fd) = crate::sys::pidfd_open(pid) {
@@ -53,27 +63,26 @@ pub(super) fn destroy(dir: StateDir, saved: &Saved) -> Result<()> {
             pidfds.push(fd);
         }
     }
-    // A frozen cgroup holds its SIGKILLs until thawed.
-    if cgroups::frozen(&saved.cgroups) {
-        let _ = cgroups::freeze(&saved.cgroups, false);
-    }
-    wait_gone(&pidfds);
-    // Processes forked while we were killing: the cgroup still holds them.
-    for _ in 0..10 {
-        let left = cg.procs().unwrap_or_default();
-        if left.is_empty() {
-            break;
+    wait_killed(saved, &pidfds);
+    if !(rmdir_first && cg.destroy().is_ok()) {
+        // Processes forked while we were killing (or, with rmdir_first, any
+        // but the init): the cgroup still holds them.
+        for _ in 0..10 {
+            let left = cg.procs().unwrap_or_default();
+            if left.is_empty() {
+                break;
+            }
+            let fds: Vec<OwnedFd> = left
+                .into_iter()
+                .filter_map(|p| crate::sys::pidfd_open(p).ok())
+                .inspect(|fd| {
+                    let _ = crate::sys::pidfd_send_signal(fd.as_fd(), libc::SIGKILL);
+                })
+                .collect();
+            wait_killed(saved, &fds);
         }
-        let fds: Vec<OwnedFd> = left
-            .into_iter()
-            .filter_map(|p| crate::sys::pidfd_open(p).ok())
-            .inspect(|fd| {
-                let _ = crate::sys::pidfd_send_signal(fd.as_fd(), libc::SIGKILL);
-            })
-            .collect();
-        wait_gone(&fds);
+        cg.destroy()?;
     }
-    cg.destroy()?;
     if saved.host_mounts {
         crate::rootfs::unmount_below(&saved.rootfs)?;
     }
@@ -81,6 +90,18 @@ pub(super) fn destroy(dir: StateDir, saved: &Saved) -> Result<()> {
         crate::hooks::state_json(&saved.id, "stopped", 0, &saved.bundle, &saved.annotations);
     crate::hooks::run_logged(saved.hooks.as_ref(), crate::hooks::Kind::Poststop, &state);
     dir.remove()
+}
+
+/// Waits for the processes just sent SIGKILL (`fds`) to be gone, thawing
+/// their cgroup first if it is frozen: it holds their SIGKILLs until then.
+fn wait_killed(saved: &Saved, fds: &[OwnedFd]) {
+    if fds.is_empty() {
+        return;
+    }
+    if cgroups::frozen(&saved.cgroups) {
+        let _ = cgroups::freeze(&saved.cgroups, false);
+    }
+    wait_gone(fds);
 }
 
 /// Blocks until every pidfd reports its process has exited.
