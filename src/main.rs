@@ -136,7 +136,7 @@ fn main() {
     // for nothing. An error is reported where dispatch would have met it.
     let reexec = ocirun::security::exe::may_enter_container(std::env::args_os())
         .then(ocirun::security::exe::run_from_read_only_binary);
-    let cli = Cli::parse();
+    let cli = cli::fast::parse(std::env::args_os()).unwrap_or_else(Cli::parse);
     let format = match cli.log_format {
         LogFormat::Text => logging::Format::Text,
         LogFormat::Json => logging::Format::Json,

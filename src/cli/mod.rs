@@ -6,6 +6,7 @@
 
 pub mod control;
 pub mod exec;
+pub mod fast;
 
 use std::path::PathBuf;
 
