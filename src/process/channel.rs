@@ -1,9 +1,9 @@
 //! The parent <-> child channel: one SOCK_SEQPACKET socketpair carrying typed
 //! JSON messages, one per packet.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
-use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, recv, send, socketpair};
+use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, send, socketpair};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Context, Error, Result};
@@ -59,20 +59,13 @@ impl Channel {
     /// Receives one message, or None once every process holding the other
     /// end has closed it (exited, or exec'd: the socket is close-on-exec).
     pub fn recv_or_eof(&self) -> Result<Option<Msg>> {
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            match recv(self.0.as_raw_fd(), &mut buf, MsgFlags::empty()) {
-                Ok(0) => return Ok(None),
-                Ok(n) => {
-                    return serde_json::from_slice(&buf[..n]).map(Some).map_err(|e| {
-                        Error::Process(format!("bad message on the init channel: {e}"))
-                    });
-                }
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => {
-                    return Err(e).ctx(Error::Process, || "receive on the init channel");
-                }
-            }
+        let mut buf = Vec::with_capacity(64 * 1024);
+        match crate::sys::fd::recv_into(self.0.as_fd(), &mut buf) {
+            Ok(0) => Ok(None),
+            Ok(_) => serde_json::from_slice(&buf)
+                .map(Some)
+                .map_err(|e| Error::Process(format!("bad message on the init channel: {e}"))),
+            Err(e) => Err(e).ctx(Error::Process, || "receive on the init channel"),
         }
     }
 

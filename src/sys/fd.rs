@@ -29,6 +29,24 @@ pub(crate) fn send_fd(socket: BorrowedFd<'_>, data: &str, fd: BorrowedFd<'_>) ->
 
 /// Receives one message on a unix socket (close-on-exec) and returns the
 /// first fd its SCM_RIGHTS data carried, if any; any others are closed.
+/// One message from `socket` into `buf`'s capacity (its old contents
+/// dropped): the buffer is not zeroed first, so a 64 KiB buffer costs the
+/// pages the message fills, not 16 page faults.
+pub(crate) fn recv_into(socket: BorrowedFd<'_>, buf: &mut Vec<u8>) -> Result<usize, Errno> {
+    buf.clear();
+    loop {
+        match rustix::net::recv(
+            socket,
+            rustix::buffer::spare_capacity(buf),
+            rustix::net::RecvFlags::empty(),
+        ) {
+            Ok((n, _)) => return Ok(n),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(Errno::from_raw(e.raw_os_error())),
+        }
+    }
+}
+
 pub(crate) fn recv_fd(socket: BorrowedFd<'_>) -> Result<Option<OwnedFd>, Errno> {
     use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
     let mut buf = [0u8; 4096];

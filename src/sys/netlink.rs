@@ -3,11 +3,11 @@
 //! namespace, add an address, set a link up), encoded by hand. Pure byte
 //! work over a NETLINK_ROUTE socket from nix; no `unsafe` here.
 
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use nix::errno::Errno;
 use nix::sys::socket::{
-    AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, recv, sendto, socket,
+    AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, sendto, socket,
 };
 
 const NLMSG_ERROR: u16 = 2;
@@ -204,9 +204,9 @@ impl Rtnl {
     /// Reads replies to `seq` until the ACK (or the end of a dump), handing
     /// every data message to `each`.
     fn replies(&mut self, seq: u32, mut each: impl FnMut(u16, &[u8])) -> Result<(), Errno> {
-        let mut buf = vec![0u8; 64 * 1024];
+        let mut buf = Vec::with_capacity(64 * 1024);
         loop {
-            let n = recv(self.fd.as_raw_fd(), &mut buf, MsgFlags::empty())?;
+            let n = super::fd::recv_into(self.fd.as_fd(), &mut buf)?;
             for (typ, _, payload) in split(&buf[..n])?.into_iter().filter(|(_, s, _)| *s == seq) {
                 match typ {
                     NLMSG_DONE => return Ok(()),
