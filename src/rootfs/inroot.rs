@@ -83,31 +83,46 @@ impl RootDir {
 
     /// The directory `path`, made with every missing parent (mode `mode`,
     /// less the umask). Each new directory is made relative to an fd on its
-    /// parent, then looked up again from the root.
+    /// parent, then looked up again from the root. The parent is tried
+    /// first, then its parent, up to the deepest directory already there:
+    /// usually only the last component is missing.
     pub fn mkdir_all(&self, path: &Path, mode: u32) -> R<OwnedFd> {
         match self.dir(path) {
             Err(Errno::NOENT) => {}
             r => return r,
         }
-        let mut parent = self.dir(Path::new("/"))?;
-        let mut prefix = PathBuf::from("/");
-        for c in path.components() {
-            let name = match c {
-                Component::Normal(n) => n,
-                Component::ParentDir => OsStr::new(".."),
-                _ => continue,
-            };
-            prefix.push(name);
-            parent = match self.dir(&prefix) {
-                Err(Errno::NOENT) if name != ".." => {
-                    match rustix::fs::mkdirat(&parent, name, Mode::from_raw_mode(mode)) {
-                        Ok(()) | Err(Errno::EXIST) => {}
-                        Err(e) => return Err(e),
-                    }
-                    self.dir(&prefix)?
+        let names = names(path);
+        let mut have = names.len();
+        let parent = loop {
+            if have == 0 {
+                return Err(Errno::NOENT);
+            }
+            have -= 1;
+            match self.dir(&join(&names[..have])) {
+                Err(Errno::NOENT) => {}
+                r => break r?,
+            }
+        };
+        self.mkdir_from(parent, &names, have, mode)
+    }
+
+    /// Makes `names[have..]` below `parent`, the directory `names[..have]`,
+    /// each new one looked up again from the root.
+    fn mkdir_from(
+        &self,
+        mut parent: OwnedFd,
+        names: &[&OsStr],
+        have: usize,
+        mode: u32,
+    ) -> R<OwnedFd> {
+        for (i, name) in names.iter().enumerate().skip(have) {
+            if *name != ".." {
+                match rustix::fs::mkdirat(&parent, *name, Mode::from_raw_mode(mode)) {
+                    Ok(()) | Err(Errno::EXIST) => {}
+                    Err(e) => return Err(e),
                 }
-                r => r?,
-            };
+            }
+            parent = self.dir(&join(&names[..=i]))?;
         }
         Ok(parent)
     }
@@ -157,6 +172,24 @@ impl AsFd for RootDir {
     fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.fd.as_fd()
     }
+}
+
+/// The components of `path` to look up in turn: its names and `..`.
+fn names(path: &Path) -> Vec<&OsStr> {
+    path.components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n),
+            Component::ParentDir => Some(OsStr::new("..")),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The absolute path of `names`.
+fn join(names: &[&OsStr]) -> PathBuf {
+    let mut p = PathBuf::from("/");
+    p.extend(names);
+    p
 }
 
 /// `path` relative to the root: `/a/b` is `a/b`, `/` is `.`.
@@ -217,6 +250,27 @@ mod tests {
         r.remove_file(Path::new("/etc/l")).unwrap();
         assert!(!root.join("etc/l").exists());
         assert_eq!(r.resolve(Path::new("/nothing")).err(), Some(Errno::NOENT));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn mkdir_all_makes_only_what_is_missing() {
+        let d = scratch("deep");
+        std::fs::create_dir_all(d.join("a")).unwrap();
+        std::os::unix::fs::symlink("/a", d.join("l")).unwrap();
+        std::os::unix::fs::symlink("/nothing/here", d.join("dangling")).unwrap();
+        let r = RootDir::open(&d).unwrap();
+        r.mkdir_all(Path::new("/l/x/y/z"), 0o755).unwrap();
+        assert!(d.join("a/x/y/z").is_dir());
+        r.mkdir_all(Path::new("/a/x/../w"), 0o755).unwrap();
+        assert!(d.join("a/w").is_dir());
+        r.mkdir_all(Path::new("/"), 0o755).unwrap();
+        assert_eq!(
+            r.mkdir_all(Path::new("/dangling/x"), 0o755).err(),
+            Some(Errno::NOENT),
+            "nothing is made through a dangling link"
+        );
+        assert!(!d.join("nothing").exists());
         let _ = std::fs::remove_dir_all(&d);
     }
 
