@@ -28,6 +28,18 @@ pub struct RootDir {
 type R<T> = std::result::Result<T, Errno>;
 
 const IN_ROOT: ResolveFlags = ResolveFlags::IN_ROOT.union(ResolveFlags::NO_MAGICLINKS);
+/// `IN_ROOT`, refusing every symlink on the way (ELOOP).
+const PLAIN: ResolveFlags = IN_ROOT.union(ResolveFlags::NO_SYMLINKS);
+
+/// Where a path is when it has no `..` and no symlink is on the way to it
+/// (`RootDir::plain`).
+pub enum Plain {
+    /// There: an O_PATH fd on it, the one `resolve` gives.
+    Found(OwnedFd),
+    /// Not there: an fd on its deepest ancestor that is, a directory, and
+    /// how many of the path's names lead to that ancestor.
+    Missing(OwnedFd, usize),
+}
 
 impl RootDir {
     /// Opens `path` (a host path) as the root.
@@ -41,12 +53,16 @@ impl RootDir {
     }
 
     fn openat2(&self, path: &Path, flags: OFlags) -> R<OwnedFd> {
+        self.openat2_with(path, flags, IN_ROOT)
+    }
+
+    fn openat2_with(&self, path: &Path, flags: OFlags, resolve: ResolveFlags) -> R<OwnedFd> {
         let rel = relative(path);
         // The kernel answers EAGAIN when a rename or mount raced with a `..`
         // lookup: ask again, a bounded number of times (as libpathrs does).
         let mut tries = 0;
         loop {
-            match rustix::fs::openat2(&self.fd, rel, flags, Mode::empty(), IN_ROOT) {
+            match rustix::fs::openat2(&self.fd, rel, flags, Mode::empty(), resolve) {
                 Err(Errno::AGAIN) if tries < 32 => tries += 1,
                 r => return r,
             }
@@ -65,6 +81,32 @@ impl RootDir {
 
     fn dir(&self, path: &Path) -> R<OwnedFd> {
         self.openat2(path, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC)
+    }
+
+    /// `path` looked up going down only: no `..` in it and no symlink on the
+    /// way, `path` itself included. None when it has a `..`, a symlink is
+    /// met or a lookup fails otherwise than with ENOENT: the caller then
+    /// takes the general way. Such a path cannot lead above the root, and
+    /// `resolve` would find the same file.
+    pub fn plain(&self, path: &Path) -> Option<Plain> {
+        let names = names(path);
+        if names.iter().any(|n| *n == "..") {
+            return None;
+        }
+        match self.openat2_with(path, OFlags::PATH | OFlags::CLOEXEC, PLAIN) {
+            Ok(fd) => return Some(Plain::Found(fd)),
+            Err(Errno::NOENT) => {}
+            Err(_) => return None,
+        }
+        let dir = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        for have in (0..names.len()).rev() {
+            match self.openat2_with(&join(&names[..have]), dir, PLAIN) {
+                Ok(fd) => return Some(Plain::Missing(fd, have)),
+                Err(Errno::NOENT) => {}
+                Err(_) => return None,
+            }
+        }
+        None
     }
 
     /// The target of `path` when it is a symlink; None when it is something
@@ -106,6 +148,19 @@ impl RootDir {
         self.mkdir_from(parent, &names, have, mode)
     }
 
+    /// The directory `path` made below `ancestor`, the directory its first
+    /// `have` names lead to (as `Plain::Missing` gives it), as `mkdir_all`
+    /// makes it.
+    pub fn mkdir_below(
+        &self,
+        ancestor: OwnedFd,
+        have: usize,
+        path: &Path,
+        mode: u32,
+    ) -> R<OwnedFd> {
+        self.mkdir_from(ancestor, &names(path), have, mode)
+    }
+
     /// Makes `names[have..]` below `parent`, the directory `names[..have]`,
     /// each new one looked up again from the root.
     fn mkdir_from(
@@ -140,13 +195,7 @@ impl RootDir {
     /// A new empty regular file (EEXIST when something is there).
     pub fn create_file(&self, path: &Path, mode: u32) -> R<()> {
         let (parent, name) = self.parent_of(path)?;
-        rustix::fs::openat(
-            &parent,
-            name,
-            OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::WRONLY | OFlags::CLOEXEC,
-            Mode::from_raw_mode(mode),
-        )
-        .map(drop)
+        create_file_in(&parent, name, mode)
     }
 
     /// A device node or fifo (EEXIST when something is there).
@@ -172,6 +221,18 @@ impl AsFd for RootDir {
     fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.fd.as_fd()
     }
+}
+
+/// A new empty regular file `name` in the directory `parent` (EEXIST when
+/// something is there, a symlink too).
+pub fn create_file_in(parent: &impl AsFd, name: &OsStr, mode: u32) -> R<()> {
+    rustix::fs::openat(
+        parent,
+        name,
+        OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::WRONLY | OFlags::CLOEXEC,
+        Mode::from_raw_mode(mode),
+    )
+    .map(drop)
 }
 
 /// The components of `path` to look up in turn: its names and `..`.
@@ -250,6 +311,30 @@ mod tests {
         r.remove_file(Path::new("/etc/l")).unwrap();
         assert!(!root.join("etc/l").exists());
         assert_eq!(r.resolve(Path::new("/nothing")).err(), Some(Errno::NOENT));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn plain_goes_down_only() {
+        let d = scratch("plain");
+        std::fs::create_dir_all(d.join("a/b")).unwrap();
+        std::fs::write(d.join("a/f"), "").unwrap();
+        std::os::unix::fs::symlink("a", d.join("l")).unwrap();
+        std::os::unix::fs::symlink("b", d.join("a/l")).unwrap();
+        let r = RootDir::open(&d).unwrap();
+        assert!(matches!(r.plain(Path::new("/a/b")), Some(Plain::Found(_))));
+        assert!(matches!(r.plain(Path::new("/a/f")), Some(Plain::Found(_))));
+        let Some(Plain::Missing(fd, have)) = r.plain(Path::new("/a/b/x/y")) else {
+            panic!("/a/b/x/y is missing below /a/b");
+        };
+        assert_eq!(have, 2);
+        let made = r.mkdir_below(fd, have, Path::new("/a/b/x/y"), 0o755);
+        assert!(made.is_ok() && d.join("a/b/x/y").is_dir());
+        // A symlink on the way or at the end, a `..` or a file in the way:
+        // the general way.
+        for p in ["/l/b", "/l", "/a/l", "/a/l/x", "/a/../a/b", "/a/f/x"] {
+            assert!(r.plain(Path::new(p)).is_none(), "{p}");
+        }
         let _ = std::fs::remove_dir_all(&d);
     }
 
