@@ -109,6 +109,16 @@ impl RootDir {
         None
     }
 
+    /// The directory `path` looked up as `plain` does (no `..`, no symlink
+    /// on the way); None when that fails in any way.
+    pub fn plain_dir(&self, path: &Path) -> Option<OwnedFd> {
+        if names(path).iter().any(|n| *n == "..") {
+            return None;
+        }
+        let dir = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        self.openat2_with(path, dir, PLAIN).ok()
+    }
+
     /// The target of `path` when it is a symlink; None when it is something
     /// else or is not there.
     pub fn readlink(&self, path: &Path) -> Option<PathBuf> {
@@ -334,6 +344,20 @@ mod tests {
         // the general way.
         for p in ["/l/b", "/l", "/a/l", "/a/l/x", "/a/../a/b", "/a/f/x"] {
             assert!(r.plain(Path::new(p)).is_none(), "{p}");
+        }
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn plain_dir_is_a_directory_reached_going_down() {
+        let d = scratch("plain-dir");
+        std::fs::create_dir_all(d.join("a")).unwrap();
+        std::fs::write(d.join("f"), "").unwrap();
+        std::os::unix::fs::symlink("a", d.join("l")).unwrap();
+        let r = RootDir::open(&d).unwrap();
+        assert!(r.plain_dir(Path::new("/a")).is_some());
+        for p in ["/f", "/l", "/nothing", "/a/../a"] {
+            assert!(r.plain_dir(Path::new(p)).is_none(), "{p}");
         }
         let _ = std::fs::remove_dir_all(&d);
     }
