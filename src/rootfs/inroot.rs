@@ -192,6 +192,20 @@ impl RootDir {
         Ok(parent)
     }
 
+    /// The directory `path`, made in `parent` (an fd on its parent looked up
+    /// in the root) when missing, then looked up again from the root.
+    pub fn mkdir_child(&self, parent: &impl AsFd, path: &Path, mode: u32) -> R<OwnedFd> {
+        let name = match path.components().next_back() {
+            Some(Component::Normal(n)) => n,
+            _ => return Err(Errno::INVAL),
+        };
+        match rustix::fs::mkdirat(parent, name, Mode::from_raw_mode(mode)) {
+            Ok(()) | Err(Errno::EXIST) => {}
+            Err(e) => return Err(e),
+        }
+        self.dir(path)
+    }
+
     /// The parent directory of `path` and the last component's name.
     fn parent_of<'p>(&self, path: &'p Path) -> R<(OwnedFd, &'p OsStr)> {
         let name = match path.components().next_back() {
@@ -359,6 +373,20 @@ mod tests {
         for p in ["/f", "/l", "/nothing", "/a/../a"] {
             assert!(r.plain_dir(Path::new(p)).is_none(), "{p}");
         }
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn mkdir_child_makes_one_directory_or_finds_it() {
+        let d = scratch("child");
+        std::fs::create_dir_all(d.join("a/b")).unwrap();
+        std::os::unix::fs::symlink("b", d.join("a/l")).unwrap();
+        let r = RootDir::open(&d).unwrap();
+        let holder = r.resolve(Path::new("/a")).unwrap();
+        assert!(r.mkdir_child(&holder, Path::new("/a/c"), 0o755).is_ok());
+        assert!(d.join("a/c").is_dir());
+        assert!(r.mkdir_child(&holder, Path::new("/a/c"), 0o755).is_ok());
+        assert!(r.mkdir_child(&holder, Path::new("/a/l"), 0o755).is_ok());
         let _ = std::fs::remove_dir_all(&d);
     }
 

@@ -333,6 +333,9 @@ fn mount_cgroup(p: &Plan, root: &Root, dest: &Path, opts: &options::Parsed) -> R
         format!("mount tmpfs on {}", dest.display())
     })?;
     drop(target);
+    // The new tmpfs, which the mounts below do not cover: each hierarchy's
+    // directory is made in it by name.
+    let holder = root.resolve(dest);
     for h in p.cgroups {
         let name = h
             .mount
@@ -343,7 +346,11 @@ fn mount_cgroup(p: &Plan, root: &Root, dest: &Path, opts: &options::Parsed) -> R
             continue;
         }
         let sub = dest.join(&name);
-        let t = root.mkdir_all(&sub, 0o755).ctx(Error::Rootfs, || {
+        let t = match &holder {
+            Ok(holder) => root.mkdir_child(holder, &sub, 0o755),
+            Err(e) => Err(*e),
+        }
+        .ctx(Error::Rootfs, || {
             format!("create {} in rootfs", sub.display())
         })?;
         let fdp = fd_path(&t);
@@ -360,10 +367,11 @@ fn mount_cgroup(p: &Plan, root: &Root, dest: &Path, opts: &options::Parsed) -> R
             bind_with_flags(root, &h.dir, &sub, &fdp, flags)?;
         }
         // cpu,cpuacct mounted together: give each controller its own name too.
-        if name.contains(',') {
+        if let (true, Ok(holder)) = (name.contains(','), &holder) {
             for part in name.split(',') {
-                let link = dest.join(part);
-                let _ = root.symlink(&link, Path::new(&name));
+                if !matches!(part, "" | "." | "..") {
+                    let _ = rustix::fs::symlinkat(name.as_str(), holder, part);
+                }
             }
         }
     }
