@@ -212,21 +212,27 @@ fn make_in_dev(
         .ctx(Error::Rootfs, || {
             format!("mknod {} in rootfs", path.display())
         })?;
-    rustix::fs::chownat(
-        dev,
-        name,
-        Some(rustix::fs::Uid::from_raw(uid)),
-        Some(rustix::fs::Gid::from_raw(gid)),
-        AtFlags::SYMLINK_NOFOLLOW,
-    )
-    .ctx(Error::Rootfs, || {
-        format!("chown {} to {uid}:{gid}", path.display())
-    })?;
-    // mknod gives the mode less the umask (the init's is 0) or what a
-    // default ACL of /dev allows, and chown clears setuid and setgid: set
-    // the exact mode only when the node does not have it.
-    match rustix::fs::statat(dev, name, AtFlags::SYMLINK_NOFOLLOW) {
-        Ok(st)
+    // The node is the init's (root's, or the group of a setgid /dev): chown
+    // only to another owner. mknod gives the mode less the umask (the
+    // init's is 0) or what a default ACL of /dev allows, and chown clears
+    // setuid and setgid: set the exact mode only when the node lacks it.
+    let stat = || rustix::fs::statat(dev, name, AtFlags::SYMLINK_NOFOLLOW).ok();
+    let mut st = stat();
+    if !st.is_some_and(|st| st.st_uid == uid && st.st_gid == gid) {
+        rustix::fs::chownat(
+            dev,
+            name,
+            Some(rustix::fs::Uid::from_raw(uid)),
+            Some(rustix::fs::Gid::from_raw(gid)),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .ctx(Error::Rootfs, || {
+            format!("chown {} to {uid}:{gid}", path.display())
+        })?;
+        st = stat();
+    }
+    match st {
+        Some(st)
             if st.st_mode & 0o7777 == mode && FileType::from_raw_mode(st.st_mode) == file_type => {}
         _ => chmod(root, path, mode)?,
     }
