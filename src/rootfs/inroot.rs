@@ -28,6 +28,18 @@ pub struct RootDir {
 type R<T> = std::result::Result<T, Errno>;
 
 const IN_ROOT: ResolveFlags = ResolveFlags::IN_ROOT.union(ResolveFlags::NO_MAGICLINKS);
+/// `IN_ROOT`, refusing every symlink on the way (ELOOP).
+const PLAIN: ResolveFlags = IN_ROOT.union(ResolveFlags::NO_SYMLINKS);
+
+/// Where a path is when it has no `..` and no symlink is on the way to it
+/// (`RootDir::plain`).
+pub enum Plain {
+    /// There: an O_PATH fd on it, the one `resolve` gives.
+    Found(OwnedFd),
+    /// Not there: an fd on its deepest ancestor that is, a directory, and
+    /// how many of the path's names lead to that ancestor.
+    Missing(OwnedFd, usize),
+}
 
 impl RootDir {
     /// Opens `path` (a host path) as the root.
@@ -41,12 +53,16 @@ impl RootDir {
     }
 
     fn openat2(&self, path: &Path, flags: OFlags) -> R<OwnedFd> {
+        self.openat2_with(path, flags, IN_ROOT)
+    }
+
+    fn openat2_with(&self, path: &Path, flags: OFlags, resolve: ResolveFlags) -> R<OwnedFd> {
         let rel = relative(path);
         // The kernel answers EAGAIN when a rename or mount raced with a `..`
         // lookup: ask again, a bounded number of times (as libpathrs does).
         let mut tries = 0;
         loop {
-            match rustix::fs::openat2(&self.fd, rel, flags, Mode::empty(), IN_ROOT) {
+            match rustix::fs::openat2(&self.fd, rel, flags, Mode::empty(), resolve) {
                 Err(Errno::AGAIN) if tries < 32 => tries += 1,
                 r => return r,
             }
@@ -67,6 +83,42 @@ impl RootDir {
         self.openat2(path, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC)
     }
 
+    /// `path` looked up going down only: no `..` in it and no symlink on the
+    /// way, `path` itself included. None when it has a `..`, a symlink is
+    /// met or a lookup fails otherwise than with ENOENT: the caller then
+    /// takes the general way. Such a path cannot lead above the root, and
+    /// `resolve` would find the same file.
+    pub fn plain(&self, path: &Path) -> Option<Plain> {
+        let names = names(path);
+        if names.iter().any(|n| *n == "..") {
+            return None;
+        }
+        match self.openat2_with(path, OFlags::PATH | OFlags::CLOEXEC, PLAIN) {
+            Ok(fd) => return Some(Plain::Found(fd)),
+            Err(Errno::NOENT) => {}
+            Err(_) => return None,
+        }
+        let dir = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        for have in (0..names.len()).rev() {
+            match self.openat2_with(&join(&names[..have]), dir, PLAIN) {
+                Ok(fd) => return Some(Plain::Missing(fd, have)),
+                Err(Errno::NOENT) => {}
+                Err(_) => return None,
+            }
+        }
+        None
+    }
+
+    /// The directory `path` looked up as `plain` does (no `..`, no symlink
+    /// on the way); None when that fails in any way.
+    pub fn plain_dir(&self, path: &Path) -> Option<OwnedFd> {
+        if names(path).iter().any(|n| *n == "..") {
+            return None;
+        }
+        let dir = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        self.openat2_with(path, dir, PLAIN).ok()
+    }
+
     /// The target of `path` when it is a symlink; None when it is something
     /// else or is not there.
     pub fn readlink(&self, path: &Path) -> Option<PathBuf> {
@@ -83,33 +135,75 @@ impl RootDir {
 
     /// The directory `path`, made with every missing parent (mode `mode`,
     /// less the umask). Each new directory is made relative to an fd on its
-    /// parent, then looked up again from the root.
+    /// parent, then looked up again from the root. The parent is tried
+    /// first, then its parent, up to the deepest directory already there:
+    /// usually only the last component is missing.
     pub fn mkdir_all(&self, path: &Path, mode: u32) -> R<OwnedFd> {
         match self.dir(path) {
             Err(Errno::NOENT) => {}
             r => return r,
         }
-        let mut parent = self.dir(Path::new("/"))?;
-        let mut prefix = PathBuf::from("/");
-        for c in path.components() {
-            let name = match c {
-                Component::Normal(n) => n,
-                Component::ParentDir => OsStr::new(".."),
-                _ => continue,
-            };
-            prefix.push(name);
-            parent = match self.dir(&prefix) {
-                Err(Errno::NOENT) if name != ".." => {
-                    match rustix::fs::mkdirat(&parent, name, Mode::from_raw_mode(mode)) {
-                        Ok(()) | Err(Errno::EXIST) => {}
-                        Err(e) => return Err(e),
-                    }
-                    self.dir(&prefix)?
+        let names = names(path);
+        let mut have = names.len();
+        let parent = loop {
+            if have == 0 {
+                return Err(Errno::NOENT);
+            }
+            have -= 1;
+            match self.dir(&join(&names[..have])) {
+                Err(Errno::NOENT) => {}
+                r => break r?,
+            }
+        };
+        self.mkdir_from(parent, &names, have, mode)
+    }
+
+    /// The directory `path` made below `ancestor`, the directory its first
+    /// `have` names lead to (as `Plain::Missing` gives it), as `mkdir_all`
+    /// makes it.
+    pub fn mkdir_below(
+        &self,
+        ancestor: OwnedFd,
+        have: usize,
+        path: &Path,
+        mode: u32,
+    ) -> R<OwnedFd> {
+        self.mkdir_from(ancestor, &names(path), have, mode)
+    }
+
+    /// Makes `names[have..]` below `parent`, the directory `names[..have]`,
+    /// each new one looked up again from the root.
+    fn mkdir_from(
+        &self,
+        mut parent: OwnedFd,
+        names: &[&OsStr],
+        have: usize,
+        mode: u32,
+    ) -> R<OwnedFd> {
+        for (i, name) in names.iter().enumerate().skip(have) {
+            if *name != ".." {
+                match rustix::fs::mkdirat(&parent, *name, Mode::from_raw_mode(mode)) {
+                    Ok(()) | Err(Errno::EXIST) => {}
+                    Err(e) => return Err(e),
                 }
-                r => r?,
-            };
+            }
+            parent = self.dir(&join(&names[..=i]))?;
         }
         Ok(parent)
+    }
+
+    /// The directory `path`, made in `parent` (an fd on its parent looked up
+    /// in the root) when missing, then looked up again from the root.
+    pub fn mkdir_child(&self, parent: &impl AsFd, path: &Path, mode: u32) -> R<OwnedFd> {
+        let name = match path.components().next_back() {
+            Some(Component::Normal(n)) => n,
+            _ => return Err(Errno::INVAL),
+        };
+        match rustix::fs::mkdirat(parent, name, Mode::from_raw_mode(mode)) {
+            Ok(()) | Err(Errno::EXIST) => {}
+            Err(e) => return Err(e),
+        }
+        self.dir(path)
     }
 
     /// The parent directory of `path` and the last component's name.
@@ -125,13 +219,7 @@ impl RootDir {
     /// A new empty regular file (EEXIST when something is there).
     pub fn create_file(&self, path: &Path, mode: u32) -> R<()> {
         let (parent, name) = self.parent_of(path)?;
-        rustix::fs::openat(
-            &parent,
-            name,
-            OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::WRONLY | OFlags::CLOEXEC,
-            Mode::from_raw_mode(mode),
-        )
-        .map(drop)
+        create_file_in(&parent, name, mode)
     }
 
     /// A device node or fifo (EEXIST when something is there).
@@ -157,6 +245,36 @@ impl AsFd for RootDir {
     fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.fd.as_fd()
     }
+}
+
+/// A new empty regular file `name` in the directory `parent` (EEXIST when
+/// something is there, a symlink too).
+pub fn create_file_in(parent: &impl AsFd, name: &OsStr, mode: u32) -> R<()> {
+    rustix::fs::openat(
+        parent,
+        name,
+        OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::WRONLY | OFlags::CLOEXEC,
+        Mode::from_raw_mode(mode),
+    )
+    .map(drop)
+}
+
+/// The components of `path` to look up in turn: its names and `..`.
+fn names(path: &Path) -> Vec<&OsStr> {
+    path.components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n),
+            Component::ParentDir => Some(OsStr::new("..")),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The absolute path of `names`.
+fn join(names: &[&OsStr]) -> PathBuf {
+    let mut p = PathBuf::from("/");
+    p.extend(names);
+    p
 }
 
 /// `path` relative to the root: `/a/b` is `a/b`, `/` is `.`.
@@ -217,6 +335,79 @@ mod tests {
         r.remove_file(Path::new("/etc/l")).unwrap();
         assert!(!root.join("etc/l").exists());
         assert_eq!(r.resolve(Path::new("/nothing")).err(), Some(Errno::NOENT));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn plain_goes_down_only() {
+        let d = scratch("plain");
+        std::fs::create_dir_all(d.join("a/b")).unwrap();
+        std::fs::write(d.join("a/f"), "").unwrap();
+        std::os::unix::fs::symlink("a", d.join("l")).unwrap();
+        std::os::unix::fs::symlink("b", d.join("a/l")).unwrap();
+        let r = RootDir::open(&d).unwrap();
+        assert!(matches!(r.plain(Path::new("/a/b")), Some(Plain::Found(_))));
+        assert!(matches!(r.plain(Path::new("/a/f")), Some(Plain::Found(_))));
+        let Some(Plain::Missing(fd, have)) = r.plain(Path::new("/a/b/x/y")) else {
+            panic!("/a/b/x/y is missing below /a/b");
+        };
+        assert_eq!(have, 2);
+        let made = r.mkdir_below(fd, have, Path::new("/a/b/x/y"), 0o755);
+        assert!(made.is_ok() && d.join("a/b/x/y").is_dir());
+        // A symlink on the way or at the end, a `..` or a file in the way:
+        // the general way.
+        for p in ["/l/b", "/l", "/a/l", "/a/l/x", "/a/../a/b", "/a/f/x"] {
+            assert!(r.plain(Path::new(p)).is_none(), "{p}");
+        }
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn plain_dir_is_a_directory_reached_going_down() {
+        let d = scratch("plain-dir");
+        std::fs::create_dir_all(d.join("a")).unwrap();
+        std::fs::write(d.join("f"), "").unwrap();
+        std::os::unix::fs::symlink("a", d.join("l")).unwrap();
+        let r = RootDir::open(&d).unwrap();
+        assert!(r.plain_dir(Path::new("/a")).is_some());
+        for p in ["/f", "/l", "/nothing", "/a/../a"] {
+            assert!(r.plain_dir(Path::new(p)).is_none(), "{p}");
+        }
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn mkdir_child_makes_one_directory_or_finds_it() {
+        let d = scratch("child");
+        std::fs::create_dir_all(d.join("a/b")).unwrap();
+        std::os::unix::fs::symlink("b", d.join("a/l")).unwrap();
+        let r = RootDir::open(&d).unwrap();
+        let holder = r.resolve(Path::new("/a")).unwrap();
+        assert!(r.mkdir_child(&holder, Path::new("/a/c"), 0o755).is_ok());
+        assert!(d.join("a/c").is_dir());
+        assert!(r.mkdir_child(&holder, Path::new("/a/c"), 0o755).is_ok());
+        assert!(r.mkdir_child(&holder, Path::new("/a/l"), 0o755).is_ok());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn mkdir_all_makes_only_what_is_missing() {
+        let d = scratch("deep");
+        std::fs::create_dir_all(d.join("a")).unwrap();
+        std::os::unix::fs::symlink("/a", d.join("l")).unwrap();
+        std::os::unix::fs::symlink("/nothing/here", d.join("dangling")).unwrap();
+        let r = RootDir::open(&d).unwrap();
+        r.mkdir_all(Path::new("/l/x/y/z"), 0o755).unwrap();
+        assert!(d.join("a/x/y/z").is_dir());
+        r.mkdir_all(Path::new("/a/x/../w"), 0o755).unwrap();
+        assert!(d.join("a/w").is_dir());
+        r.mkdir_all(Path::new("/"), 0o755).unwrap();
+        assert_eq!(
+            r.mkdir_all(Path::new("/dangling/x"), 0o755).err(),
+            Some(Errno::NOENT),
+            "nothing is made through a dangling link"
+        );
+        assert!(!d.join("nothing").exists());
         let _ = std::fs::remove_dir_all(&d);
     }
 

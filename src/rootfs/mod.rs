@@ -139,7 +139,13 @@ pub fn prepare(p: &Plan, before_pivot: &mut dyn FnMut() -> Result<()>) -> Result
     if !dev_is_bound {
         setup_dev(p, &root, mounts)?;
     }
-    if let Some(process) = p.spec.process() {
+    // The root itself is always there.
+    if let Some(process) = p
+        .spec
+        .process()
+        .as_ref()
+        .filter(|pr| pr.cwd() != Path::new("/"))
+    {
         root.mkdir_all(process.cwd(), 0o755)
             .ctx(Error::Rootfs, || {
                 format!("create cwd {} in rootfs", process.cwd().display())

@@ -9,6 +9,7 @@ use nix::mount::MsFlags;
 use oci_spec::runtime::{LinuxNamespaceType, Mount, Spec};
 
 use super::escape::check_no_escape;
+use super::inroot::{self, Plain};
 use super::{Plan, Root, fd_path, idmap, mnt, options, procfs, resolve};
 use crate::error::{Context, Error, Result};
 use crate::sys::mount;
@@ -16,21 +17,47 @@ use crate::sys::mount;
 /// Resolves `dest` in the rootfs, creating a directory (or an empty file) for
 /// the mount to land on.
 pub(super) fn mountpoint(root: &Root, dest: &Path, dir: bool) -> Result<OwnedFd> {
-    check_no_escape(root, dest)?;
-    if let Ok(h) = root.resolve(dest) {
-        return Ok(h);
-    }
+    // Going down only (no `..`, no symlink), `dest` cannot escape: the walk
+    // of `check_no_escape` would pass, and what is there is already found.
+    let below = match root.plain(dest) {
+        Some(Plain::Found(h)) => return Ok(h),
+        Some(Plain::Missing(ancestor, have)) => Some((ancestor, have)),
+        None => {
+            check_no_escape(root, dest)?;
+            if let Ok(h) = root.resolve(dest) {
+                return Ok(h);
+            }
+            None
+        }
+    };
     if dir {
-        return root.mkdir_all(dest, 0o755).ctx(Error::Rootfs, || {
+        let made = match below {
+            Some((ancestor, have)) => root.mkdir_below(ancestor, have, dest, 0o755),
+            None => root.mkdir_all(dest, 0o755),
+        };
+        return made.ctx(Error::Rootfs, || {
             format!("create mountpoint {} in rootfs", dest.display())
         });
     }
-    if let Some(parent) = dest.parent() {
-        root.mkdir_all(parent, 0o755).ctx(Error::Rootfs, || {
-            format!("create mountpoint {} in rootfs", parent.display())
-        })?;
-    }
-    match root.create_file(dest, 0o644) {
+    let created = match (below, dest.parent(), dest.file_name()) {
+        (Some((ancestor, have)), Some(parent), Some(name)) => {
+            let parent_fd = root
+                .mkdir_below(ancestor, have, parent, 0o755)
+                .ctx(Error::Rootfs, || {
+                    format!("create mountpoint {} in rootfs", parent.display())
+                })?;
+            inroot::create_file_in(&parent_fd, name, 0o644)
+        }
+        _ => {
+            if let Some(parent) = dest.parent() {
+                root.mkdir_all(parent, 0o755).ctx(Error::Rootfs, || {
+                    format!("create mountpoint {} in rootfs", parent.display())
+                })?;
+            }
+            root.create_file(dest, 0o644)
+        }
+    };
+    match created {
         Ok(()) | Err(rustix::io::Errno::EXIST) => {}
         Err(e) => {
             return Err(e).ctx(Error::Rootfs, || {
@@ -306,6 +333,9 @@ fn mount_cgroup(p: &Plan, root: &Root, dest: &Path, opts: &options::Parsed) -> R
         format!("mount tmpfs on {}", dest.display())
     })?;
     drop(target);
+    // The new tmpfs, which the mounts below do not cover: each hierarchy's
+    // directory is made in it by name.
+    let holder = root.resolve(dest);
     for h in p.cgroups {
         let name = h
             .mount
@@ -316,7 +346,11 @@ fn mount_cgroup(p: &Plan, root: &Root, dest: &Path, opts: &options::Parsed) -> R
             continue;
         }
         let sub = dest.join(&name);
-        let t = root.mkdir_all(&sub, 0o755).ctx(Error::Rootfs, || {
+        let t = match &holder {
+            Ok(holder) => root.mkdir_child(holder, &sub, 0o755),
+            Err(e) => Err(*e),
+        }
+        .ctx(Error::Rootfs, || {
             format!("create {} in rootfs", sub.display())
         })?;
         let fdp = fd_path(&t);
@@ -333,10 +367,11 @@ fn mount_cgroup(p: &Plan, root: &Root, dest: &Path, opts: &options::Parsed) -> R
             bind_with_flags(root, &h.dir, &sub, &fdp, flags)?;
         }
         // cpu,cpuacct mounted together: give each controller its own name too.
-        if name.contains(',') {
+        if let (true, Ok(holder)) = (name.contains(','), &holder) {
             for part in name.split(',') {
-                let link = dest.join(part);
-                let _ = root.symlink(&link, Path::new(&name));
+                if !matches!(part, "" | "." | "..") {
+                    let _ = rustix::fs::symlinkat(name.as_str(), holder, part);
+                }
             }
         }
     }
