@@ -34,17 +34,28 @@ pub(crate) fn send_fd(socket: BorrowedFd<'_>, data: &str, fd: BorrowedFd<'_>) ->
 /// pages the message fills, not 16 page faults.
 pub(crate) fn recv_into(socket: BorrowedFd<'_>, buf: &mut Vec<u8>) -> Result<usize, Errno> {
     buf.clear();
-    loop {
-        match rustix::net::recv(
-            socket,
-            rustix::buffer::spare_capacity(buf),
-            rustix::net::RecvFlags::empty(),
-        ) {
-            Ok((n, _)) => return Ok(n),
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => return Err(Errno::from_raw(e.raw_os_error())),
+    let spare = buf.spare_capacity_mut();
+    let n = loop {
+        // SAFETY: recv(2) writes at most `spare.len()` bytes into the
+        // buffer's spare capacity, which `spare` borrows mutably.
+        let r = unsafe {
+            libc::recv(
+                socket.as_raw_fd(),
+                spare.as_mut_ptr().cast(),
+                spare.len(),
+                0,
+            )
+        };
+        match Errno::result(r) {
+            Ok(n) => break n as usize,
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e),
         }
-    }
+    };
+    // SAFETY: the kernel initialised the first `n` bytes of the spare
+    // capacity (n <= its length).
+    unsafe { buf.set_len(n) };
+    Ok(n)
 }
 
 pub(crate) fn recv_fd(socket: BorrowedFd<'_>) -> Result<Option<OwnedFd>, Errno> {
