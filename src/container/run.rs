@@ -7,7 +7,7 @@ use nix::unistd::Pid;
 use super::Global;
 use super::create::{CreateOpts, Created, create_locked};
 use super::delete::{destroy, destroy_by_id};
-use super::start::start_locked;
+use super::start::start_created;
 use super::state::StateDir;
 use super::wait::{forwarded_signals, wait_forwarding};
 use crate::error::{Context, Error, Result};
@@ -23,7 +23,7 @@ pub struct RunOpts {
 pub fn run(g: &Global, o: &RunOpts) -> Result<i32> {
     if o.detach {
         let c = create_locked(g, &o.create, true)?;
-        return start_locked(&c.dir, &c.saved).map(|()| 0).inspect_err(|_| {
+        return start_created(&c.dir, &c.saved).map(|()| 0).inspect_err(|_| {
             let _ = destroy_by_id(g, &o.create.id);
         });
     }
@@ -35,7 +35,7 @@ pub fn run(g: &Global, o: &RunOpts) -> Result<i32> {
     let c = create_locked(g, &o.create, false)?;
     let Created { dir, saved, master } = c;
     let relay = master.map(crate::tty::Relay::new);
-    if let Err(e) = start_locked(&dir, &saved) {
+    if let Err(e) = start_created(&dir, &saved) {
         drop(relay);
         let _ = destroy(dir, &saved);
         return Err(e);

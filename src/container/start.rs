@@ -15,11 +15,14 @@ use crate::error::{Context, Error, Result};
 pub fn start(g: &Global, id: &str) -> Result<()> {
     let dir = StateDir::open(&g.root, id)?;
     let saved = dir.load()?;
-    start_locked(&dir, &saved)
+    dir.status(&saved).allows(Op::Start, &saved.id)?;
+    start_created(&dir, &saved)
 }
 
-pub(super) fn start_locked(dir: &StateDir, saved: &Saved) -> Result<()> {
-    dir.status(saved).allows(Op::Start, &saved.id)?;
+/// Starts a container known to be `created`: `start` asked its status
+/// above; `run` holds the lock since it created it. An init that died since
+/// is found by the fifo's open ("init is gone").
+pub(super) fn start_created(dir: &StateDir, saved: &Saved) -> Result<()> {
     // Opened before the init is released, so its error cannot be missed.
     let result_path = dir.path.join(state::RESULT);
     let result = match open(
