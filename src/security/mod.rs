@@ -81,7 +81,7 @@ pub fn drop_ungrantable(p: &mut Process) {
     let Some(mut c) = p.capabilities().clone() else {
         return;
     };
-    let Ok(ours) = caps::read(None, CapSet::Bounding) else {
+    let Some(ours) = own_bounding().or_else(|| caps::read(None, CapSet::Bounding).ok()) else {
         return;
     };
     let mut warned = std::collections::HashSet::new();
@@ -114,6 +114,28 @@ pub fn drop_ungrantable(p: &mut Process) {
     c.set_permitted(pm);
     c.set_ambient(a);
     p.set_capabilities(Some(c));
+}
+
+/// Our bounding set from the `CapBnd` line of /proc/self/status: one read
+/// where asking the kernel cap by cap is a prctl each (41). None when the
+/// file or the line cannot be read; the caller then asks the kernel.
+fn own_bounding() -> Option<caps::CapsHashSet> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    bounding_from_status(&status)
+}
+
+fn bounding_from_status(status: &str) -> Option<caps::CapsHashSet> {
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))?
+        .trim();
+    let bits = u64::from_str_radix(hex, 16).ok()?;
+    Some(
+        caps::all()
+            .into_iter()
+            .filter(|c| c.index() < 64 && bits & (1 << c.index()) != 0)
+            .collect(),
+    )
 }
 
 /// Drops from the bounding set every capability the process may not keep.
@@ -205,6 +227,19 @@ pub fn no_new_privs() -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bounding_set_read_from_status_is_the_kernels() {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let read = bounding_from_status(&status).unwrap();
+        assert_eq!(read, caps::read(None, CapSet::Bounding).unwrap());
+        let two = bounding_from_status("Name:\tx\nCapBnd:\t0000000000200001\n").unwrap();
+        let want: caps::CapsHashSet =
+            [caps::Capability::CAP_CHOWN, caps::Capability::CAP_SYS_ADMIN].into();
+        assert_eq!(two, want);
+        assert!(bounding_from_status("CapBnd:\tzz\n").is_none());
+        assert!(bounding_from_status("Name:\tx\n").is_none());
+    }
 
     #[test]
     fn capability_names_convert() {
