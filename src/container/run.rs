@@ -23,9 +23,11 @@ pub struct RunOpts {
 pub fn run(g: &Global, o: &RunOpts) -> Result<i32> {
     if o.detach {
         let c = create_locked(g, &o.create, true)?;
-        return start_created(&c.dir, &c.saved).map(|()| 0).inspect_err(|_| {
-            let _ = destroy_by_id(g, &o.create.id);
-        });
+        return start_created(&c.dir, &c.saved)
+            .map(|()| 0)
+            .inspect_err(|_| {
+                let _ = destroy_by_id(g, &o.create.id);
+            });
     }
     nix::sys::prctl::set_child_subreaper(true)
         .ctx(Error::Container, || "prctl PR_SET_CHILD_SUBREAPER")?;
