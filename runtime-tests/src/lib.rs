@@ -51,11 +51,20 @@ pub fn runtime_name() -> String {
         .into_owned()
 }
 
-fn scratch() -> &'static Path {
+/// This test run's own directory under the temp dir: bundles, rootfs
+/// copies and state roots go below it.
+pub fn scratch() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let d = std::env::temp_dir().join(format!("runtime-tests-{}", std::process::id()));
-        fs::create_dir_all(&d).unwrap();
+        // The pid alone repeats across runs: a dir left by an earlier run
+        // (its rootfs template given to rtuser by the rootless mode) would
+        // be taken over. A new dir each time, or the run fails.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let d = std::env::temp_dir().join(format!("runtime-tests-{}-{nanos}", std::process::id()));
+        fs::create_dir(&d).unwrap_or_else(|e| panic!("create {}: {e}", d.display()));
         d
     })
 }

@@ -198,7 +198,7 @@ fn in_cgroup(name: &str) -> Vec<i32> {
 /// Other users of a shared host mount and unmount elsewhere meanwhile, so
 /// the whole table's size would not tell our leaks from theirs.
 fn our_mounts() -> usize {
-    let ours = format!("/runtime-tests-{}/", std::process::id());
+    let ours = format!("{}/", scratch().display());
     fs::read_to_string("/proc/self/mountinfo")
         .unwrap()
         .lines()
