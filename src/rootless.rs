@@ -55,7 +55,7 @@ pub fn in_user_namespace() -> bool {
 /// made: a process that has changed its own must not ask.
 fn own_uid_map() -> Option<&'static str> {
     static MAP: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    MAP.get_or_init(|| std::fs::read_to_string("/proc/self/uid_map").ok())
+    MAP.get_or_init(|| crate::sys::fd::read_text("/proc/self/uid_map").ok())
         .as_deref()
 }
 
@@ -145,10 +145,10 @@ pub fn check_spec(spec: &Spec, uid: u32, gid: u32) -> Result<MapTools> {
     if userns.path().is_some() {
         return Ok(MapTools::default());
     }
-    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let passwd = crate::sys::fd::read_text("/etc/passwd").unwrap_or_default();
     let name = user_name(&passwd, uid);
     let ranges = |file: &str, own: u32| {
-        let text = std::fs::read_to_string(file).unwrap_or_default();
+        let text = crate::sys::fd::read_text(file).unwrap_or_default();
         sub_ids(&text, name.as_deref(), own)
     };
     let maps = linux.uid_mappings().as_deref().unwrap_or_default();

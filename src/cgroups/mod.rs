@@ -92,7 +92,7 @@ fn freeze_wait(hs: &[Hierarchy], on: bool) -> Result<()> {
             if n.is_multiple_of(50) {
                 write(&state, want)?;
             }
-            let now = fs::read_to_string(&state).unwrap_or_default();
+            let now = crate::sys::fd::read_text(&state).unwrap_or_default();
             if now.trim() == want {
                 return Ok(());
             }
@@ -123,7 +123,7 @@ fn freeze_wait(hs: &[Hierarchy], on: bool) -> Result<()> {
     let events = h.dir.join("cgroup.events");
     let want = if on { "frozen 1" } else { "frozen 0" };
     loop {
-        let now = fs::read_to_string(&events)
+        let now = crate::sys::fd::read_text(&events)
             .ctx(Error::Cgroup, || format!("read {}", events.display()))?;
         if now.lines().any(|line| line.trim() == want) {
             return Ok(());
@@ -141,11 +141,11 @@ fn freeze_wait(hs: &[Hierarchy], on: bool) -> Result<()> {
 /// Whether the container's cgroup is frozen (status `paused`).
 pub fn frozen(hs: &[Hierarchy]) -> bool {
     if let Some(h) = v1_of(hs, "freezer") {
-        return fs::read_to_string(h.dir.join("freezer.state"))
+        return crate::sys::fd::read_text(h.dir.join("freezer.state"))
             .is_ok_and(|s| s.trim() == "FROZEN" || s.trim() == "FREEZING");
     }
     hs.iter().find(|h| h.v2).is_some_and(|h| {
-        fs::read_to_string(h.dir.join("cgroup.freeze")).is_ok_and(|s| s.trim() == "1")
+        crate::sys::fd::read_text(h.dir.join("cgroup.freeze")).is_ok_and(|s| s.trim() == "1")
     })
 }
 
@@ -170,8 +170,10 @@ fn enable_controllers(h: &Hierarchy, ctrls: Option<&[&str]>, root_too: bool) {
         levels.push(cur.clone());
     }
     for level in levels.into_iter().skip(usize::from(!root_too)) {
-        let offered = fs::read_to_string(level.join("cgroup.controllers")).unwrap_or_default();
-        let enabled = fs::read_to_string(level.join("cgroup.subtree_control")).unwrap_or_default();
+        let offered =
+            crate::sys::fd::read_text(level.join("cgroup.controllers")).unwrap_or_default();
+        let enabled =
+            crate::sys::fd::read_text(level.join("cgroup.subtree_control")).unwrap_or_default();
         let want: Vec<String> = offered
             .split_whitespace()
             .filter(|o| ctrls.is_none_or(|wanted| wanted.contains(o)))
@@ -228,7 +230,7 @@ fn apply_writes(
                     }
                 )));
             }
-            let old = fs::read_to_string(&path)
+            let old = crate::sys::fd::read_text(&path)
                 .ok()
                 .filter(|o| restorable(&wr.file, o));
             match fs::write(&path, &wr.value) {
@@ -245,7 +247,7 @@ fn apply_writes(
                         return Err(e).ctx(Error::Cgroup, || write_what(&path, &wr.value));
                     };
                     let sw = path.with_file_name("memory.memsw.limit_in_bytes");
-                    let sw_old = fs::read_to_string(&sw).ok();
+                    let sw_old = crate::sys::fd::read_text(&sw).ok();
                     fs::write(&sw, &writes[j].value)
                         .ctx(Error::Cgroup, || write_what(&sw, &writes[j].value))?;
                     if let Some(o) = sw_old {
@@ -309,7 +311,7 @@ fn check_memory_usage(r: &LinuxResources, dir: &Path, usage_file: &str) -> Resul
     if limit <= 0 {
         return Ok(());
     }
-    let usage: i64 = fs::read_to_string(dir.join(usage_file))
+    let usage: i64 = crate::sys::fd::read_text(dir.join(usage_file))
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(0);
@@ -338,10 +340,10 @@ pub fn for_container(cgroups_path: Option<&Path>, id: &str) -> Result<Box<dyn Ma
         _ => PathBuf::from(id),
     };
     check_path(&rel)?;
-    let mountinfo = fs::read_to_string("/proc/self/mountinfo")
+    let mountinfo = crate::sys::fd::read_text("/proc/self/mountinfo")
         .ctx(Error::Cgroup, || "read /proc/self/mountinfo")?;
-    let own =
-        fs::read_to_string("/proc/self/cgroup").ctx(Error::Cgroup, || "read /proc/self/cgroup")?;
+    let own = crate::sys::fd::read_text("/proc/self/cgroup")
+        .ctx(Error::Cgroup, || "read /proc/self/cgroup")?;
     let hs = plan(&mountinfo, &own, &rel)?;
     Ok(from_hierarchies(hs))
 }
@@ -350,10 +352,10 @@ pub fn for_container(cgroups_path: Option<&Path>, id: &str) -> Result<Box<dyn Ma
 /// in every hierarchy: the runtime's own cgroups (which it inherits), with
 /// the writable ones in `kept` taken from there instead.
 pub fn rootless_view(kept: &[Hierarchy]) -> Result<Vec<Hierarchy>> {
-    let mountinfo = fs::read_to_string("/proc/self/mountinfo")
+    let mountinfo = crate::sys::fd::read_text("/proc/self/mountinfo")
         .ctx(Error::Cgroup, || "read /proc/self/mountinfo")?;
-    let own =
-        fs::read_to_string("/proc/self/cgroup").ctx(Error::Cgroup, || "read /proc/self/cgroup")?;
+    let own = crate::sys::fd::read_text("/proc/self/cgroup")
+        .ctx(Error::Cgroup, || "read /proc/self/cgroup")?;
     let mut hs = plan(&mountinfo, &own, Path::new(""))?;
     for h in &mut hs {
         if let Some(k) = kept.iter().find(|k| k.mount == h.mount) {
@@ -658,9 +660,9 @@ fn mkdir_all(h: &Hierarchy) -> Result<()> {
             }
         }
         for f in ["cpuset.cpus", "cpuset.mems"] {
-            let mine = fs::read_to_string(cur.join(f)).unwrap_or_default();
+            let mine = crate::sys::fd::read_text(cur.join(f)).unwrap_or_default();
             if mine.trim().is_empty() {
-                let theirs = fs::read_to_string(parent.join(f)).unwrap_or_default();
+                let theirs = crate::sys::fd::read_text(parent.join(f)).unwrap_or_default();
                 write(&cur.join(f), theirs.trim())?;
             }
         }
@@ -676,7 +678,7 @@ fn write(path: &Path, value: &str) -> Result<()> {
 
 fn read_procs(dir: &Path) -> Result<Vec<Pid>> {
     let path = dir.join("cgroup.procs");
-    match fs::read_to_string(&path) {
+    match crate::sys::fd::read_text(&path) {
         Ok(t) => Ok(t
             .lines()
             .filter_map(|line| line.trim().parse().ok())

@@ -306,7 +306,7 @@ pub fn load(dir: &Path) -> Result<Saved> {
 
 /// Start time (clock ticks since boot) of a live process, or None if it is gone.
 pub fn process_start_time(pid: Pid) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let stat = crate::sys::fd::read_text(format!("/proc/{pid}/stat")).ok()?;
     // The command name may contain spaces and parentheses: split after the last ')'.
     let rest = &stat[stat.rfind(')')? + 2..];
     // `rest` starts at field 3 (state); starttime is field 22.

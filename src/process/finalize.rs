@@ -184,7 +184,7 @@ pub(crate) fn dedup_env(entries: impl IntoIterator<Item = String>) -> Vec<String
 }
 
 fn home_of(uid: u32) -> Option<String> {
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    let passwd = crate::sys::fd::read_text("/etc/passwd").ok()?;
     passwd.lines().find_map(|line| {
         let f: Vec<&str> = line.split(':').collect();
         (f.len() >= 6 && f[2].parse() == Ok(uid)).then(|| f[5].to_string())

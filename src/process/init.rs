@@ -88,7 +88,7 @@ pub(super) fn run(s: &Spawn, cgroupns: bool, userns: bool, ch: &Channel) -> Resu
     rootfs::finalize(spec)?;
 
     if let Some(adj) = oom_score_adj {
-        let now: Option<i32> = std::fs::read_to_string("/proc/self/oom_score_adj")
+        let now: Option<i32> = crate::sys::fd::read_text("/proc/self/oom_score_adj")
             .ok()
             .and_then(|s| s.trim().parse().ok());
         // Non-dumpable, our /proc/self files belong to the host's root,

@@ -15,7 +15,7 @@ use crate::error::{Context, Error, Result};
 
 /// pivot_root needs the rootfs's parent mount not to be shared.
 pub(super) fn make_parent_private(rootfs: &Path) -> Result<()> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo")
+    let info = crate::sys::fd::read_text("/proc/self/mountinfo")
         .ctx(Error::Rootfs, || "read /proc/self/mountinfo")?;
     let best = info
         .lines()
@@ -63,7 +63,7 @@ pub(super) fn chroot_into(rootfs: &Path) -> Result<()> {
 /// namespace (a container that had none of its own left its mounts there),
 /// deepest first, each detached.
 pub fn unmount_below(rootfs: &Path) -> Result<()> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo")
+    let info = crate::sys::fd::read_text("/proc/self/mountinfo")
         .ctx(Error::Rootfs, || "read /proc/self/mountinfo")?;
     let mut points: Vec<PathBuf> = info
         .lines()

@@ -121,7 +121,7 @@ pub fn parse_process(text: &[u8]) -> Result<oci_spec::runtime::Process> {
 fn check_host(spec: &Spec) -> Result<()> {
     let linux = spec.linux().as_ref().expect("validated");
     if linux.intel_rdt().is_some() {
-        let mounted = std::fs::read_to_string("/proc/self/mountinfo")
+        let mounted = crate::sys::fd::read_text("/proc/self/mountinfo")
             .unwrap_or_default()
             .lines()
             .any(|line| {

@@ -27,6 +27,26 @@ pub(crate) fn send_fd(socket: BorrowedFd<'_>, data: &str, fd: BorrowedFd<'_>) ->
     .map(drop)
 }
 
+/// Reads a small file whole, as text: /proc and cgroupfs files,
+/// /etc/passwd. `fs::read_to_string` asks the size first (statx; these
+/// files say 0) and then reads in growing steps from 32 bytes; here one
+/// read of up to a page takes the file, one more sees its end, and the
+/// text is allocated at its size.
+pub(crate) fn read_text(path: impl AsRef<std::path::Path>) -> std::io::Result<String> {
+    let mut f = File::open(path)?;
+    let mut page = [0u8; 4096];
+    let mut text = Vec::new();
+    loop {
+        match std::io::Read::read(&mut f, &mut page) {
+            Ok(0) => break,
+            Ok(n) => text.extend_from_slice(&page[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    String::from_utf8(text).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
 /// Receives one message on a unix socket (close-on-exec) and returns the
 /// first fd its SCM_RIGHTS data carried, if any; any others are closed.
 /// One message from `socket` into `buf`'s capacity (its old contents

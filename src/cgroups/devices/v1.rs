@@ -58,8 +58,8 @@ pub(super) fn apply_v1(dir: &Path, rules: &[LinuxDeviceCgroup]) -> Result<()> {
 
 fn read_list(dir: &Path) -> Result<Emulator> {
     let path = dir.join("devices.list");
-    let text =
-        fs::read_to_string(&path).ctx(Error::Cgroup, || format!("read {}", path.display()))?;
+    let text = crate::sys::fd::read_text(&path)
+        .ctx(Error::Cgroup, || format!("read {}", path.display()))?;
     Emulator::from_list(&text).map_err(|e| Error::Cgroup(format!("{}: {e}", path.display())))
 }
 
@@ -82,18 +82,18 @@ mod tests {
         let result = std::panic::catch_unwind(|| {
             let rules = vec![sr("allow c 1:3 rw"), sr("allow b 8:* m")];
             apply_v1(&dir, &rules).unwrap();
-            let list = fs::read_to_string(dir.join("devices.list")).unwrap();
+            let list = crate::sys::fd::read_text(dir.join("devices.list")).unwrap();
             let mut lines: Vec<&str> = list.lines().collect();
             lines.sort();
             assert_eq!(lines, ["b 8:* m", "c 1:3 rw"]);
             apply_v1(&dir, &[sr("allow c 1:3 r")]).unwrap();
             assert_eq!(
-                fs::read_to_string(dir.join("devices.list")).unwrap(),
+                crate::sys::fd::read_text(dir.join("devices.list")).unwrap(),
                 "c 1:3 r\n"
             );
             apply_v1(&dir, &[spec(r#"{"allow":true,"access":"rwm"}"#)]).unwrap();
             assert_eq!(
-                fs::read_to_string(dir.join("devices.list")).unwrap(),
+                crate::sys::fd::read_text(dir.join("devices.list")).unwrap(),
                 "a *:* rwm\n"
             );
         });
