@@ -98,7 +98,8 @@ pub(crate) fn exec(
     filter: Option<&Filter>,
 ) -> Result<Infallible> {
     cloexec_from(3 + keep_fds)?;
-    crate::sys::reset_signals().ctx(Error::Process, || "reset signal dispositions")?;
+    crate::sys::reset_signals(security::ignored_signals())
+        .ctx(Error::Process, || "reset signal dispositions")?;
     security::lsm::apply_on_exec(p)?;
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(
         p.user().umask().unwrap_or(0o022),

@@ -78,6 +78,8 @@ fn to_caps(set: &Option<Capabilities>) -> Result<CapsHashSet> {
 /// in its own bounding set), each with a warning (config.md "Linux
 /// Process": runtimes should not fail on them).
 pub fn drop_ungrantable(p: &mut Process) {
+    // Read here, before the init is forked, also for `ignored_signals`.
+    own_status();
     let Some(mut c) = p.capabilities().clone() else {
         return;
     };
@@ -116,26 +118,57 @@ pub fn drop_ungrantable(p: &mut Process) {
     p.set_capabilities(Some(c));
 }
 
-/// Our bounding set from the `CapBnd` line of /proc/self/status: one read
-/// where asking the kernel cap by cap is a prctl each (41). None when the
-/// file or the line cannot be read; the caller then asks the kernel.
-fn own_bounding() -> Option<caps::CapsHashSet> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    bounding_from_status(&status)
+/// The two masks of /proc/self/status the start path needs, read once,
+/// in the process that parsed the config, on the host's /proc: `CapBnd`
+/// (the bounding set: one read where asking the kernel cap by cap is a
+/// prctl each, 41) and `SigIgn` (the signals ignored since ocirun started,
+/// which the container's process must not inherit). The processes forked
+/// from it see the values read before the fork.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct OwnStatus {
+    bounding: Option<u64>,
+    ignored: Option<u64>,
 }
 
-fn bounding_from_status(status: &str) -> Option<caps::CapsHashSet> {
-    let hex = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapBnd:"))?
-        .trim();
-    let bits = u64::from_str_radix(hex, 16).ok()?;
-    Some(
-        caps::all()
-            .into_iter()
-            .filter(|c| c.index() < 64 && bits & (1 << c.index()) != 0)
-            .collect(),
-    )
+static OWN_STATUS: std::sync::OnceLock<OwnStatus> = std::sync::OnceLock::new();
+
+fn own_status() -> OwnStatus {
+    *OWN_STATUS.get_or_init(|| {
+        crate::sys::fd::read_text("/proc/self/status")
+            .map(|s| parse_status(&s))
+            .unwrap_or_default()
+    })
+}
+
+fn parse_status(status: &str) -> OwnStatus {
+    let mask = |key: &str| {
+        let hex = status.lines().find_map(|l| l.strip_prefix(key))?.trim();
+        u64::from_str_radix(hex, 16).ok()
+    };
+    OwnStatus {
+        bounding: mask("CapBnd:"),
+        ignored: mask("SigIgn:"),
+    }
+}
+
+/// The signals ignored when ocirun started (bit n-1 for signal n), if
+/// /proc/self/status was read earlier in this process or the one it was
+/// forked from; never read here, where /proc may be the container's.
+pub(crate) fn ignored_signals() -> Option<u64> {
+    OWN_STATUS.get().and_then(|s| s.ignored)
+}
+
+/// Our bounding set, from /proc/self/status. None when the file or the
+/// line cannot be read; the caller then asks the kernel.
+fn own_bounding() -> Option<caps::CapsHashSet> {
+    own_status().bounding.map(caps_of_mask)
+}
+
+fn caps_of_mask(bits: u64) -> caps::CapsHashSet {
+    caps::all()
+        .into_iter()
+        .filter(|c| c.index() < 64 && bits & (1 << c.index()) != 0)
+        .collect()
 }
 
 /// Drops from the bounding set every capability the process may not keep.
@@ -230,15 +263,18 @@ mod tests {
 
     #[test]
     fn the_bounding_set_read_from_status_is_the_kernels() {
-        let status = std::fs::read_to_string("/proc/self/status").unwrap();
-        let read = bounding_from_status(&status).unwrap();
-        assert_eq!(read, caps::read(None, CapSet::Bounding).unwrap());
-        let two = bounding_from_status("Name:\tx\nCapBnd:\t0000000000200001\n").unwrap();
+        assert_eq!(
+            own_bounding().unwrap(),
+            caps::read(None, CapSet::Bounding).unwrap()
+        );
+        let two = parse_status("Name:\tx\nSigIgn:\t0000000180001001\nCapBnd:\t0000000000200001\n");
         let want: caps::CapsHashSet =
             [caps::Capability::CAP_CHOWN, caps::Capability::CAP_SYS_ADMIN].into();
-        assert_eq!(two, want);
-        assert!(bounding_from_status("CapBnd:\tzz\n").is_none());
-        assert!(bounding_from_status("Name:\tx\n").is_none());
+        assert_eq!(caps_of_mask(two.bounding.unwrap()), want);
+        // SIGHUP, SIGPIPE and the two signals glibc keeps (32, 33).
+        assert_eq!(two.ignored, Some(1 | 1 << 12 | 1 << 31 | 1 << 32));
+        assert_eq!(parse_status("CapBnd:\tzz\n"), OwnStatus::default());
+        assert_eq!(parse_status("Name:\tx\n"), OwnStatus::default());
     }
 
     #[test]

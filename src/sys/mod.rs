@@ -166,17 +166,44 @@ pub(crate) fn get_winsize(fd: BorrowedFd<'_>) -> Result<(u16, u16), Errno> {
     Errno::result(ret).map(|_| (ws.ws_row, ws.ws_col))
 }
 
-/// Resets every signal disposition to its default and unblocks all signals:
+/// Resets signal dispositions to their default and unblocks all signals:
 /// the container process must not inherit what ocirun set for itself (Rust
-/// ignores SIGPIPE, `run` blocks the signals it forwards).
-pub(crate) fn reset_signals() -> Result<(), Errno> {
-    for sig in 1..libc::SIGRTMAX() {
+/// ignores SIGPIPE, `run` blocks the signals it forwards) or what ocirun
+/// inherited. execve resets handled signals itself; only an ignored one
+/// survives it. `ignored` is the set ignored at ocirun's start (bit n-1 for
+/// signal n, as /proc's SigIgn): those and SIGPIPE are reset; unknown
+/// (None), every signal is.
+///
+/// The raw syscall, not libc's sigaction, which refuses the two signals
+/// glibc keeps for itself (32 and 33): one inherited as ignored would
+/// otherwise stay ignored in the container.
+pub(crate) fn reset_signals(ignored: Option<u64>) -> Result<(), Errno> {
+    // The kernel's struct sigaction, all zero: SIG_DFL, no flags, empty mask.
+    let dfl = [0u64; 4];
+    for sig in 1..=64 {
         if sig == libc::SIGKILL || sig == libc::SIGSTOP {
             continue;
         }
-        // SAFETY: installing SIG_DFL runs no code of ours in a signal context.
-        // Errors (EINVAL for the signals glibc reserves) are ignored on purpose.
-        unsafe { libc::signal(sig, libc::SIG_DFL) };
+        if let Some(mask) = ignored
+            && sig != libc::SIGPIPE
+            && mask & (1 << (sig - 1)) == 0
+        {
+            continue;
+        }
+        // SAFETY: rt_sigaction reads one kernel sigaction struct from `dfl`
+        // (32 bytes, alive for the call) and writes nothing (null old
+        // action); 8 is the size of the kernel's sigset_t. Installing
+        // SIG_DFL runs no code of ours in a signal context.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                dfl.as_ptr(),
+                std::ptr::null_mut::<u64>(),
+                8usize,
+            )
+        };
+        Errno::result(ret)?;
     }
     nix::sys::signal::sigprocmask(
         nix::sys::signal::SigmaskHow::SIG_SETMASK,
