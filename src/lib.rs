@@ -20,4 +20,4 @@ pub mod tty;
 
 pub use error::{Error, Result};
 /// For the binary (main.rs), before anything else.
-pub use sys::default_sigpipe;
+pub use sys::start_process;

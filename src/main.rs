@@ -1,5 +1,12 @@
 //! Thin: parse the command line, set up logging, dispatch, map errors to
 //! exit codes (0 ok, 1 error; `run` returns the container's exit status).
+//! The entry point is C's `main` (sys/entry.rs), without std's runtime.
+
+#![no_main]
+
+#[path = "sys/entry.rs"]
+#[allow(unsafe_code)]
+mod entry;
 
 use clap::Parser;
 use ocirun::cli::{self, Cli, Command, CreateArgs, ImageCommand, ListFormat, LogFormat};
@@ -129,8 +136,8 @@ fn dispatch(cli: Cli, reexec: Option<ocirun::Result<()>>) -> ocirun::Result<i32>
     }
 }
 
-fn main() {
-    ocirun::default_sigpipe();
+/// Everything after the start-up (entry.rs); never returns.
+fn run() -> ! {
     // The re-exec of `create`, `run` and `exec` (dispatch) made before the
     // command line is parsed: the process that re-executes would parse it
     // for nothing. An error is reported where dispatch would have met it.

@@ -269,3 +269,32 @@ fn a_symlinked_rootfs_path_is_followed() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(String::from_utf8_lossy(&o.stdout), "ok\n");
 }
+
+/// Started with stderr closed (fd 2 free), ocirun must not let a file it
+/// opens take that number: its error message would end up in the file. As
+/// std's runtime does, the entry point opens /dev/null on a closed fd.
+#[test]
+fn closed_standard_fds_are_not_reused_for_files() {
+    let d = tmp("closed-fds");
+    let log = d.0.join("log.json");
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg("exec 2>&-; exec \"$@\"")
+        .arg("sh")
+        .arg(bin())
+        .arg("--log")
+        .arg(&log)
+        .arg("--log-format=json")
+        .arg("--root")
+        .arg(d.0.join("root"))
+        .args(["state", "missing"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("container missing does not exist"), "{text}");
+    for line in text.lines() {
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|e| panic!("{e}: a line that is not the log's JSON: {line:?}"));
+    }
+}

@@ -1,7 +1,7 @@
 //! Thin safe wrappers for the system calls that nix does not cover.
 //! This module is the only place in ocirun with `unsafe`; only sys turns a
 //! raw fd into an `OwnedFd`. Private to the crate, whose root re-exports
-//! [`default_sigpipe`] for the binary.
+//! [`start_process`] for the binary.
 
 pub(crate) mod bpf;
 pub(crate) mod fd;
@@ -212,9 +212,45 @@ pub(crate) fn reset_signals(ignored: Option<u64>) -> Result<(), Errno> {
     )
 }
 
+/// What ocirun's binary needs at start-up in place of Rust's runtime
+/// (entry.rs): fds 0, 1 and 2 open (a closed one is opened on /dev/null, so
+/// that no file ocirun opens later becomes its stdout or stderr; as std
+/// does) and SIGPIPE at its default action.
+pub fn start_process() {
+    let mut fds = [0, 1, 2].map(|fd| libc::pollfd {
+        fd,
+        events: 0,
+        revents: 0,
+    });
+    // SAFETY: poll reads and writes the three pollfd structs of `fds`, which
+    // live on our stack for the call; a zero timeout never blocks.
+    let ret = unsafe { libc::poll(fds.as_mut_ptr(), 3, 0) };
+    for p in fds {
+        let closed = if ret == -1 {
+            // SAFETY: F_GETFD on a number reads the fd's flags, nothing else.
+            let r = unsafe { libc::fcntl(p.fd, libc::F_GETFD) };
+            r == -1 && Errno::last() == Errno::EBADF
+        } else {
+            p.revents & libc::POLLNVAL != 0
+        };
+        if closed {
+            // The lowest free fd: the one that is closed.
+            match nix::fcntl::open(
+                "/dev/null",
+                nix::fcntl::OFlag::O_RDWR,
+                nix::sys::stat::Mode::empty(),
+            ) {
+                Ok(fd) if fd.as_raw_fd() == p.fd => drop(std::os::fd::IntoRawFd::into_raw_fd(fd)),
+                _ => std::process::abort(),
+            }
+        }
+    }
+    default_sigpipe();
+}
+
 /// Sets SIGPIPE back to its default action for ocirun itself, so a closed
 /// pipe ends `ocirun list | head` quietly like any other tool.
-pub fn default_sigpipe() {
+fn default_sigpipe() {
     // SAFETY: installing SIG_DFL runs no code of ours in a signal context.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
 }
