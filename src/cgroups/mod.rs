@@ -648,20 +648,27 @@ fn mkdir_all(h: &Hierarchy) -> Result<()> {
     // v1 cpuset: a new cgroup starts with empty cpus/mems and refuses tasks
     // until they are set; inherit them from the parent level by level.
     let rel = h.dir.strip_prefix(&h.mount).unwrap_or(&h.dir);
+    // A level made here starts empty (or, with the parent's
+    // cgroup.clone_children, with the parent's values): it is given the
+    // parent's without being read first.
     let mut cur = h.mount.clone();
     for c in rel.components() {
         let parent = cur.clone();
         cur.push(c);
-        match fs::create_dir(&cur) {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+        let made = match fs::create_dir(&cur) {
+            Ok(()) => true,
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => false,
             Err(e) => {
                 return Err(e).ctx(Error::Cgroup, || format!("create cgroup {}", cur.display()));
             }
-        }
+        };
         for f in ["cpuset.cpus", "cpuset.mems"] {
-            let mine = crate::sys::fd::read_text(cur.join(f)).unwrap_or_default();
-            if mine.trim().is_empty() {
+            let empty = made
+                || crate::sys::fd::read_text(cur.join(f))
+                    .unwrap_or_default()
+                    .trim()
+                    .is_empty();
+            if empty {
                 let theirs = crate::sys::fd::read_text(parent.join(f)).unwrap_or_default();
                 write(&cur.join(f), theirs.trim())?;
             }
