@@ -426,7 +426,8 @@ fn features_lists_what_is_supported() {
 /// disposition the container's process must not inherit, since execve
 /// keeps it. Signals 32 and 33, which no glibc program can set, are
 /// covered where the test's own environment ignores them (cargo's test
-/// processes do): runc 1.1.5 leaves 32 ignored in the container.
+/// processes do): runc 1.1.5 leaves 32 ignored in the container, crun
+/// 1.8.1 32 and 33.
 fn with_signals_ignored(c: &Ctr, args: &[&str]) -> Output {
     let wrap = "trap '' HUP USR1 PIPE 34 64; exec \"$@\"";
     let mut cmd = if rootless() {
