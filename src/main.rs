@@ -2,8 +2,12 @@
 //! exit codes (0 ok, 1 error; `run` returns the container's exit status).
 //! The entry point is C's `main` (sys/entry.rs), without std's runtime.
 
-#![no_main]
+// The test harness (`cargo test --bins`) brings its own `main`; the binary
+// has no unit tests, so `run` goes unused there.
+#![cfg_attr(not(test), no_main)]
+#![cfg_attr(test, allow(dead_code))]
 
+#[cfg(not(test))]
 #[path = "sys/entry.rs"]
 #[allow(unsafe_code)]
 mod entry;
