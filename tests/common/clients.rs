@@ -38,14 +38,23 @@ pub fn runtimes() -> Vec<Runtime> {
 /// `<dir>/bin/<name>`: a script that runs the runtime with its state under
 /// `<dir>/state-<name>`. A client's own `--runtime-flag` does not reach the
 /// cleanup it runs when a container exits, so the root is given here.
+///
+/// Written once: a client's cleanup process may exec it at any moment, and
+/// a script rewritten in place can be seen empty (`sh` then runs nothing
+/// and exits 0: the runtime's `delete` silently skipped) or refused with
+/// ETXTBSY. The first write goes to a temporary file renamed into place.
 pub fn wrapper(dir: &Path, rt: &Runtime) -> PathBuf {
     let bin = dir.join("bin");
+    let path = bin.join(rt.name);
+    if path.exists() {
+        return path;
+    }
     let state = dir.join(format!("state-{}", rt.name));
     std::fs::create_dir_all(&bin).unwrap();
     std::fs::create_dir_all(&state).unwrap();
-    let path = bin.join(rt.name);
+    let tmp = bin.join(format!(".{}.tmp", rt.name));
     std::fs::write(
-        &path,
+        &tmp,
         format!(
             "#!/bin/sh\nexec {} --root {} \"$@\"\n",
             rt.path.display(),
@@ -54,7 +63,8 @@ pub fn wrapper(dir: &Path, rt: &Runtime) -> PathBuf {
     )
     .unwrap();
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
     path
 }
 
