@@ -184,12 +184,12 @@ fn enable_controllers(h: &Hierarchy, ctrls: Option<&[&str]>, root_too: bool) {
             continue;
         }
         let file = level.join("cgroup.subtree_control");
-        if fs::write(&file, want.join(" ")).is_err() {
+        if crate::sys::fd::write_existing(&file, want.join(" ").as_bytes()).is_err() {
             // One at a time: a controller that cannot be enabled here (a
             // threaded subtree, processes in an inner node) is reported
             // when a value for it is written.
             for c in &want {
-                let _ = fs::write(&file, c);
+                let _ = crate::sys::fd::write_existing(&file, c.as_bytes());
             }
         }
     }
@@ -233,7 +233,7 @@ fn apply_writes(
             let old = crate::sys::fd::read_text(&path)
                 .ok()
                 .filter(|o| restorable(&wr.file, o));
-            match fs::write(&path, &wr.value) {
+            match crate::sys::fd::write_existing(&path, wr.value.as_bytes()) {
                 Ok(()) => {}
                 // v1: memory+swap must stay >= memory; raising both means
                 // the swap limit first.
@@ -248,13 +248,13 @@ fn apply_writes(
                     };
                     let sw = path.with_file_name("memory.memsw.limit_in_bytes");
                     let sw_old = crate::sys::fd::read_text(&sw).ok();
-                    fs::write(&sw, &writes[j].value)
+                    crate::sys::fd::write_existing(&sw, writes[j].value.as_bytes())
                         .ctx(Error::Cgroup, || write_what(&sw, &writes[j].value))?;
                     if let Some(o) = sw_old {
                         undo.push((sw, o));
                     }
                     done[j] = true;
-                    fs::write(&path, &wr.value)
+                    crate::sys::fd::write_existing(&path, wr.value.as_bytes())
                         .ctx(Error::Cgroup, || write_what(&path, &wr.value))?;
                 }
                 Err(e) => return Err(e).ctx(Error::Cgroup, || write_what(&path, &wr.value)),
@@ -267,7 +267,7 @@ fn apply_writes(
     })();
     if result.is_err() {
         for (path, old) in undo.into_iter().rev() {
-            let _ = fs::write(&path, old.trim());
+            let _ = crate::sys::fd::write_existing(&path, old.trim().as_bytes());
         }
     }
     result
@@ -678,7 +678,7 @@ fn mkdir_all(h: &Hierarchy) -> Result<()> {
 }
 
 fn write(path: &Path, value: &str) -> Result<()> {
-    fs::write(path, value).ctx(Error::Cgroup, || {
+    crate::sys::fd::write_existing(path, value.as_bytes()).ctx(Error::Cgroup, || {
         format!("write {value:?} to {}", path.display())
     })
 }

@@ -273,9 +273,9 @@ impl OomWatch {
             let control = fs::File::open(&control_path)
                 .ctx(Error::Cgroup, || format!("open {}", control_path.display()))?;
             let reg = h.dir.join("cgroup.event_control");
-            fs::write(
+            crate::sys::fd::write_existing(
                 &reg,
-                format!("{} {}", efd.as_fd().as_raw_fd(), control.as_raw_fd()),
+                format!("{} {}", efd.as_fd().as_raw_fd(), control.as_raw_fd()).as_bytes(),
             )
             .ctx(Error::Cgroup, || {
                 format!("register oom eventfd in {}", reg.display())

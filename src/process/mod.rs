@@ -13,7 +13,6 @@ mod finalize;
 mod init;
 pub(crate) mod netdev;
 
-use std::fs;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
@@ -226,7 +225,7 @@ fn drive(s: &Spawn, ch: &Channel, child: Pid, two_stage: bool) -> Result<Pid> {
                     None => {
                         if s.rootless {
                             let path = format!("/proc/{child}/setgroups");
-                            fs::write(&path, "deny")
+                            crate::sys::fd::write_existing(&path, b"deny")
                                 .ctx(Error::Process, || format!("write \"deny\" to {path}"))?;
                         }
                         write_map(child, "gid_map", gids)?;
@@ -316,7 +315,7 @@ fn write_map(pid: Pid, file: &str, maps: &[LinuxIdMapping]) -> Result<()> {
         .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
         .collect();
     let path = format!("/proc/{pid}/{file}");
-    fs::write(&path, &text).ctx(Error::Process, || {
+    crate::sys::fd::write_existing(&path, text.as_bytes()).ctx(Error::Process, || {
         format!("write {:?} to {path}", text.trim_end())
     })
 }
@@ -408,7 +407,8 @@ fn write_time_offsets(s: &Spawn) -> Result<()> {
             off.nanosecs().unwrap_or(0)
         ));
     }
-    fs::write("/proc/self/timens_offsets", &text).ctx(Error::Process, || {
-        format!("write {:?} to /proc/self/timens_offsets", text.trim_end())
-    })
+    crate::sys::fd::write_existing("/proc/self/timens_offsets", text.as_bytes())
+        .ctx(Error::Process, || {
+            format!("write {:?} to /proc/self/timens_offsets", text.trim_end())
+        })
 }

@@ -47,6 +47,19 @@ pub(crate) fn read_text(path: impl AsRef<std::path::Path>) -> std::io::Result<St
     String::from_utf8(text).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
+/// Writes `data` in one write(2) to a file that must exist: cgroupfs,
+/// /proc. `fs::write` opens with O_CREAT|O_TRUNC: on cgroupfs the truncate
+/// is a setattr the kernel does for nothing (about 1 us a write), and a
+/// file the kernel does not have is reported as "permission denied"
+/// (EACCES from the create) instead of "no such file" (ENOENT).
+pub(crate) fn write_existing(
+    path: impl AsRef<std::path::Path>,
+    data: &[u8],
+) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new().write(true).open(path)?;
+    std::io::Write::write_all(&mut f, data)
+}
+
 /// Receives one message on a unix socket (close-on-exec) and returns the
 /// first fd its SCM_RIGHTS data carried, if any; any others are closed.
 /// One message from `socket` into `buf`'s capacity (its old contents
@@ -180,4 +193,24 @@ impl Lock {
 unsafe fn close_inherited(fd: RawFd) {
     // SAFETY: the caller owns `fd` and nothing uses it again.
     let _ = unsafe { libc::close(fd) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_existing_never_creates_and_says_no_such_file() {
+        let dir = std::env::temp_dir().join(format!("ocirun-fd-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let missing = dir.join("memory.memsw.limit_in_bytes");
+        let e = write_existing(&missing, b"1").unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
+        assert!(!missing.exists());
+        let f = dir.join("pids.max");
+        std::fs::write(&f, "").unwrap();
+        write_existing(&f, b"max").unwrap();
+        assert_eq!(std::fs::read_to_string(&f).unwrap(), "max");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

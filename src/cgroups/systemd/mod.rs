@@ -625,7 +625,7 @@ impl Manager for Systemd {
         self.with_bus(|b| b.set_unit_properties(&self.path.unit, &props))
             .inspect_err(|_| {
                 for (p, o) in old.iter().rev() {
-                    let _ = std::fs::write(p, o.trim());
+                    let _ = crate::sys::fd::write_existing(p, o.trim().as_bytes());
                 }
             })
     }
