@@ -2,6 +2,8 @@
 `run /bin/true` goes, per runtime, from perf samples of N runs."""
 import collections, os, re, subprocess, sys
 
+from bench_cache import from_disk
+
 work, n, specs = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 runtimes = [s.split("=", 1) for s in specs]
 bundle = os.path.join(work, "bundle")
@@ -111,6 +113,7 @@ def rss_breakdown(name, rt):
 
 results = {}
 for name, rt in runtimes:
+    from_disk(rt)
     subprocess.run([rt, "--root", os.path.join(work, "root-" + name), "run", "--bundle", bundle, "warm"],
                    stdout=subprocess.DEVNULL, check=True)
     results[name] = analyse(name, record(name, rt))

@@ -1,6 +1,8 @@
 """Driver for scripts/bench-lifecycle: interleaved runs, medians, ratios."""
 import ctypes, os, resource, statistics, sys, time
 
+from bench_cache import from_disk
+
 work, n, specs = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 runtimes = [s.split("=", 1) for s in specs]
 bundle = os.path.join(work, "bundle")
@@ -118,6 +120,8 @@ def rss_lifecycle(name, rt, root, i):
     return max(a, b, c)
 
 
+for _, rt in runtimes:
+    from_disk(rt)
 results, rss = {}, {}
 scenarios = (
     ("run /bin/true", run_true, rss_run),
