@@ -9,11 +9,11 @@ def from_disk(path):
 
     A binary just linked is not in that state: lld writes its output
     through a shared mapping, which leaves it in the page cache as single
-    4 KiB pages (1025 of ocirun's 1357), where a read from disk gives large
-    folios (129 single pages). Every exec then maps the single pages one by
+    4 KiB pages (2,060 of 2,076 in a fresh build), where a read from disk
+    gives mostly large folios. Every exec then maps the single pages one by
     one: measured on ocirun's `run`, 247 page faults against 240 and 2-6%
     more CPU, a difference the runtime being compared (an installed file)
-    does not have."""
+    does not have (docs/performance.md, step 21)."""
     os.sync()  # only clean pages are dropped
     fd = os.open(os.path.realpath(path), os.O_RDONLY)
     try:

@@ -40,9 +40,9 @@ pub fn runtimes() -> Vec<Runtime> {
 /// cleanup it runs when a container exits, so the root is given here.
 ///
 /// Written once: a client's cleanup process may exec it at any moment, and
-/// a script rewritten in place can be seen empty (`sh` then runs nothing
-/// and exits 0: the runtime's `delete` silently skipped) or refused with
-/// ETXTBSY. The first write goes to a temporary file renamed into place.
+/// an exec that meets the script being rewritten in place fails (ETXTBSY),
+/// so the runtime's `delete` never runs and the container is left behind.
+/// The first write goes to a temporary file renamed into place.
 pub fn wrapper(dir: &Path, rt: &Runtime) -> PathBuf {
     let bin = dir.join("bin");
     let path = bin.join(rt.name);
